@@ -1,0 +1,1 @@
+"""Selfex services, one package each."""

@@ -1,0 +1,32 @@
+"""Audit's consumer: every topic in, one chained log entry per event out."""
+
+from typing import Any
+
+from faststream.kafka import KafkaMessage
+
+from shared import topics
+from shared.events import parse_event, utcnow
+from shared.identity import Hasher
+from shared.service import Service
+
+from services.audit.repository import MongoAuditLog
+
+
+def register(service: Service, hasher: Hasher, log: list[MongoAuditLog]) -> None:
+    @service.subscriber(*topics.ALL, title="audit.every_topic")
+    async def on_any_event(body: dict[str, Any], message: KafkaMessage) -> None:
+        """Append the event, without raw personal data, to the hash-chained audit log."""
+        event = parse_event(body)
+        record = message.raw_message
+        appended = await log[0].append(
+            str(event.id),
+            {
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "recorded_at": utcnow().isoformat(timespec="milliseconds"),
+                "event": event.redacted(hasher),
+            },
+        )
+        if appended:
+            service.log.info("audited", event_id=str(event.id), type=event.type)

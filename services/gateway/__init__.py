@@ -1,0 +1,1 @@
+"""Gateway: the HTTP face of Selfex for operators, people and compliance staff."""

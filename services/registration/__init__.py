@@ -1,0 +1,1 @@
+"""Registration: owns the exclusion aggregate, from request to end."""

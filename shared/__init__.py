@@ -1,0 +1,1 @@
+"""What every Selfex service uses: contracts, topics, settings and plumbing; no business rules."""

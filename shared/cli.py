@@ -1,0 +1,82 @@
+"""``selfex``: the one command line."""
+
+import argparse
+import asyncio
+import importlib
+import signal
+import sys
+import time
+
+from shared.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="selfex", description="Selfex, the gambling self-exclusion platform.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="start the whole stack (embedded servers unless real ones are named)")
+    up.add_argument("--partitions", type=int, help="partitions per topic (default: SELFEX_TOPIC_PARTITIONS or 3)")
+
+    infra = commands.add_parser("infra", help="the embedded Kafka-compatible broker and MongoDB-wire server")
+    infra.add_argument("action", choices=["up"])
+
+    from shared.stack import SERVICES
+
+    run = commands.add_parser("run", help="run one service against the servers the settings name")
+    run.add_argument("service", choices=sorted(SERVICES))
+
+    args = parser.parse_args(argv)
+    settings = Settings()
+    if getattr(args, "partitions", None):
+        settings = settings.model_copy(update={"topic_partitions": args.partitions})
+
+    from shared.logging import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format, service="selfex")
+    if args.command == "up":
+        from shared.stack import Stack
+
+        return Stack(settings).run()
+    if args.command == "infra":
+        return _infra_up(settings)
+    return _run_service(args.service, settings)
+
+
+def _infra_up(settings: Settings) -> int:
+    from shared.broker import ensure_topics
+    from shared.infra import embedded_from_settings
+
+    stop: list[int] = []
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, lambda signum, _frame: stop.append(signum))
+    with embedded_from_settings(settings) as infra:
+        asyncio.run(ensure_topics(settings.model_copy(update={"kafka_bootstrap": infra.kafka_bootstrap})))
+        print(f"Kafka (Tansu): {infra.kafka_bootstrap}\nMongoDB (nx-27017): {infra.mongo_uri}", flush=True)
+        print("Press Ctrl-C to stop.", flush=True)
+        while not stop and infra.alive():
+            time.sleep(0.2)
+        return 0 if stop else 1
+
+
+def _run_service(name: str, settings: Settings) -> int:
+    from shared.stack import SERVICES
+
+    module_name, kind = SERVICES[name]
+    module = importlib.import_module(module_name)
+    if kind == "http":
+        import uvicorn
+
+        uvicorn.run(
+            module.create_app(settings),
+            host=settings.gateway_host,
+            port=settings.gateway_port,
+            log_config=None,
+            access_log=False,
+        )
+        return 0
+    asyncio.run(module.create_app(settings).run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

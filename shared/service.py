@@ -1,0 +1,82 @@
+"""What every consuming service shares: its broker, its subscribers' defaults, its store and topics."""
+
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+import logging
+from typing import Any
+
+import structlog
+from faststream import AckPolicy, FastStream
+from faststream.kafka import KafkaBroker
+from pymongo.asynchronous.database import AsyncDatabase
+
+from shared.broker import create_broker, ensure_topics, publish
+from shared.events import Event, utcnow
+from shared.logging import configure_logging
+from shared.settings import Settings
+from shared.store import Indexes, ensure_indexes, open_database
+
+Clock = Callable[[], datetime]
+
+
+@dataclass
+class Service:
+    """One service's wiring: settings, broker, store and clock, built by its ``create_app``."""
+
+    name: str
+    settings: Settings
+    indexes: Indexes = field(default_factory=dict)
+    clock: Clock = utcnow
+    database: AsyncDatabase | None = None
+    broker: KafkaBroker = field(init=False)
+
+    def __post_init__(self) -> None:
+        configure_logging(self.settings.log_level, self.settings.log_format, service=self.name)
+        self.broker = create_broker(self.settings, service=self.name)
+        self.log = structlog.get_logger(self.name)
+
+    def subscriber(self, *topics: str, **options: Any):
+        """A subscriber with its own consumer group; offsets commit only after the handler's effect.
+
+        A new group starts from the earliest offset: nothing published before a service first
+        started is missed.
+        """
+        options.setdefault("group_id", f"{self.settings.topic_prefix}{self.name}.{topics[0]}")
+        options.setdefault("auto_offset_reset", "earliest")
+        options.setdefault("ack_policy", AckPolicy.NACK_ON_ERROR)
+        options.setdefault("session_timeout_ms", self.settings.kafka_session_timeout_ms)
+        options.setdefault("heartbeat_interval_ms", max(100, self.settings.kafka_session_timeout_ms // 4))
+        return self.broker.subscriber(*(self.settings.topic(t) for t in topics), **options)
+
+    async def publish(self, event: Event) -> None:
+        await publish(self.broker, self.settings, event)
+
+    @property
+    def db(self) -> AsyncDatabase:
+        assert self.database is not None, "the store opens in the app's lifespan"
+        return self.database
+
+    def app(self, *, on_start: Callable[[], Any] | None = None) -> FastStream:
+        """The FastStream app: topics exist and the store is open before the first message."""
+
+        @asynccontextmanager
+        async def lifespan():
+            await ensure_topics(self.settings)
+            client = None
+            if self.database is None:
+                client, self.database = await open_database(self.settings, self.indexes)
+            else:
+                await ensure_indexes(self.database, self.indexes)
+            if on_start is not None:
+                await on_start()
+            self.log.info("service_started", topics_prefix=self.settings.topic_prefix)
+            try:
+                yield
+            finally:
+                if client is not None:
+                    await client.close()
+                    self.database = None
+
+        return FastStream(self.broker, lifespan=lifespan, logger=logging.getLogger("selfex.faststream"))

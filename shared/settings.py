@@ -1,0 +1,50 @@
+"""Settings from ``SELFEX_*`` environment variables (and a ``.env`` file, if present)."""
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """One deployment's configuration; every service builds what it needs from it."""
+
+    model_config = SettingsConfigDict(env_prefix="SELFEX_", env_file=".env", extra="ignore")
+
+    # Where the servers are. Empty means "start the embedded ones" for `selfex up`.
+    kafka_bootstrap: str = ""
+    mongo_uri: str = ""
+    mongo_db: str = "selfex"
+
+    # Kafka behaviour. Idempotence is on for real Kafka; Tansu does not implement InitProducerId.
+    kafka_idempotence: bool = False
+    topic_prefix: str = "selfex."
+    topic_partitions: int = Field(default=3, ge=1)
+    topic_replication: int = Field(default=1, ge=1)
+    # A consumer joins its group in about half this time on Tansu; real Kafka needs at least 6000.
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
+
+    # Embedded infrastructure (`selfex infra up` / `selfex up` without named servers).
+    data_dir: str = ".selfex"
+    embedded_kafka_port: int = 9092
+    embedded_mongo_port: int = 27017
+
+    # Identity hashing: HMAC-SHA-256 with a deployment secret; the key id allows rotation.
+    hash_secret: SecretStr = SecretStr("selfex-development-secret-change-me")
+    hash_key_id: str = "k1"
+
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8000
+
+    log_level: str = "INFO"
+    log_format: str = "auto"  # auto | json | console
+
+    def topic(self, name: str) -> str:
+        """The full topic name for a contract's topic, e.g. ``exclusion.commands``."""
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def kafka(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.embedded_kafka_port}"
+
+    @property
+    def mongo(self) -> str:
+        return self.mongo_uri or f"mongodb://127.0.0.1:{self.embedded_mongo_port}"
