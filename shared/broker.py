@@ -11,6 +11,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faststream import BaseMiddleware
 from faststream.kafka import KafkaBroker
 from faststream.message import StreamMessage
+from pydantic import ValidationError
 from pymongo.errors import ConnectionFailure, NetworkTimeout, PyMongoError, ServerSelectionTimeoutError
 
 from shared import topics
@@ -45,6 +46,7 @@ def create_broker(settings: Settings, *, service: str, **options: Any) -> KafkaB
         graceful_timeout=10.0,
         middlewares=[dead_letters.middleware()],
         logger=logging.getLogger("selfex.faststream"),
+        log_level=logging.DEBUG,  # a line per message is too much on the hot path
         **options,
     )
     dead_letters.broker = broker
@@ -149,6 +151,13 @@ class DeadLetters:
 
 
 def describe(error: BaseException) -> str:
-    """The reason a message was refused, short enough for a log line or a header."""
-    text = f"{type(error).__name__}: {error}"
+    """The reason a message was refused, without the input: it may hold raw personal data."""
+    if isinstance(error, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc']) or 'message'}: {e['msg']}"
+            for e in error.errors(include_input=False, include_url=False)
+        )
+        text = f"ValidationError: {problems}"
+    else:
+        text = f"{type(error).__name__}: {error}"
     return text if len(text) <= 2000 else text[:2000] + "…"

@@ -32,14 +32,20 @@ def main(argv: list[str] | None = None) -> int:
 
     from shared.logging import configure_logging
 
-    configure_logging(settings.log_level, settings.log_format, service="selfex")
-    if args.command == "up":
-        from shared.stack import Stack
+    from shared.infra import InfrastructureError
 
-        return Stack(settings).run()
-    if args.command == "infra":
-        return _infra_up(settings)
-    return _run_service(args.service, settings)
+    configure_logging(settings.log_level, settings.log_format, service="selfex")
+    try:
+        if args.command == "up":
+            from shared.stack import Stack
+
+            return Stack(settings).run()
+        if args.command == "infra":
+            return _infra_up(settings)
+        return _run_service(args.service, settings)
+    except InfrastructureError as exc:
+        print(f"selfex: {exc}", file=sys.stderr)
+        return 2
 
 
 def _infra_up(settings: Settings) -> int:

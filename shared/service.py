@@ -1,7 +1,6 @@
 """What every consuming service shares: its broker, its subscribers' defaults, its store and topics."""
 
 from collections.abc import Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 import logging
@@ -10,6 +9,7 @@ from typing import Any
 import structlog
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.broker import create_broker, ensure_topics, publish
@@ -59,24 +59,29 @@ class Service:
         return self.database
 
     def app(self, *, on_start: Callable[[], Any] | None = None) -> FastStream:
-        """The FastStream app: topics exist and the store is open before the first message."""
+        """The FastStream app: topics exist and the store is open before the first message.
 
-        @asynccontextmanager
-        async def lifespan():
+        Start-up and shut-down are hooks, so ``async with app:`` in a test does what ``app.run()`` does.
+        """
+        opened: list[AsyncMongoClient] = []
+
+        async def start() -> None:
             await ensure_topics(self.settings)
-            client = None
             if self.database is None:
                 client, self.database = await open_database(self.settings, self.indexes)
+                opened.append(client)
             else:
                 await ensure_indexes(self.database, self.indexes)
             if on_start is not None:
                 await on_start()
-            self.log.info("service_started", topics_prefix=self.settings.topic_prefix)
-            try:
-                yield
-            finally:
-                if client is not None:
-                    await client.close()
-                    self.database = None
+            self.log.info("service_starting", topic_prefix=self.settings.topic_prefix)
 
-        return FastStream(self.broker, lifespan=lifespan, logger=logging.getLogger("selfex.faststream"))
+        async def stop() -> None:
+            for client in opened:
+                await client.close()
+                self.database = None
+            opened.clear()
+
+        return FastStream(
+            self.broker, on_startup=[start], after_shutdown=[stop], logger=logging.getLogger("selfex.faststream")
+        )

@@ -42,6 +42,7 @@ class MongoExclusions:
         document = exclusion.model_dump(mode="python")
         document["_id"] = str(document.pop("id"))
         document["request_id"] = str(document["request_id"])
+        document["scope"] = exclusion.scope.model_dump(mode="json")
         try:
             await self._exclusions.insert_one(document)
             return exclusion

@@ -1,0 +1,104 @@
+"""Infrastructure selection: servers named by the environment, else containers, else embedded.
+
+- ``SELFEX_KAFKA_BOOTSTRAP`` and ``SELFEX_MONGO_URI`` set: those servers are used as they are.
+- a Docker engine answers: real Kafka (KRaft) and a MongoDB replica set through testcontainers.
+- otherwise: the embedded Tansu broker and nx-27017 store, started for the session.
+
+Every test gets its own topic prefix and database, so tests never read each other's messages.
+"""
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from shared.infra import EMBEDDED_SESSION_TIMEOUT_MS, EmbeddedInfra, free_port
+from shared.settings import Settings
+from shared.store import create_client
+
+
+@dataclass(frozen=True)
+class Servers:
+    kind: str  # external | containers | embedded
+    kafka_bootstrap: str
+    mongo_uri: str
+    idempotence: bool
+    session_timeout_ms: int
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        client.ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    kafka, mongo = os.environ.get("SELFEX_KAFKA_BOOTSTRAP"), os.environ.get("SELFEX_MONGO_URI")
+    if kafka and mongo:
+        yield Servers("external", kafka, mongo, os.environ.get("SELFEX_KAFKA_IDEMPOTENCE", "true") == "true", 10_000)
+        return
+    if _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+        from testcontainers.mongodb import MongoDbContainer
+
+        with KafkaContainer().with_kraft() as kafka_container, MongoDbContainer("mongo:7") as mongo_container:
+            yield Servers(
+                "containers",
+                kafka_container.get_bootstrap_server(),
+                mongo_container.get_connection_url(),
+                True,
+                10_000,
+            )
+        return
+    infra = EmbeddedInfra(tmp_path_factory.mktemp("infra"), kafka_port=free_port(), mongo_port=free_port())
+    infra.start()
+    try:
+        yield Servers("embedded", infra.kafka_bootstrap, infra.mongo_uri, False, EMBEDDED_SESSION_TIMEOUT_MS)
+    finally:
+        infra.stop()
+
+
+def pytest_report_header(config) -> str:
+    return "selfex infrastructure: external if SELFEX_KAFKA_BOOTSTRAP/SELFEX_MONGO_URI, else containers if Docker answers, else embedded"
+
+
+@pytest.fixture
+def settings(servers: Servers) -> Settings:
+    """Settings for one test: the session's servers, with a topic prefix and database of its own."""
+    tag = uuid.uuid4().hex[:10]
+    return Settings(
+        kafka_bootstrap=servers.kafka_bootstrap,
+        mongo_uri=servers.mongo_uri,
+        mongo_db=f"t_{tag}",
+        topic_prefix=f"t{tag}.",
+        topic_partitions=3,
+        kafka_idempotence=servers.idempotence,
+        kafka_session_timeout_ms=servers.session_timeout_ms,
+        hash_secret="test-secret-0123456789abcdef",
+        log_format="console",
+    )
+
+
+@pytest_asyncio.fixture
+async def database(settings: Settings):
+    client = create_client(settings)
+    try:
+        yield client[settings.mongo_db]
+    finally:
+        await client.drop_database(settings.mongo_db)
+        await client.close()
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
