@@ -25,7 +25,18 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run one service against the servers the settings name")
     run.add_argument("service", choices=sorted(SERVICES))
 
+    # Subcommands whose arguments belong to the service that owns them.
+    bench = commands.add_parser("bench", help="measure speed on the real broker and store", add_help=False)
+    bench.add_argument("target", choices=sorted(DELEGATED["bench"]))
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    operator = commands.add_parser("operator", help="operators and their API keys", add_help=False)
+    operator.add_argument("rest", nargs=argparse.REMAINDER)
+
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        return _delegate(DELEGATED["bench"][args.target], args.rest)
+    if args.command == "operator":
+        return _delegate(DELEGATED["operator"], args.rest)
     settings = Settings()
     if getattr(args, "partitions", None):
         settings = settings.model_copy(update={"topic_partitions": args.partitions})
@@ -46,6 +57,17 @@ def main(argv: list[str] | None = None) -> int:
     except InfrastructureError as exc:
         print(f"selfex: {exc}", file=sys.stderr)
         return 2
+
+
+# command -> module whose ``main(argv) -> int`` takes the rest of the command line.
+DELEGATED = {
+    "bench": {"decisions": "services.blocking.bench", "http": "services.gateway.bench"},
+    "operator": "services.gateway.operators",
+}
+
+
+def _delegate(module_name: str, argv: list[str]) -> int:
+    return importlib.import_module(module_name).main(argv)
 
 
 def _infra_up(settings: Settings) -> int:

@@ -9,7 +9,7 @@ from datetime import date, datetime, timezone
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, Self, Union
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared import topics
 from shared.identity import Hasher, Identity
@@ -61,6 +61,13 @@ class Scope(Contract):
         if ExclusionType.GAMES not in self.types:
             return False
         return Game.ALL in self.games or not self.games or (game is not None and game in self.games)
+
+    def union(self, other: "Scope") -> "Scope":
+        """Both scopes together: extending an exclusion never narrows what it covers."""
+        games = self.games | other.games
+        if Game.ALL in games:
+            games = frozenset({Game.ALL})
+        return Scope(types=self.types | other.types, games=games)
 
     def label(self) -> str:
         """ChipOut's ``Type`` in a status answer."""
@@ -153,48 +160,352 @@ def _redact_identity(event: Event, hasher: Hasher) -> dict[str, Any]:
 # --- exclusion commands (entry point: raw identity) -------------------------------------------
 
 
+class Channel(StrEnum):
+    """How a request reached Selfex, which decides how it is verified."""
+
+    OPERATOR = "operator"  # operator-attested (ChipOut's POST, an "exclude me" button): no verification
+    PORTAL = "portal"  # the person, on the self-service portal: a one-time code or a document check
+    THIRD_PARTY = "third_party"  # a regulator or family member applies (OASIS, CRUKS)
+
+
+class ThirdPartyApplication(Contract):
+    """Who applied for someone else's exclusion, and why. The applicant's name is stored encrypted."""
+
+    applicant: Literal["regulator", "family", "operator"]
+    applicant_name: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class SupportPerson(Contract):
+    """Someone the person chose to be told when the exclusion starts and ends (BetStop)."""
+
+    name: str = Field(min_length=1, max_length=200)
+    email: str | None = Field(default=None, max_length=254)
+    mobile: str | None = Field(default=None, max_length=32)
+
+
 class ExclusionRequestedPayload(Contract):
     identity: Identity
-    duration: str = Field(description="ChipOut style: +Nd or +Nm; +12m means until further notice")
+    duration: str = Field(description="ChipOut style: +Nd or +Nm; +12m means until further notice in SE")
     scope: Scope = SCOPE_ALL
     jurisdiction: str = "SE"
     attested: bool = Field(default=False, description="the operator has the person's consent already")
+    channel: Channel | None = Field(default=None, description="default: operator when attested, else portal")
+    verify_by: Literal["email", "sms"] | None = Field(default=None, description="where a portal request's code goes")
+    locale: str | None = Field(default=None, max_length=16)
     year_of_birth: int | None = Field(default=None, ge=1900, le=2100)
     gender: Literal["M", "F", "U"] | None = None
+    third_party: ThirdPartyApplication | None = None
+    support_persons: list[SupportPerson] = Field(default_factory=list, max_length=10)
+
+    def effective_channel(self) -> Channel:
+        if self.channel is not None:
+            return self.channel
+        if self.third_party is not None:
+            return Channel.THIRD_PARTY
+        return Channel.OPERATOR if self.attested else Channel.PORTAL
 
 
 class RequestExclusion(Event):
-    """A person, or an operator on their behalf, asks for a self-exclusion."""
+    """A person, or an operator or third party on their behalf, asks for an exclusion."""
 
     topic: ClassVar[str] = topics.EXCLUSION_COMMANDS
     type: Literal["exclusion.request"] = "exclusion.request"
     payload: ExclusionRequestedPayload
 
     def redacted(self, hasher: Hasher) -> dict[str, Any]:
-        return _redact_identity(self, hasher)
+        data = _redact_identity(self, hasher)
+        if data["payload"].get("third_party"):
+            data["payload"]["third_party"]["applicant_name"] = "[withheld]"
+        data["payload"]["support_persons"] = len(self.payload.support_persons)
+        return data
+
+
+class LiftRequestedPayload(Contract):
+    exclusion_id: uuid.UUID | None = Field(default=None, description="the exclusion, when the caller knows it")
+    identity: Identity | None = Field(default=None, description="else: the person, whose running exclusion ends")
+
+
+class RequestLift(Event):
+    """The person asks to end their exclusion; the policy says whether and when it may end."""
+
+    topic: ClassVar[str] = topics.EXCLUSION_COMMANDS
+    type: Literal["exclusion.lift_request"] = "exclusion.lift_request"
+    payload: LiftRequestedPayload
+
+    def redacted(self, hasher: Hasher) -> dict[str, Any]:
+        return _redact_identity(self, hasher) if self.payload.identity else self.model_dump(mode="json")
+
+
+ExclusionCommand = Annotated[Union[RequestExclusion, RequestLift], Field(discriminator="type")]
 
 
 # --- exclusion lifecycle (pseudonymous from here on) ------------------------------------------
 
 
-class ExclusionActivatedPayload(Contract):
+class ExclusionState(StrEnum):
+    PENDING_VERIFICATION = "pending_verification"
+    COOLING_OFF = "cooling_off"
+    ACTIVE = "active"
+    LIFT_REQUESTED = "lift_requested"
+    LIFTED = "lifted"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+# While in these states the person is excluded: every operator refuses them.
+EXCLUDING_STATES = frozenset({ExclusionState.ACTIVE, ExclusionState.LIFT_REQUESTED})
+# These states are final: the exclusion is history.
+FINAL_STATES = frozenset({ExclusionState.LIFTED, ExclusionState.EXPIRED, ExclusionState.CANCELLED})
+
+
+class ExclusionSnapshot(Contract):
+    """An exclusion as it stands after a transition: every lifecycle event carries the whole of it."""
+
     exclusion_id: uuid.UUID
     identifiers: list[str] = Field(description="keyed hashes of the person's identifiers")
     scope: Scope
     jurisdiction: str
+    state: ExclusionState = ExclusionState.ACTIVE
     starts_at: AwareDatetime
-    ends_at: AwareDatetime | None = Field(default=None, description="None: until further notice")
+    ends_at: AwareDatetime | None = Field(default=None, description="None: until a lift request ends it")
+    minimum_until: AwareDatetime | None = Field(default=None, description="no lift takes effect before this")
+    lift_effective_at: AwareDatetime | None = Field(default=None, description="when a requested lift takes effect")
+    duration: str | None = None
+    version: int = 1
+    channel: Channel | None = None
+    third_party: Literal["regulator", "family", "operator"] | None = None
+    reason: str | None = Field(default=None, description="why, for a refusal or a cancellation")
+
+    def excludes(self) -> bool:
+        return self.state in EXCLUDING_STATES
 
 
-class ExclusionActivated(Event):
+# Kept for the first contract's name: an activation's payload is the snapshot.
+ExclusionActivatedPayload = ExclusionSnapshot
+
+
+class _Lifecycle(Event):
+    topic: ClassVar[str] = topics.EXCLUSION_LIFECYCLE
+    payload: ExclusionSnapshot
+
+
+class ExclusionRequested(_Lifecycle):
+    """A request was registered and waits for the person to prove it is theirs."""
+
+    type: Literal["exclusion.requested"] = "exclusion.requested"
+
+
+class ExclusionCoolingOffStarted(_Lifecycle):
+    """Verified; the policy's cooling-off runs before the exclusion takes effect."""
+
+    type: Literal["exclusion.cooling_off_started"] = "exclusion.cooling_off_started"
+
+
+class ExclusionActivated(_Lifecycle):
     """An exclusion is in force: every operator must refuse the person from now on."""
 
-    topic: ClassVar[str] = topics.EXCLUSION_LIFECYCLE
     type: Literal["exclusion.activated"] = "exclusion.activated"
-    payload: ExclusionActivatedPayload
 
 
-LifecycleEvent = Annotated[Union[ExclusionActivated], Field(discriminator="type")]
+class ExclusionExtended(_Lifecycle):
+    """A new request lengthened a running exclusion (it is never shortened)."""
+
+    type: Literal["exclusion.extended"] = "exclusion.extended"
+
+
+class ExclusionEndingSoon(_Lifecycle):
+    """The exclusion ends by itself within the policy's reminder window (24 hours by default)."""
+
+    type: Literal["exclusion.ending_soon"] = "exclusion.ending_soon"
+
+
+class ExclusionExpired(_Lifecycle):
+    """The exclusion reached its end and ended by itself."""
+
+    type: Literal["exclusion.expired"] = "exclusion.expired"
+
+
+class ExclusionLiftRequested(_Lifecycle):
+    """The person asked to end it; it stays in force until ``lift_effective_at``."""
+
+    type: Literal["exclusion.lift_requested"] = "exclusion.lift_requested"
+
+
+class ExclusionLiftRefused(_Lifecycle):
+    """A lift request the policy does not allow yet; the exclusion is unchanged."""
+
+    type: Literal["exclusion.lift_refused"] = "exclusion.lift_refused"
+
+
+class ExclusionLifted(_Lifecycle):
+    """The requested lift took effect: the person may gamble again."""
+
+    type: Literal["exclusion.lifted"] = "exclusion.lifted"
+
+
+class ExclusionCancelled(_Lifecycle):
+    """A request that was never verified (failed, or timed out) ended without taking effect."""
+
+    type: Literal["exclusion.cancelled"] = "exclusion.cancelled"
+
+
+LIFECYCLE_EVENTS: tuple[type[_Lifecycle], ...] = (
+    ExclusionRequested,
+    ExclusionCoolingOffStarted,
+    ExclusionActivated,
+    ExclusionExtended,
+    ExclusionEndingSoon,
+    ExclusionExpired,
+    ExclusionLiftRequested,
+    ExclusionLiftRefused,
+    ExclusionLifted,
+    ExclusionCancelled,
+)
+LifecycleEvent = Annotated[
+    Union[
+        ExclusionRequested,
+        ExclusionCoolingOffStarted,
+        ExclusionActivated,
+        ExclusionExtended,
+        ExclusionEndingSoon,
+        ExclusionExpired,
+        ExclusionLiftRequested,
+        ExclusionLiftRefused,
+        ExclusionLifted,
+        ExclusionCancelled,
+    ],
+    Field(discriminator="type"),
+]
+
+
+# --- verification ---------------------------------------------------------------------------
+
+
+class _KeyedByExclusion(Event):
+    """One exclusion's verification messages share a partition, so they stay in order."""
+
+    def key(self) -> bytes:
+        return str(self.payload.exclusion_id).encode()
+
+
+class CodeSubmittedPayload(Contract):
+    exclusion_id: uuid.UUID
+    sealed_code: str = Field(description="the code as typed, sealed (AES-GCM) by the gateway")
+
+
+class SubmitCode(_KeyedByExclusion):
+    """The person typed the one-time code they received."""
+
+    topic: ClassVar[str] = topics.VERIFICATION_INPUTS
+    type: Literal["verification.code_submitted"] = "verification.code_submitted"
+    payload: CodeSubmittedPayload
+
+
+class CodeResendPayload(Contract):
+    exclusion_id: uuid.UUID
+
+
+class ResendCode(_KeyedByExclusion):
+    """The person asks for a new one-time code (at most 3 times)."""
+
+    topic: ClassVar[str] = topics.VERIFICATION_INPUTS
+    type: Literal["verification.code_resend"] = "verification.code_resend"
+    payload: CodeResendPayload
+
+
+class DocumentSubmittedPayload(Contract):
+    exclusion_id: uuid.UUID
+    document_id: str = Field(description="the encrypted document, stored by the gateway")
+    content_type: Literal["application/pdf", "image/jpeg", "image/png"]
+    size: int = Field(gt=0, le=10 * 1024 * 1024)
+
+
+class SubmitDocument(_KeyedByExclusion):
+    """The person uploaded an identity document for review."""
+
+    topic: ClassVar[str] = topics.VERIFICATION_INPUTS
+    type: Literal["verification.document_submitted"] = "verification.document_submitted"
+    payload: DocumentSubmittedPayload
+
+
+class DocumentReviewedPayload(Contract):
+    exclusion_id: uuid.UUID
+    document_id: str
+    approved: bool
+    reviewer: str = Field(min_length=1, max_length=200)
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class ReviewDocument(_KeyedByExclusion):
+    """A reviewer approved or rejected an identity document."""
+
+    topic: ClassVar[str] = topics.VERIFICATION_INPUTS
+    type: Literal["verification.document_reviewed"] = "verification.document_reviewed"
+    payload: DocumentReviewedPayload
+
+
+VerificationInput = Annotated[Union[SubmitCode, ResendCode, SubmitDocument, ReviewDocument], Field(discriminator="type")]
+
+
+class VerificationOutcomePayload(Contract):
+    exclusion_id: uuid.UUID
+    method: Literal["code", "document"]
+    reason: str | None = None
+
+
+class ExclusionVerified(_KeyedByExclusion):
+    """The person proved the request is theirs."""
+
+    topic: ClassVar[str] = topics.VERIFICATION_EVENTS
+    type: Literal["exclusion.verified"] = "exclusion.verified"
+    payload: VerificationOutcomePayload
+
+
+class VerificationFailed(_KeyedByExclusion):
+    """Attempts exhausted, the code expired, or the document was rejected: the request ends."""
+
+    topic: ClassVar[str] = topics.VERIFICATION_EVENTS
+    type: Literal["verification.failed"] = "verification.failed"
+    payload: VerificationOutcomePayload
+
+
+class SubmissionRefusedPayload(Contract):
+    exclusion_id: uuid.UUID
+    reason: str
+
+
+class VerificationSubmissionRefused(_KeyedByExclusion):
+    """A code that was wrong, late, repeated or for another request; nothing else changed."""
+
+    topic: ClassVar[str] = topics.VERIFICATION_EVENTS
+    type: Literal["verification.submission_refused"] = "verification.submission_refused"
+    payload: SubmissionRefusedPayload
+
+
+VerificationEvent = Annotated[
+    Union[ExclusionVerified, VerificationFailed, VerificationSubmissionRefused], Field(discriminator="type")
+]
+
+
+# --- notification requests -------------------------------------------------------------------
+
+
+class NotificationRequestedPayload(Contract):
+    template: str = Field(description="e.g. verification_code, exclusion_activated, exclusion_ending_soon")
+    recipient: Literal["person", "support_persons", "applicant"] = "person"
+    channel: Literal["email", "sms", "any"] = "any"
+    locale: str | None = None
+    params: dict[str, str] = Field(default_factory=dict, description="nothing personal")
+    sealed_params: str | None = Field(default=None, description="secrets such as a code, sealed with AES-GCM")
+
+
+class NotificationRequested(Event):
+    """Tell someone something; the notification service finds their (encrypted) contact by subject."""
+
+    topic: ClassVar[str] = topics.NOTIFICATION_REQUESTS
+    type: Literal["notification.requested"] = "notification.requested"
+    payload: NotificationRequestedPayload
 
 
 # --- account events and decisions -------------------------------------------------------------
@@ -249,6 +560,26 @@ class DecisionMade(Event):
         return f"{self.operator_id}:{self.payload.account_id}".encode()
 
 
+class EnforcementPayload(Contract):
+    account_id: str
+    action: Literal["end_sessions", "lift"]
+    exclusion_id: uuid.UUID
+    ends_on: date | None = None
+    message: str | None = None
+
+
+class EnforcementCommanded(Event):
+    """Tell an operator to end an account's sessions now (an exclusion began) or to lift that (it ended)."""
+
+    topic: ClassVar[str] = topics.ENFORCEMENT
+    type: Literal["enforcement.commanded"] = "enforcement.commanded"
+    operator_id: str
+    payload: EnforcementPayload
+
+    def key(self) -> bytes:
+        return f"{self.operator_id}:{self.payload.account_id}".encode()
+
+
 # --- dead letters ---------------------------------------------------------------------------
 
 
@@ -280,10 +611,25 @@ class MessageDeadLettered(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {
     model.model_fields["type"].default: model
-    for model in (RequestExclusion, ExclusionActivated, AccountEventOccurred, DecisionMade, MessageDeadLettered)
+    for model in (
+        RequestExclusion,
+        RequestLift,
+        *LIFECYCLE_EVENTS,
+        SubmitCode,
+        ResendCode,
+        SubmitDocument,
+        ReviewDocument,
+        ExclusionVerified,
+        VerificationFailed,
+        VerificationSubmissionRefused,
+        NotificationRequested,
+        AccountEventOccurred,
+        DecisionMade,
+        EnforcementCommanded,
+        MessageDeadLettered,
+    )
 }
 
-_lifecycle_adapter: TypeAdapter = TypeAdapter(LifecycleEvent)
 
 
 def parse_event(data: dict[str, Any]) -> Event:

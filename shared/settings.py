@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     hash_secret: SecretStr = SecretStr("selfex-development-secret-change-me")
     hash_key_id: str = "k1"
 
+    # Sealing (AES-256-GCM) of contact details, documents and codes in transit: "id:base64key,...".
+    encryption_keys: SecretStr = SecretStr("e1:c2VsZmV4LWRldi1rZXktMDEyMzQ1Njc4OWFiY2RlZiE=")
+    encryption_key_id: str = "e1"
+
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
 
