@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run one service against the servers the settings name")
     run.add_argument("service", choices=sorted(SERVICES))
 
+    docs = commands.add_parser("docs", help="generated documentation")
+    docs.add_argument("kind", choices=["asyncapi"])
+    docs.add_argument("--out", help="write to this file instead of standard output")
+
     # Subcommands whose arguments belong to the service that owns them.
     bench = commands.add_parser("bench", help="measure speed on the real broker and store", add_help=False)
     bench.add_argument("target", choices=sorted(DELEGATED["bench"]))
@@ -37,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         return _delegate(DELEGATED["bench"][args.target], args.rest)
     if args.command == "operator":
         return _delegate(DELEGATED["operator"], args.rest)
+    if args.command == "docs":
+        return _docs(args.out)
     settings = Settings()
     if getattr(args, "partitions", None):
         settings = settings.model_copy(update={"topic_partitions": args.partitions})
@@ -64,6 +70,20 @@ DELEGATED = {
     "bench": {"decisions": "services.blocking.bench", "http": "services.gateway.bench"},
     "operator": "services.gateway.operators",
 }
+
+
+def _docs(out: str | None) -> int:
+    import json
+
+    from shared.asyncapi import build
+
+    text = json.dumps(build(), indent=2, sort_keys=True) + "\n"
+    if out:
+        with open(out, "w") as handle:
+            handle.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 def _delegate(module_name: str, argv: list[str]) -> int:

@@ -275,6 +275,8 @@ class ExclusionSnapshot(Contract):
     version: int = 1
     channel: Channel | None = None
     third_party: Literal["regulator", "family", "operator"] | None = None
+    verify_by: Literal["email", "sms"] | None = Field(default=None, description="where a portal request's code goes")
+    document_check: bool = Field(default=False, description="the policy wants an identity document reviewed")
     reason: str | None = Field(default=None, description="why, for a refusal or a cancellation")
 
     def excludes(self) -> bool:
