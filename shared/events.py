@@ -4,6 +4,7 @@ Evolve a contract by adding optional fields; consumers ignore fields they do not
 carries raw identity (an entry-point message) says how to show itself without it (``redacted``).
 """
 
+import base64
 import uuid
 from datetime import date, datetime, timezone
 from enum import StrEnum
@@ -607,7 +608,8 @@ class MessageDeadLettered(Event):
         import hashlib
 
         data = self.model_dump(mode="json")
-        data["payload"]["original"] = "sha256:" + hashlib.sha256(self.payload.original.encode()).hexdigest()
+        original = base64.b64decode(self.payload.original)
+        data["payload"]["original"] = "sha256:" + hashlib.sha256(original).hexdigest()
         return data
 
 

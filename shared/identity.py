@@ -44,7 +44,7 @@ class IdentityError(ValueError):
 class Identity(BaseModel):
     """The raw identity fields a request or account event carries. Never stored or logged as is."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     uid: str | None = Field(default=None, description="SHA-256 hex of the 12-digit personnummer (ChipOut)")
     national_id: Text | None = Field(default=None, description="a national id in clear, hashed on arrival")
@@ -84,7 +84,7 @@ def normalise_name(name: str) -> str:
     """Case, accents and inner spaces do not count; only the first 20 characters do."""
     decomposed = unicodedata.normalize("NFKD", name)
     plain = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join(plain.casefold().split())[:NAME_SIGNIFICANT_CHARS]
+    return " ".join(plain.casefold().split())[:NAME_SIGNIFICANT_CHARS].rstrip()
 
 
 def normalise_postcode(postcode: str) -> str:

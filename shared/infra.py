@@ -91,7 +91,7 @@ class EmbeddedInfra:
     def _mongo_command(self) -> list[str]:
         database = "memory" if self.mongo_in_memory else str(self.data_dir / "mongo.db")
         return [
-            sys.executable, "-m", "nx_27017.nx_27017",
+            sys.executable, "-m", "shared.embedded_mongo",
             "--db", database,
             "--host", "127.0.0.1",
             "-p", str(self.mongo_port),

@@ -46,10 +46,10 @@ class MongoAuditLog:
             digest = entry_hash(previous, entry)
             try:
                 await self._collection.insert_one({"_id": event_id, **entry, "prev_hash": previous, "hash": digest})
-            except DuplicateKeyError as exc:
-                if "seq" not in str(exc):
+            except DuplicateKeyError:
+                if await self._collection.find_one({"_id": event_id}, {"_id": 1}):
                     return False  # the same event, appended meanwhile
-                self._last = None  # another writer appended: chain onto its entry
+                self._last = None  # another writer took this seq: chain onto its entry
                 continue
             self._last = (seq + 1, digest)
             return True

@@ -48,7 +48,7 @@ def parse_duration(text: object) -> Duration:
     """``+30d`` is 30 days, ``+4m`` 4 calendar months; anything else is a clear error."""
     if not isinstance(text, str) or not text.strip():
         raise DurationError("duration is empty: expected +Nd (days) or +Nm (months)")
-    match = re.fullmatch(r"\+(\d{1,6})([dm])", text.strip())
+    match = re.fullmatch(r"\+([0-9]{1,6})([dm])", text.strip())
     if match is None:
         raise DurationError(f"duration {text!r} is not +Nd (days) or +Nm (months)")
     amount, unit = int(match.group(1)), match.group(2)

@@ -59,6 +59,11 @@ def test_anything_else_is_a_duration_error(text):
         parse_duration(text)
 
 
+def test_a_duration_in_other_digits_than_ascii_is_refused():
+    with pytest.raises(DurationError):
+        parse_duration("+٣٠d")
+
+
 @given(st.integers(min_value=1, max_value=MAX_DAYS))
 def test_any_number_of_days_in_range_parses_to_that_number(days):
     assert parse_duration(f"+{days}d") == Duration(days, "d")

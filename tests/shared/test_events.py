@@ -1,6 +1,7 @@
 """Event contracts: they round-trip, say their topic, derive ids from their cause, and redact."""
 
 import base64
+import hashlib
 import json
 import re
 import uuid
@@ -9,14 +10,12 @@ from datetime import date, datetime, timezone
 import pydantic
 import pytest
 
-from shared import events as contracts
 from shared import topics
 from shared.broker import describe
 from shared.events import (
     EVENT_TYPES,
+    LIFECYCLE_EVENTS,
     SCOPE_ALL,
-    AccountEventKind,
-    AccountEventOccurred,
     Envelope,
     Event,
     ExclusionActivated,
@@ -24,7 +23,6 @@ from shared.events import (
     Game,
     MessageDeadLettered,
     RequestExclusion,
-    RequestLift,
     Scope,
     derived_id,
     parse_event,
@@ -86,7 +84,7 @@ PAYLOADS: dict[str, dict] = {
         "error": "ValueError: bad", "original": base64.b64encode(b"not json {").decode(),
     },
 }
-LIFECYCLE_TYPES = [model.model_fields["type"].default for model in contracts.LIFECYCLE_EVENTS]
+LIFECYCLE_TYPES = [model.model_fields["type"].default for model in LIFECYCLE_EVENTS]
 
 
 def sample(type_name: str, **fields) -> Event:
@@ -200,6 +198,8 @@ def test_a_redacted_dead_letter_keeps_a_sha256_digest_instead_of_the_original_by
 
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", redacted["payload"]["original"])
     assert event.payload.original not in json.dumps(redacted)
+    original_bytes = base64.b64decode(event.payload.original)
+    assert redacted["payload"]["original"] == "sha256:" + hashlib.sha256(original_bytes).hexdigest()
     assert redacted["payload"]["original"] == sample("message.dead_lettered").redacted(HASHER)["payload"]["original"]
     other = event.model_copy(update={"payload": event.payload.model_copy(update={"original": "b3RoZXI="})})
     assert other.redacted(HASHER)["payload"]["original"] != redacted["payload"]["original"]
@@ -252,11 +252,6 @@ def test_fields_a_consumer_does_not_know_are_ignored(type_name):
     assert parse_event(data) == event
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Identity has extra='forbid', so an identity field added by a newer producer makes every "
-    "RequestExclusion/RequestLift/AccountEventOccurred carrying it fail validation (breaks forward compatibility)",
-)
 def test_an_identity_field_a_consumer_does_not_know_is_ignored():
     event = sample("account.event")
     data = json.loads(event.model_dump_json())
@@ -303,8 +298,3 @@ def test_a_scope_covers_the_games_it_names_and_all_of_them_when_it_names_none_or
 def test_a_scope_needs_at_least_one_type():
     with pytest.raises(pydantic.ValidationError):
         Scope(types=frozenset())
-
-
-def test_an_account_event_kind_outside_the_vocabulary_is_refused():
-    with pytest.raises(pydantic.ValidationError):
-        AccountEventOccurred.model_validate({"operator_id": "op-1", "payload": {**PAYLOADS["account.event"], "kind": "cashout"}})
