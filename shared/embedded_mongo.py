@@ -1,9 +1,9 @@
 """nx-27017, started with one correction to the SQLite engine beneath it (neosqlite).
 
-neosqlite's SQL fast path for ``update_one`` stores a top-level ``$set`` of a datetime on an
-existing document as a naive string, so the field no longer compares as a date (``$lte now`` on
-``next_transition_at``, say). Updates that set a datetime take neosqlite's own Python path instead,
-which stores it as a date, as MongoDB does. The store-conformance suite checks the result.
+neosqlite's SQL fast path for ``update_one`` stores a top-level ``$set`` of a datetime as a naive
+string (so it no longer compares as a date: ``$lte now`` on ``next_transition_at``, say) and of a
+boolean as 0 or 1. Updates that set either take neosqlite's own Python path instead, which stores
+them as MongoDB does. The store-conformance suite checks the result.
 """
 
 import sys
@@ -11,10 +11,13 @@ from datetime import date, datetime
 from typing import Any
 
 
-def _sets_a_date(update_spec: dict[str, Any]) -> bool:
+MANGLED_TYPES = (date, datetime, bool)
+
+
+def _sets_a_mangled_type(update_spec: dict[str, Any]) -> bool:
     for operator in ("$set", "$setOnInsert", "$max", "$min"):
         values = update_spec.get(operator)
-        if isinstance(values, dict) and any(isinstance(v, (date, datetime)) for v in values.values()):
+        if isinstance(values, dict) and any(isinstance(v, MANGLED_TYPES) for v in values.values()):
             return True
     return False
 
@@ -27,7 +30,7 @@ def patch_neosqlite() -> None:
         return
 
     def _can_use_sql_updates(self, update_spec, doc_id, original_doc=None):
-        if _sets_a_date(update_spec):
+        if _sets_a_mangled_type(update_spec):
             return False
         return original(self, update_spec, doc_id, original_doc)
 

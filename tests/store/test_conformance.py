@@ -82,6 +82,17 @@ async def test_set_on_an_existing_document_keeps_a_datetime_a_datetime(database)
     assert await database["docs"].find_one({"_id": "x-1"}) == {"_id": "x-1", "ends_at": NOW}
 
 
+async def test_set_on_an_existing_document_keeps_a_boolean_a_boolean(database):
+    await database["things"].insert_one({"_id": "b", "flag": True, "other": False})
+
+    await database["things"].update_one({"_id": "b"}, {"$set": {"flag": False, "new": True}})
+
+    found = await database["things"].find_one({"_id": "b"})
+    assert found == {"_id": "b", "flag": False, "other": False, "new": True}
+    assert [type(found[k]) for k in ("flag", "new")] == [bool, bool]
+    assert await database["things"].count_documents({"flag": False}) == 1
+
+
 async def test_a_tz_aware_datetime_comes_back_aware_in_utc_to_the_millisecond(database):
     assert database.client.codec_options.tz_aware, "create_client(settings) reads datetimes back aware"
     local = NOW.astimezone(timezone(timedelta(hours=1)))
