@@ -1,0 +1,450 @@
+"""The self-service portal: a person asks for their own exclusion and proves it is theirs.
+
+No API key: the person is verified by a one-time code or a reviewed identity document instead. The
+gateway app provides, on ``app.state``: ``settings``, ``db``, ``publish`` (an Event to its topic),
+``hasher``, ``sealer`` and ``policies``. Every answer is JSON; a malformed request gets a 4xx naming
+the problem. Writes are commands on Kafka; each route then reads its own write (bounded) and answers
+``202 processing`` when the bound passes.
+"""
+
+import asyncio
+import functools
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime
+from typing import Any, Literal, TypeVar
+
+import structlog
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pymongo.errors import PyMongoError
+
+from services.verification.codes import submission_context, well_formed
+from services.verification.domain import Outcome, Status
+from services.verification.repository import MongoDocuments, MongoOutcomes, MongoVerifications
+from shared.events import (
+    SCOPE_ALL,
+    Channel,
+    CodeResendPayload,
+    CodeSubmittedPayload,
+    DocumentSubmittedPayload,
+    Event,
+    ExclusionRequestedPayload,
+    RequestExclusion,
+    ResendCode,
+    Scope,
+    SubmitCode,
+    SubmitDocument,
+    utcnow,
+)
+from shared.identity import PERSONAL_KINDS, Identity, IdentityError, normalise_mobile, uid_from_personnummer
+from shared.policies import DurationError
+
+router = APIRouter(prefix="/v1/portal", tags=["portal"])
+log = structlog.get_logger("gateway.portal")
+
+READ_YOUR_WRITE_SECONDS = 5.0
+POLL_SECONDS = 0.05
+MAX_DOCUMENT_BYTES = 10 * 1024 * 1024
+# The file's own first bytes say what it is; the declared content type is not trusted.
+MAGIC_NUMBERS = (
+    (b"%PDF-", "application/pdf"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+)
+HTTP_STATUS = {
+    Status.VERIFIED: 200,
+    Status.CODE_SENT: 202,
+    Status.DOCUMENT_RECEIVED: 202,
+    Status.WRONG_CODE: 400,
+    Status.ATTEMPTS_EXHAUSTED: 400,
+    Status.SUPERSEDED: 400,
+    Status.OTHER_REQUEST: 400,
+    Status.ALREADY_USED: 409,
+    Status.ALREADY_VERIFIED: 409,
+    Status.WRONG_METHOD: 409,
+    Status.UNKNOWN_REQUEST: 409,
+    Status.DOCUMENT_PENDING: 409,
+    Status.NOT_UNDER_REVIEW: 409,
+    Status.EXPIRED: 410,
+    Status.CLOSED: 410,
+    Status.RESENDS_EXHAUSTED: 429,
+}
+T = TypeVar("T")
+
+
+class PortalExclusionRequest(BaseModel):
+    """What the person fills in. At least one personal identifier; the code goes to ``verify_by``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    national_id: str | None = Field(default=None, description="personnummer (SE), 12 digits")
+    first_name: str | None = None
+    last_name: str | None = None
+    date_of_birth: date | None = None
+    postcode: str | None = None
+    email: str | None = None
+    mobile: str | None = None
+    duration: str = Field(description="+Nd or +Nm, as the jurisdiction's policy allows", examples=["+6m"])
+    jurisdiction: str = Field(default="SE", max_length=8)
+    scope: Scope | None = None
+    verify_by: Literal["email", "sms"] | None = Field(default=None, description="default: e-mail if given, else SMS")
+    locale: str | None = Field(default=None, max_length=16)
+
+    def identity(self) -> Identity:
+        fields = ("national_id", "first_name", "last_name", "date_of_birth", "postcode", "email", "mobile")
+        return Identity(**{name: getattr(self, name) for name in fields if getattr(self, name) is not None})
+
+
+class Problem(Exception):
+    """A request the portal refuses: the status, the field at fault (if one) and why."""
+
+    def __init__(self, status: int, error: str, field: str | None = None) -> None:
+        super().__init__(error)
+        self.status, self.error, self.field = status, error, field
+
+    def response(self) -> JSONResponse:
+        body = {"error": self.error} | ({"field": self.field} if self.field else {})
+        return JSONResponse(body, status_code=self.status)
+
+
+def answers(route: Callable[..., Awaitable[JSONResponse]]) -> Callable[..., Awaitable[JSONResponse]]:
+    """A refusal becomes its 4xx; an unreachable broker or store a 503, never a 500."""
+
+    @functools.wraps(route)
+    async def wrapper(*args, **kwargs) -> JSONResponse:
+        try:
+            return await route(*args, **kwargs)
+        except Problem as problem:
+            return problem.response()
+        except (PyMongoError, KafkaError, ConnectionError, asyncio.TimeoutError) as exc:
+            log.warning("portal_unavailable", error=type(exc).__name__)
+            return JSONResponse({"error": "the service is unavailable, try again shortly"}, status_code=503)
+
+    return wrapper
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON schema with its ``$defs`` written in place, for the OpenAPI document."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(definitions[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve(schema)
+
+
+def _body(media_type: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}}}
+
+
+CODE_BODY = {"type": "object", "required": ["code"], "properties": {"code": {"type": "string", "pattern": "^[0-9]{6}$"}}}
+DOCUMENT_BODY = {"type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}
+REFUSALS = {
+    400: {"description": "malformed, or a wrong code: the JSON body names the field or the reason"},
+    404: {"description": "no such exclusion"},
+    409: {"description": "already used, already confirmed, or not what this request waits for"},
+    410: {"description": "the code expired, or the request was cancelled"},
+    503: {"description": "the broker or the store is unreachable"},
+}
+
+
+# --- the routes ---------------------------------------------------------------------------
+
+
+@router.post(
+    "/exclusions",
+    status_code=202,
+    responses={400: REFUSALS[400], 503: REFUSALS[503]},
+    openapi_extra=_body("application/json", _inlined(PortalExclusionRequest.model_json_schema())),
+)
+@answers
+async def request_exclusion(request: Request) -> JSONResponse:
+    """Ask for an exclusion for yourself; a code (or a document request) follows."""
+    state = request.app.state
+    form = _validated(PortalExclusionRequest, await _json_object(request))
+    identity = _checked_identity(form)
+    policy = state.policies.get(form.jurisdiction.upper())
+    if policy is None:
+        raise Problem(400, f"unknown jurisdiction; known: {', '.join(sorted(state.policies))}", "jurisdiction")
+    try:
+        policy.terms(form.duration)
+    except DurationError as exc:
+        raise Problem(400, str(exc), "duration") from None
+    scope = form.scope or SCOPE_ALL
+    if not {t.value for t in scope.types} <= set(policy.scopes):
+        raise Problem(400, f"scope: {policy.jurisdiction} allows {', '.join(policy.scopes)}", "scope")
+    identifiers = state.hasher.identifiers(identity, policy.mobile_region)
+    if not PERSONAL_KINDS & identifiers.keys():
+        raise Problem(400, "give a national id, an e-mail, a mobile, or first and last name with date of birth and postcode", "identity")
+    verify_by = _verify_by(form, needs_code=not policy.document_check)
+    command = RequestExclusion(
+        source="gateway",
+        payload=ExclusionRequestedPayload(
+            identity=identity,
+            duration=form.duration,
+            scope=scope,
+            jurisdiction=policy.jurisdiction,
+            channel=Channel.PORTAL,
+            verify_by=verify_by,
+            locale=form.locale,
+        ),
+    )
+    await state.publish(command)
+    log.info("portal_exclusion_requested", request_id=str(command.id), jurisdiction=policy.jurisdiction)
+    exclusion = await _within_bound(lambda: state.db["exclusions"].find_one({"request_ids": str(command.id)}, {"state": 1}))
+    if exclusion is None:
+        return JSONResponse({"status": "processing", "request_id": str(command.id)}, status_code=202)
+    pending = exclusion.get("state") == "pending_verification"
+    method = ("document" if policy.document_check else "code") if pending else None
+    return JSONResponse({"exclusion_id": exclusion["_id"], "state": exclusion.get("state"), "verification": method}, status_code=202)
+
+
+@router.post("/exclusions/{exclusion_id}/code", responses=REFUSALS, openapi_extra=_body("application/json", CODE_BODY))
+@answers
+async def submit_code(exclusion_id: str, request: Request) -> JSONResponse:
+    """Confirm the request with the 6-digit code you received."""
+    state = request.app.state
+    exclusion = await _known_exclusion(state.db, exclusion_id)
+    body = await _json_object(request)
+    code = body.get("code")
+    if not isinstance(code, str) or not well_formed(code.strip()):
+        raise Problem(400, "code must be the 6 digits you received", "code")
+    command = SubmitCode(
+        source="gateway",
+        payload=CodeSubmittedPayload(exclusion_id=exclusion, sealed_code=state.sealer.seal_text(code.strip(), submission_context(exclusion))),
+    )
+    return await _published_and_answered(state, command)
+
+
+@router.post(
+    "/exclusions/{exclusion_id}/code/resend",
+    status_code=202,
+    responses=REFUSALS | {429: {"description": "no more codes: at most 3 resends"}},
+)
+@answers
+async def resend_code(exclusion_id: str, request: Request) -> JSONResponse:
+    """Send a new code (at most 3 times); the previous one stops working."""
+    state = request.app.state
+    exclusion = await _known_exclusion(state.db, exclusion_id)
+    return await _published_and_answered(state, ResendCode(source="gateway", payload=CodeResendPayload(exclusion_id=exclusion)))
+
+
+@router.post(
+    "/exclusions/{exclusion_id}/documents",
+    status_code=202,
+    responses=REFUSALS | {413: {"description": "larger than 10 MB"}},
+    openapi_extra=_body("multipart/form-data", DOCUMENT_BODY),
+)
+@answers
+async def upload_document(exclusion_id: str, request: Request) -> JSONResponse:
+    """Upload an identity document (PDF, JPEG or PNG, at most 10 MB) for review."""
+    state = request.app.state
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_DOCUMENT_BYTES + 64 * 1024:
+        raise Problem(413, "the document is larger than 10 MB", "file")
+    exclusion = await _known_exclusion(state.db, exclusion_id)
+    data = await _uploaded_file(request)
+    content_type = _sniffed(data)
+    verification = await MongoVerifications(state.db).get(exclusion)
+    if verification is not None and verification.state.value != "awaiting_document":
+        raise Problem(409, f"this request is not waiting for a document ({verification.state.value})")
+    document_id = str(uuid.uuid4())
+    documents = MongoDocuments(state.db)
+    sealed = state.sealer.seal(data, f"document:{document_id}")
+    await documents.add(document_id, exclusion_id=exclusion, content_type=content_type, size=len(data), sealed=sealed, now=utcnow())
+    command = SubmitDocument(
+        source="gateway",
+        payload=DocumentSubmittedPayload(exclusion_id=exclusion, document_id=document_id, content_type=content_type, size=len(data)),
+    )
+    await state.publish(command)
+    outcome = await _within_bound(lambda: MongoOutcomes(state.db).get(command.id))
+    if outcome is not None and outcome.refused:
+        await documents.remove(document_id)
+        return _answer(outcome)
+    status = outcome.status.value if outcome else "processing"
+    return JSONResponse({"document_id": document_id, "status": status}, status_code=202)
+
+
+@router.get("/exclusions/{exclusion_id}", responses={400: REFUSALS[400], 404: REFUSALS[404]})
+@answers
+async def show_exclusion(exclusion_id: str, request: Request) -> JSONResponse:
+    """Where your request stands: its state, its dates (a delayed lift with its date), the verification."""
+    state = request.app.state
+    exclusion = await state.db["exclusions"].find_one({"_id": str(_uuid(exclusion_id))})
+    if exclusion is None:
+        raise Problem(404, "no such exclusion")
+    verification = await MongoVerifications(state.db).get(exclusion["_id"])
+    body: dict[str, Any] = {
+        "exclusion_id": exclusion["_id"],
+        "state": exclusion.get("state"),
+        "jurisdiction": exclusion.get("jurisdiction"),
+        "duration": exclusion.get("duration"),
+        "starts_on": _day(exclusion.get("starts_at")),
+        "ends_on": _day(exclusion.get("ends_at")),
+        "minimum_until": _day(exclusion.get("minimum_until")),
+        "lift_effective_at": _instant(exclusion.get("lift_effective_at")),
+        "verification": None,
+    }
+    if verification is not None:
+        body["verification"] = {
+            "method": verification.method,
+            "state": verification.state.value,
+            "attempts_left": verification.attempts_left if verification.method == "code" else None,
+            "resends_left": verification.resends_left if verification.method == "code" else None,
+            "code_expires_at": _instant(verification.code_expires_at) if verification.method == "code" else None,
+        }
+    return JSONResponse(body)
+
+
+# --- the parts ----------------------------------------------------------------------------
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        raise Problem(400, "the body must be a JSON object", "body") from None
+    if not isinstance(body, dict):
+        raise Problem(400, "the body must be a JSON object", "body")
+    return body
+
+
+def _validated(model: type[BaseModel], body: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        field = ".".join(str(part) for part in first["loc"]) or "body"
+        raise Problem(400, f"{field}: {first['msg']}", field) from None
+
+
+def _checked_identity(form: PortalExclusionRequest) -> Identity:
+    try:
+        identity = form.identity()
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise Problem(400, f"{field}: {first['msg']}", field) from None
+    for field, check in (("national_id", uid_from_personnummer), ("mobile", normalise_mobile)):
+        value = getattr(identity, field)
+        if value is not None:
+            try:
+                check(value)
+            except IdentityError as exc:
+                raise Problem(400, f"{field}: {exc}", field) from None
+    return identity
+
+
+def _verify_by(form: PortalExclusionRequest, *, needs_code: bool) -> Literal["email", "sms"] | None:
+    if form.verify_by == "email" and not form.email:
+        raise Problem(400, "verify_by email needs the e-mail address", "verify_by")
+    if form.verify_by == "sms" and not form.mobile:
+        raise Problem(400, "verify_by sms needs the mobile number", "verify_by")
+    if form.verify_by or not needs_code:
+        return form.verify_by
+    if form.email:
+        return "email"
+    if form.mobile:
+        return "sms"
+    raise Problem(400, "a one-time code needs an e-mail address or a mobile number", "verify_by")
+
+
+def _uuid(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise Problem(400, "exclusion_id is not a UUID", "exclusion_id") from None
+
+
+async def _known_exclusion(db, exclusion_id: str) -> uuid.UUID:
+    exclusion = _uuid(exclusion_id)
+    if await db["exclusions"].find_one({"_id": str(exclusion)}, {"_id": 1}) is None:
+        if await MongoVerifications(db).get(exclusion) is None:
+            raise Problem(404, "no such exclusion")
+    return exclusion
+
+
+async def _uploaded_file(request: Request) -> bytes:
+    try:
+        form = await request.form(max_files=1, max_fields=10)
+    except Exception:  # noqa: BLE001 — any parse failure of the multipart body is the sender's
+        raise Problem(400, "the body must be multipart/form-data with one file", "file") from None
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise Problem(400, "send the document as the multipart field 'file'", "file")
+    data = await upload.read(MAX_DOCUMENT_BYTES + 1)
+    await upload.close()
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise Problem(413, "the document is larger than 10 MB", "file")
+    if not data:
+        raise Problem(400, "the document is empty", "file")
+    return data
+
+
+def _sniffed(data: bytes) -> str:
+    for magic, content_type in MAGIC_NUMBERS:
+        if data.startswith(magic):
+            return content_type
+    raise Problem(400, "only PDF, JPEG or PNG documents are accepted (judged by the file's content)", "file")
+
+
+async def _published_and_answered(state, command: Event) -> JSONResponse:
+    await state.publish(command)
+    outcome = await _within_bound(lambda: MongoOutcomes(state.db).get(command.id))
+    if outcome is None:
+        return JSONResponse({"status": "processing", "submission_id": str(command.id)}, status_code=202)
+    return _answer(outcome)
+
+
+def _answer(outcome: Outcome) -> JSONResponse:
+    body: dict[str, Any] = {"status": outcome.status.value, "reason": outcome.reason, "exclusion_id": str(outcome.exclusion_id)}
+    if outcome.attempts_left is not None:
+        body["attempts_left"] = outcome.attempts_left
+    if outcome.resends_left is not None:
+        body["resends_left"] = outcome.resends_left
+    if outcome.refused:
+        body["error"] = outcome.reason
+    return JSONResponse(body, status_code=HTTP_STATUS.get(outcome.status, 409))
+
+
+async def _within_bound(probe: Callable[[], Awaitable[T | None]]) -> T | None:
+    """Read your own write: poll until it shows, for at most READ_YOUR_WRITE_SECONDS."""
+    deadline = time.monotonic() + READ_YOUR_WRITE_SECONDS
+    while True:
+        found = await probe()
+        if found is not None or time.monotonic() >= deadline:
+            return found
+        await asyncio.sleep(POLL_SECONDS)
+
+
+def _day(value: Any) -> str | None:
+    instant = _as_datetime(value)
+    return instant.date().isoformat() if instant else None
+
+
+def _instant(value: Any) -> str | None:
+    instant = _as_datetime(value)
+    return instant.isoformat() if instant else None
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    # The embedded store may hand back a datetime written with $set as an ISO string.
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None

@@ -1,0 +1,1 @@
+"""Verification: proves a portal request comes from the person (one-time code or identity document)."""

@@ -1,0 +1,122 @@
+"""Verifications, submission outcomes and uploaded documents in MongoDB: the only code that knows
+these collections' shapes (the portal reads and writes them through this module too).
+
+verifications            _id = exclusion id; the Verification model, plus ``next_check_at`` (indexed:
+                         the timer's work list). Written whole, conditional on ``version``.
+verification_submissions _id = the submission's event id; the Outcome model (what the portal reads).
+documents                _id = document id; exclusion_id, content_type, size, ``sealed`` (the bytes,
+                         AES-GCM with context "document:<id>"), uploaded_at.
+"""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from services.verification.domain import Outcome, Verification, next_check_at
+
+SUBMISSIONS_RETENTION_SECONDS = 30 * 24 * 3600
+
+INDEXES = {
+    "verifications": [IndexModel([("next_check_at", ASCENDING)]), IndexModel([("subject", ASCENDING)])],
+    "verification_submissions": [
+        IndexModel([("recorded", ASCENDING)], expireAfterSeconds=SUBMISSIONS_RETENTION_SECONDS)
+    ],
+    "documents": [IndexModel([("exclusion_id", ASCENDING)])],
+}
+_DATETIMES = ("created_at", "updated_at", "code_expires_at")
+
+
+class MongoVerifications:
+    def __init__(self, database: AsyncDatabase) -> None:
+        self._collection = database["verifications"]
+
+    async def get(self, exclusion_id: uuid.UUID | str) -> Verification | None:
+        document = await self._collection.find_one({"_id": str(exclusion_id)})
+        return _verification(document) if document else None
+
+    async def add(self, verification: Verification) -> bool:
+        """Store a new verification; False if this exclusion has one already."""
+        try:
+            await self._collection.insert_one(_document(verification))
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def replace(self, verification: Verification, *, expected_version: int) -> bool:
+        """Write the new state if nobody else changed it since ``expected_version``."""
+        # Whole-document replacement: a datetime $set on an existing document is mangled by the
+        # embedded store (see tests/store/test_conformance.py), a replacement is not.
+        result = await self._collection.replace_one(
+            {"_id": str(verification.exclusion_id), "version": expected_version}, _document(verification)
+        )
+        return result.matched_count == 1
+
+    async def of_subject(self, subject: str, *, besides: uuid.UUID) -> list[Verification]:
+        """The person's other verifications, to recognise a code that belongs to one of them."""
+        cursor = self._collection.find({"subject": subject}).limit(50)
+        return [_verification(d) async for d in cursor if d["_id"] != str(besides)]
+
+    async def due(self, now: datetime, *, limit: int = 200) -> list[Verification]:
+        cursor = self._collection.find({"next_check_at": {"$lte": now}}).sort("next_check_at", ASCENDING).limit(limit)
+        return [_verification(d) async for d in cursor]
+
+
+class MongoOutcomes:
+    """What became of each submission, by its event id."""
+
+    def __init__(self, database: AsyncDatabase) -> None:
+        self._collection = database["verification_submissions"]
+
+    async def get(self, submission_id: uuid.UUID | str) -> Outcome | None:
+        document = await self._collection.find_one({"_id": str(submission_id)})
+        return Outcome.model_validate(document) if document else None
+
+    async def record(self, outcome: Outcome) -> None:
+        document = {"_id": str(outcome.submission_id), **outcome.model_dump(mode="json"), "recorded": outcome.recorded_at}
+        try:
+            await self._collection.insert_one(document)
+        except DuplicateKeyError:
+            pass  # recorded before this redelivery
+
+
+class MongoDocuments:
+    """Identity documents as uploaded, sealed."""
+
+    def __init__(self, database: AsyncDatabase) -> None:
+        self._collection = database["documents"]
+
+    async def add(self, document_id: str, *, exclusion_id: uuid.UUID, content_type: str, size: int, sealed: str, now: datetime) -> None:
+        await self._collection.insert_one(
+            {
+                "_id": document_id,
+                "exclusion_id": str(exclusion_id),
+                "content_type": content_type,
+                "size": size,
+                "sealed": sealed,
+                "uploaded_at": now,
+            }
+        )
+
+    async def get(self, document_id: str) -> dict[str, Any] | None:
+        return await self._collection.find_one({"_id": document_id})
+
+    async def remove(self, document_id: str) -> None:
+        """An upload the verification refused is not kept."""
+        await self._collection.delete_one({"_id": document_id})
+
+
+def _document(verification: Verification) -> dict[str, Any]:
+    document = verification.model_dump(mode="json")
+    document["_id"] = document.pop("exclusion_id")
+    for name in _DATETIMES:
+        document[name] = getattr(verification, name)
+    document["next_check_at"] = next_check_at(verification)
+    return document
+
+
+def _verification(document: dict[str, Any]) -> Verification:
+    return Verification.model_validate({**document, "exclusion_id": document["_id"]})
