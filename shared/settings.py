@@ -35,8 +35,24 @@ class Settings(BaseSettings):
     encryption_keys: SecretStr = SecretStr("e1:c2VsZmV4LWRldi1rZXktMDEyMzQ1Njc4OWFiY2RlZiE=")
     encryption_key_id: str = "e1"
 
+    # Verification's timer (expired codes): seconds between rounds; 0 leaves the ticking to the caller.
+    verification_timer_seconds: float = Field(default=5.0, ge=0)
+    # Registration's lifecycle timers (activation, reminder, expiry, lift, timeout) and outbox relay:
+    # seconds between passes; 0 leaves the ticking to the caller.
+    registration_timer_seconds: float = Field(default=5.0, ge=0)
+
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
+    # Per operator key: a token bucket refilled at this rate, holding at most the burst (429 past it).
+    gateway_rate_per_second: float = Field(default=100.0, gt=0)
+    gateway_rate_burst: int = Field(default=200, ge=1)
+    # Largest request body (413 past it); batch routes take the larger limit.
+    gateway_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    gateway_max_batch_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    # How long a write waits to read its own effect before answering 202 instead.
+    gateway_read_your_write_seconds: float = Field(default=5.0, ge=0)
+    # How long an accepted key is trusted without asking the store again (a revocation's delay).
+    gateway_key_cache_seconds: float = Field(default=5.0, ge=0)
 
     log_level: str = "INFO"
     log_format: str = "auto"  # auto | json | console

@@ -21,6 +21,7 @@ SERVICES: dict[str, tuple[str, str]] = {
     "registration": ("services.registration.app", "stream"),
     "blocking": ("services.blocking.app", "stream"),
     "audit": ("services.audit.app", "stream"),
+    "verification": ("services.verification.app", "stream"),
     "gateway": ("services.gateway.app", "http"),
 }
 STOP_TIMEOUT_SECONDS = 15.0
@@ -36,6 +37,8 @@ class Stack:
     services: tuple[str, ...] = tuple(SERVICES)
     infra: EmbeddedInfra | None = None
     children: dict[str, subprocess.Popen] = field(default_factory=dict)
+    demo_operator: bool = False  # `make run`: create (or re-key) the demo operator and print its key
+    demo_key: str | None = None
 
     def run(self) -> int:
         """Start everything, wait for a signal or a death, stop everything. The exit code says which."""
@@ -48,6 +51,9 @@ class Stack:
         try:
             self.start()
             print(f"Selfex is up. Gateway: http://{self.settings.gateway_host}:{self.settings.gateway_port}", flush=True)
+            if self.demo_key:
+                print(f"Demo operator key (scopes check,exclude,compliance): {self.demo_key}", flush=True)
+                print(f"  also in {self.settings.data_dir}/demo-operator.key", flush=True)
             print("Press Ctrl-C to stop.", flush=True)
             while not stop_requested:
                 dead = self._dead_child()
@@ -71,11 +77,20 @@ class Stack:
                 update={"kafka_bootstrap": self.infra.kafka_bootstrap, "mongo_uri": self.infra.mongo_uri}
             )
         asyncio.run(ensure_topics(self.settings))
+        if self.demo_operator:
+            self._issue_demo_key()
         for name in self.services:
             self.children[name] = subprocess.Popen(
                 [sys.executable, "-m", "shared.cli", "run", name], env=env, stdin=subprocess.DEVNULL
             )
             log.info("service_started", service=name, pid=self.children[name].pid)
+
+    def _issue_demo_key(self) -> None:
+        from services.gateway.operators import demo_operator, write_demo_key
+
+        issued = asyncio.run(demo_operator(self.settings))
+        write_demo_key(self.settings, issued.key)
+        self.demo_key = issued.key
 
     def _dead_child(self) -> str | None:
         return next((name for name, child in self.children.items() if child.poll() is not None), None)

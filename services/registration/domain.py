@@ -1,81 +1,89 @@
-"""The rules of an exclusion: durations, ends, and the lifecycle events. No I/O, no clock reads."""
+"""The exclusion aggregate and how a request becomes one. No I/O, no clock reads.
 
-import re
+A request is read against its jurisdiction's policy (``terms_for``): what it may not ask for is
+refused with a clear reason. A request for someone with no exclusion running opens a new one
+(``exclude``); what happens to a running one is in ``transitions``.
+"""
+
 import uuid
-from calendar import monthrange
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from shared.events import (
-    ExclusionActivated,
-    ExclusionActivatedPayload,
+    FINAL_STATES,
+    Channel,
+    ExclusionRequestedPayload,
+    ExclusionSnapshot,
+    ExclusionState,
     RequestExclusion,
     Scope,
     derived_id,
 )
 from shared.identity import PERSONAL_KINDS, IdentifierKind
+from shared.policies import DurationError, Policy, Terms, shipped_policies
 
 SOURCE = "registration"
-MAX_DAYS = 36_525  # a hundred years
-MAX_MONTHS = 1_200
 
-
-class DurationError(ValueError):
-    """A duration that is not ``+Nd`` or ``+Nm`` with N in range."""
+# An exclusion in one of these states is still running: a new request for the person extends it.
+RUNNING_STATES = frozenset(
+    {
+        ExclusionState.PENDING_VERIFICATION,
+        ExclusionState.COOLING_OFF,
+        ExclusionState.ACTIVE,
+        ExclusionState.LIFT_REQUESTED,
+    }
+)
+# The order in which identifier kinds decide between two persons a request could belong to.
+MATCH_PRIORITY = (
+    IdentifierKind.NATIONAL_ID,
+    IdentifierKind.NAME_DOB_POSTCODE,
+    IdentifierKind.EMAIL,
+    IdentifierKind.MOBILE,
+)
 
 
 class IdentityRequiredError(ValueError):
     """A request that names nobody: no personal identifier at all."""
 
 
-@dataclass(frozen=True)
-class Duration:
-    amount: int
-    unit: Literal["d", "m"]
-
-    def after(self, start: datetime) -> datetime:
-        if self.unit == "d":
-            return start + timedelta(days=self.amount)
-        return add_months(start, self.amount)
+class RequestRefusedError(ValueError):
+    """A well-formed request the jurisdiction's policy does not allow; there is no exclusion to refuse on."""
 
 
-def parse_duration(text: str) -> Duration:
-    """``+30d`` → 30 days, ``+4m`` → 4 calendar months; anything else is a clear error."""
-    match = re.fullmatch(r"\+(\d{1,6})([dm])", text.strip()) if isinstance(text, str) else None
-    if match is None:
-        raise DurationError(f"duration {text!r} is not +Nd or +Nm")
-    amount, unit = int(match.group(1)), match.group(2)
-    limit = MAX_DAYS if unit == "d" else MAX_MONTHS
-    if not 1 <= amount <= limit:
-        raise DurationError(f"duration {text!r}: N must be between 1 and {limit}")
-    return Duration(amount, unit)  # type: ignore[arg-type]
+class NothingToLiftError(ValueError):
+    """A lift request for an exclusion, or a person, that registration does not know."""
 
 
-def add_months(start: datetime, months: int) -> datetime:
-    """Calendar months; the 31st of a shorter month falls back to its last day."""
-    month_index = start.month - 1 + months
-    year, month = start.year + month_index // 12, month_index % 12 + 1
-    return start.replace(year=year, month=month, day=min(start.day, monthrange(year, month)[1]))
+class UnknownExclusionError(ValueError):
+    """A verification outcome for an exclusion registration does not know."""
 
 
-def until_further_notice(duration: Duration, jurisdiction: str) -> bool:
-    """ChipOut sends "until further notice" as ``+12m``."""
-    return jurisdiction == "SE" and duration == Duration(12, "m")
+class Refusal(BaseModel):
+    """The last request refused on an exclusion (a lift the policy does not allow yet)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request_id: str
+    reason: str
+    at: AwareDatetime
 
 
-class ExclusionState(StrEnum):
-    ACTIVE = "active"
-    EXPIRED = "expired"
+class ThirdPartyRecord(BaseModel):
+    """Who applied for the exclusion and why; the applicant's name only sealed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    applicant: str
+    reason: str
+    applicant_name: str | None = None  # shared.crypto.Sealer token, context "third_party:<exclusion id>"
 
 
 class Exclusion(BaseModel):
     """One exclusion of one person: the aggregate registration owns."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     id: uuid.UUID
     person_id: str
@@ -83,12 +91,62 @@ class Exclusion(BaseModel):
     scope: Scope
     jurisdiction: str
     duration: str
+    channel: Channel
     state: ExclusionState
+    created_at: AwareDatetime
     starts_at: AwareDatetime
     ends_at: AwareDatetime | None
-    requested_by: str | None
+    minimum_until: AwareDatetime | None = None
+    lift_effective_at: AwareDatetime | None = None
+    ended_at: AwareDatetime | None = None
     request_id: uuid.UUID
+    request_ids: list[str] = []
+    requested_by: str | None = None
+    third_party: ThirdPartyRecord | None = None
+    panic: bool = False
+    verify_by: str | None = None
+    document_check: bool = False
+    locale: str | None = None
+    support_persons: list[str] = []  # Sealer tokens, context "support_person:<exclusion id>"
+    reminded: bool = False  # the reminder for the current end went out
+    reason: str | None = None  # why it was cancelled
+    refusal: Refusal | None = None
+    causes: list[str] = []  # every command and verification outcome applied to it
     version: int = 1
+    next_transition_at: AwareDatetime | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state not in FINAL_STATES
+
+    def snapshot(self, reason: str | None = None) -> ExclusionSnapshot:
+        """The exclusion as every lifecycle event carries it."""
+        return ExclusionSnapshot(
+            exclusion_id=self.id,
+            identifiers=self.identifiers,
+            scope=self.scope,
+            jurisdiction=self.jurisdiction,
+            state=self.state,
+            starts_at=self.starts_at,
+            ends_at=self.ends_at,
+            minimum_until=self.minimum_until,
+            lift_effective_at=self.lift_effective_at,
+            duration=self.duration,
+            version=self.version,
+            channel=self.channel,
+            third_party=self.third_party.applicant if self.third_party else None,  # type: ignore[arg-type]
+            verify_by=self.verify_by,  # type: ignore[arg-type]
+            document_check=self.document_check,
+            reason=reason,
+        )
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """What a request carries that is kept only sealed: the applicant's name, the support persons."""
+
+    applicant_name: str | None = None
+    support_persons: list[str] = field(default_factory=list)
 
 
 def person_identifiers(identifiers: dict[IdentifierKind, str]) -> list[str]:
@@ -99,37 +157,132 @@ def person_identifiers(identifiers: dict[IdentifierKind, str]) -> list[str]:
     return personal
 
 
-def exclude(request: RequestExclusion, *, person_id: str, identifiers: list[str], now: datetime) -> Exclusion:
-    """A new exclusion in force from ``now``; its id derives from the request, so redelivery finds it."""
-    duration = parse_duration(request.payload.duration)
-    jurisdiction = request.payload.jurisdiction
-    return Exclusion(
-        id=derived_id(request.id, "exclusion"),
+def best_match(candidates: dict[str, list[str]], identifiers: list[str]) -> str | None:
+    """Of the persons some identifier matched, the one the strongest kind of identifier matched."""
+    wanted = set(identifiers)
+    for kind in MATCH_PRIORITY:
+        for person_id in sorted(candidates):
+            if any(h in wanted and h.startswith(f"{kind}:") for h in candidates[person_id]):
+                return person_id
+    return None
+
+
+def terms_for(request: ExclusionRequestedPayload, policy: Policy) -> Terms:
+    """The policy's reading of a request; anything the policy does not allow is refused, with why."""
+    try:
+        terms = policy.terms(request.duration)
+    except DurationError as exc:
+        raise RequestRefusedError(str(exc)) from exc
+    offered = set(policy.scopes)
+    if not_offered := sorted(t.value for t in request.scope.types if t.value not in offered):
+        raise RequestRefusedError(f"scope {', '.join(not_offered)} is not offered in {policy.jurisdiction}")
+    if len(request.support_persons) > policy.support_persons_max:
+        raise RequestRefusedError(
+            f"{len(request.support_persons)} support persons named; {policy.jurisdiction} allows {policy.support_persons_max}"
+        )
+    if request.effective_channel() is Channel.THIRD_PARTY and request.third_party is None:
+        raise RequestRefusedError("a third-party request must say who applied and why")
+    if request.third_party is None:
+        return terms
+    applicant = request.third_party.applicant
+    if policy.third_party is None or applicant not in policy.third_party.applicants:
+        raise RequestRefusedError(f"{policy.jurisdiction} takes no third-party application from a {applicant}")
+    return policy.third_party_terms(terms)
+
+
+def needs_verification(request: ExclusionRequestedPayload) -> bool:
+    """Only the person's own portal requests wait for proof; operators and third parties attest."""
+    return request.effective_channel() is Channel.PORTAL
+
+
+def exclude(
+    request: RequestExclusion,
+    *,
+    person_id: str,
+    identifiers: list[str],
+    now: datetime,
+    policy: Policy | None = None,
+    terms: Terms | None = None,
+    sealed: Sealed = Sealed(),
+) -> Exclusion:
+    """A new exclusion for ``request``; its id derives from the request, so redelivery finds it.
+
+    A portal request waits for verification; an attested one takes effect at once, or after the
+    policy's cooling-off unless it is the panic button.
+    """
+    payload = request.payload
+    policy = policy or shipped_policies()[payload.jurisdiction]
+    terms = terms or terms_for(payload, policy)
+    exclusion_id = derived_id(request.id, "exclusion")
+    if needs_verification(payload):
+        state, start = ExclusionState.PENDING_VERIFICATION, now
+    else:
+        state, start = taking_effect(policy, terms.panic, now)
+    exclusion = Exclusion(
+        id=exclusion_id,
         person_id=person_id,
         identifiers=identifiers,
-        scope=request.payload.scope,
-        jurisdiction=jurisdiction,
-        duration=request.payload.duration,
-        state=ExclusionState.ACTIVE,
-        starts_at=now,
-        ends_at=None if until_further_notice(duration, jurisdiction) else duration.after(now),
-        requested_by=request.operator_id,
+        scope=payload.scope,
+        jurisdiction=payload.jurisdiction,
+        duration=payload.duration,
+        channel=payload.effective_channel(),
+        state=state,
+        created_at=now,
+        starts_at=start,
+        ends_at=terms.ends_at(start),
+        minimum_until=terms.minimum_until(start),
         request_id=request.id,
+        request_ids=[str(request.id)],
+        requested_by=request.operator_id,
+        third_party=third_party_record(request, sealed),
+        panic=terms.panic,
+        verify_by=payload.verify_by,
+        document_check=policy.document_check and state is ExclusionState.PENDING_VERIFICATION,
+        locale=payload.locale,
+        support_persons=list(sealed.support_persons),
+        causes=[str(request.id)],
     )
+    return exclusion.model_copy(update={"next_transition_at": next_transition_at(exclusion, policy)})
 
 
-def activated(exclusion: Exclusion, request: RequestExclusion) -> ExclusionActivated:
-    return ExclusionActivated.caused_by(
-        request,
-        source=SOURCE,
-        subject=exclusion.person_id,
-        operator_id=request.operator_id,
-        payload=ExclusionActivatedPayload(
-            exclusion_id=exclusion.id,
-            identifiers=exclusion.identifiers,
-            scope=exclusion.scope,
-            jurisdiction=exclusion.jurisdiction,
-            starts_at=exclusion.starts_at,
-            ends_at=exclusion.ends_at,
-        ),
-    )
+def taking_effect(policy: Policy, panic: bool, now: datetime) -> tuple[ExclusionState, datetime]:
+    """Verified or attested: in force now, or after the policy's cooling-off (never for the panic button)."""
+    if policy.activation_cooling_off and not panic:
+        return ExclusionState.COOLING_OFF, now + policy.activation_cooling_off
+    return ExclusionState.ACTIVE, now
+
+
+def third_party_record(request: RequestExclusion, sealed: Sealed) -> ThirdPartyRecord | None:
+    application = request.payload.third_party
+    if application is None:
+        return None
+    return ThirdPartyRecord(applicant=application.applicant, reason=application.reason, applicant_name=sealed.applicant_name)
+
+
+# --- when the next timer transition is due ---------------------------------------------------------
+
+
+def reminder_at(exclusion: Exclusion, policy: Policy) -> datetime | None:
+    """When the person is reminded that the exclusion ends by itself; None if no reminder is due."""
+    if exclusion.ends_at is None or exclusion.reminded or policy.reminder_hours_before_end == 0:
+        return None
+    at = exclusion.ends_at - timedelta(hours=policy.reminder_hours_before_end)
+    return at if at > exclusion.starts_at else None  # an exclusion shorter than the window gets none
+
+
+def verification_deadline(exclusion: Exclusion, policy: Policy) -> datetime:
+    return exclusion.created_at + timedelta(hours=policy.verification_timeout_hours)
+
+
+def next_transition_at(exclusion: Exclusion, policy: Policy) -> datetime | None:
+    """The timer loop's work list: when this exclusion next changes by itself."""
+    match exclusion.state:
+        case ExclusionState.PENDING_VERIFICATION:
+            return verification_deadline(exclusion, policy)
+        case ExclusionState.COOLING_OFF:
+            return exclusion.starts_at
+        case ExclusionState.ACTIVE:
+            return reminder_at(exclusion, policy) or exclusion.ends_at
+        case ExclusionState.LIFT_REQUESTED:
+            return exclusion.lift_effective_at
+    return None

@@ -8,9 +8,10 @@ jurisdiction is adding a file: the engine needs no code change.
 
 import re
 import tomllib
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
 from calendar import monthrange
+from datetime import datetime, timedelta
+from functools import cache
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
@@ -146,8 +147,26 @@ class Policy(_Strict):
         rule = (exact or ranged or [None])[0]
         if rule is None:
             raise DurationError(f"duration {text!r} is not allowed in {self.jurisdiction}: {self.allowed()}")
-        minimum = parse_duration(rule.minimum) if rule.minimum else duration
+        if rule.end is End.ON_REQUEST:
+            minimum: Duration | None = parse_duration(rule.minimum) if rule.minimum else duration
+        else:
+            minimum = parse_duration(self.cancellable_after) if self.cancellable_after else None
         return Terms(duration=duration, end=rule.end, minimum=minimum, panic=rule.panic, label=rule.label)
+
+    def third_party_terms(self, terms: "Terms") -> "Terms":
+        """The same duration applied for by someone else: at least the third-party minimum, and its end rule."""
+        if self.third_party is None:
+            raise PolicyError(f"{self.jurisdiction} takes no third-party applications")
+        floor = parse_duration(self.third_party.minimum)
+        if self.third_party.end is End.ON_REQUEST:
+            minimum: Duration | None = terms.minimum or terms.duration
+        else:
+            minimum = parse_duration(self.cancellable_after) if self.cancellable_after else None
+        return replace(terms, end=self.third_party.end, minimum=minimum, floor=floor, panic=False)
+
+    def lift_allowed_early(self) -> bool:
+        """Whether an exclusion that ends by itself may be lifted before its end (after its minimum)."""
+        return self.cancellable_after is not None
 
     def allowed(self) -> str:
         parts = [
@@ -166,20 +185,30 @@ class Policy(_Strict):
 
 @dataclass(frozen=True)
 class Terms:
-    """A duration as a policy reads it."""
+    """A duration as a policy reads it.
+
+    ``minimum``: no lift takes effect before the start plus this; None for an automatic end that the
+    policy does not let anyone lift early. ``floor``: a third party's minimum, which the exclusion
+    lasts at least.
+    """
 
     duration: Duration
     end: End
-    minimum: Duration
+    minimum: Duration | None
     panic: bool = False
     label: str | None = None
+    floor: Duration | None = None
 
     def ends_at(self, start: datetime) -> datetime | None:
         """When the exclusion ends by itself; None when only a lift request ends it."""
-        return self.duration.after(start) if self.end is End.AUTOMATIC else None
+        if self.end is End.ON_REQUEST:
+            return None
+        return max(d.after(start) for d in (self.duration, self.floor) if d is not None)
 
-    def minimum_until(self, start: datetime) -> datetime:
-        return self.minimum.after(start)
+    def minimum_until(self, start: datetime) -> datetime | None:
+        """No lift takes effect before this; None when no minimum applies (an automatic end)."""
+        candidates = [d.after(start) for d in (self.minimum, self.floor) if d is not None]
+        return max(candidates) if candidates else None
 
 
 def load_policies(directory: Path = POLICY_DIR) -> dict[str, Policy]:
@@ -203,3 +232,9 @@ def policy_for(policies: dict[str, Policy], jurisdiction: str) -> Policy:
         return policies[jurisdiction]
     except KeyError:
         raise PolicyError(f"no policy for jurisdiction {jurisdiction!r}; known: {', '.join(sorted(policies))}") from None
+
+
+@cache
+def shipped_policies() -> dict[str, Policy]:
+    """The policies shipped with Selfex, loaded once."""
+    return load_policies(POLICY_DIR)

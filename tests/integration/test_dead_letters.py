@@ -40,7 +40,7 @@ async def test_bad_messages_are_dead_lettered_and_the_consumer_goes_on(settings,
             # The consumer goes on: a good command after the bad ones is handled.
             good = RequestExclusion(
                 source="test",
-                payload=ExclusionRequestedPayload(identity=Identity(uid=uid_from_personnummer("199001011234")), duration="+30d"),
+                payload=ExclusionRequestedPayload(identity=Identity(uid=uid_from_personnummer("199001011234")), duration="+30d", attested=True),
             )
             await publish.event(good)
             async with TopicReader(settings, topics.EXCLUSION_LIFECYCLE) as lifecycle:

@@ -1,0 +1,196 @@
+"""The registrar: applies requests, lift requests and verification outcomes to exclusions.
+
+Each one is: already applied? (then publish whatever of it has not gone out, and stop) → load →
+decide (domain, transitions) → one conditional write holding the events → publish them. A write
+that loses a race is read again and decided again.
+"""
+
+import uuid
+from datetime import datetime
+
+import structlog
+
+from shared.crypto import Sealer
+from shared.events import ExclusionVerified, RequestExclusion, RequestLift, VerificationFailed, derived_id
+from shared.identity import Hasher, normalise_email, normalise_mobile
+from shared.policies import Policy, PolicyError, Terms, policy_for
+from shared.service import Clock
+
+from services.registration import domain, transitions
+from services.registration.domain import NothingToLiftError, RequestRefusedError, Sealed, UnknownExclusionError
+from services.registration.outbox import Outbox, entries
+from services.registration.repository import MongoExclusions, Stored
+from services.registration.transitions import Transition
+
+MAX_ATTEMPTS = 10
+
+
+class ConflictError(RuntimeError):
+    """An exclusion kept changing under a write: too much contention for one request."""
+
+
+class Registrar:
+    def __init__(
+        self,
+        exclusions: MongoExclusions,
+        outbox: Outbox,
+        policies: dict[str, Policy],
+        hasher: Hasher,
+        sealer: Sealer,
+        clock: Clock,
+    ) -> None:
+        self.exclusions = exclusions
+        self.outbox = outbox
+        self.policies = policies
+        self.hasher = hasher
+        self.sealer = sealer
+        self.clock = clock
+        self.log = structlog.get_logger("registration")
+
+    # --- requests -----------------------------------------------------------------------------
+
+    async def request(self, request: RequestExclusion) -> None:
+        """Exclude the person: a new exclusion, or the running one extended."""
+        if await self._already_applied(request.id):
+            return
+        payload = request.payload
+        try:
+            policy = self._policy(payload.jurisdiction)
+            terms = domain.terms_for(payload, policy)
+        except RequestRefusedError as exc:
+            self.log.warning("exclusion_request_refused", request_id=str(request.id), reason=str(exc))
+            raise
+        identifiers = domain.person_identifiers(self.hasher.identifiers(payload.identity, policy.mobile_region))
+        person_id, known = await self.exclusions.match_person(identifiers)
+        person_id = person_id or str(derived_id(request.id, "person"))
+        contacts = self._sealed_contacts(request, person_id, policy)
+        await self.exclusions.save_person(
+            person_id, identifiers, payload.year_of_birth, payload.gender, contacts=contacts, locale=payload.locale
+        )
+        identifiers = sorted(set(known) | set(identifiers))
+        for _ in range(MAX_ATTEMPTS):
+            now = self.clock()
+            running = await self.exclusions.running_for(person_id)
+            if running is None:
+                await self._open(request, policy, terms, person_id, identifiers, now)
+                return
+            sealed = self._sealed(request, running.id)
+            extension = transitions.extend(running.exclusion, request, terms, policy, now, identifiers=identifiers, sealed=sealed)
+            if await self._write(running, extension):
+                return
+        raise ConflictError(f"exclusion of person {person_id} kept changing")
+
+    async def _open(
+        self, request: RequestExclusion, policy: Policy, terms: Terms, person_id: str, identifiers: list[str], now: datetime
+    ) -> None:
+        sealed = self._sealed(request, derived_id(request.id, "exclusion"))
+        exclusion = domain.exclude(
+            request, person_id=person_id, identifiers=identifiers, now=now, policy=policy, terms=terms, sealed=sealed
+        )
+        transition = transitions.registered(exclusion, request, now)
+        pending = entries(transition)
+        if await self.exclusions.insert(exclusion, pending, at=now):
+            await self._announce(Stored(exclusion, 1, pending, now), transition, pending)
+        else:  # a concurrent delivery of the same request made it first
+            await self._already_applied(request.id)
+
+    async def lift(self, request: RequestLift) -> None:
+        """The person asks to end the exclusion: the policy says whether, and when."""
+        if await self._already_applied(request.id):
+            return
+        for _ in range(MAX_ATTEMPTS):
+            stored = await self._to_lift(request)
+            policy = self._policy(stored.exclusion.jurisdiction)
+            if await self._write(stored, transitions.request_lift(stored.exclusion, request, policy, self.clock())):
+                return
+        raise ConflictError(f"exclusion {stored.id} kept changing")
+
+    async def verification(self, outcome: ExclusionVerified | VerificationFailed) -> None:
+        """The verification service's verdict on a request waiting for it."""
+        if await self._already_applied(outcome.id):
+            return
+        for _ in range(MAX_ATTEMPTS):
+            stored = await self.exclusions.load(outcome.payload.exclusion_id)
+            if stored is None:
+                raise UnknownExclusionError(f"no exclusion {outcome.payload.exclusion_id} to verify")
+            policy = self._policy(stored.exclusion.jurisdiction)
+            decide = transitions.verify if isinstance(outcome, ExclusionVerified) else transitions.fail
+            transition = decide(stored.exclusion, outcome, policy, self.clock())  # type: ignore[arg-type]
+            if transition is None:
+                self.log.info("verification_ignored", exclusion_id=str(stored.id), state=stored.exclusion.state.value, outcome=outcome.type)
+                return
+            if await self._write(stored, transition):
+                return
+        raise ConflictError(f"exclusion {outcome.payload.exclusion_id} kept changing")
+
+    # --- the pieces ---------------------------------------------------------------------------
+
+    async def _already_applied(self, cause_id: uuid.UUID) -> bool:
+        """Redelivered: nothing changes again; what it led to goes out if it has not yet."""
+        stored = await self.exclusions.by_cause(cause_id)
+        if stored is None:
+            return False
+        self.log.info("redelivery_ignored", cause_id=str(cause_id), exclusion_id=str(stored.id))
+        await self.outbox.deliver_caused_by(stored, cause_id)
+        return True
+
+    async def _write(self, before: Stored, transition: Transition) -> bool:
+        pending = entries(transition)
+        if not await self.exclusions.save(before, transition.exclusion, pending, at=transition.event.occurred_at):
+            self.log.info("write_conflict_retrying", exclusion_id=str(before.id))
+            return False
+        await self._announce(before, transition, pending)
+        return True
+
+    async def _announce(self, before: Stored, transition: Transition, pending: list[str]) -> None:
+        exclusion = transition.exclusion
+        self.log.info(
+            "exclusion_" + transition.event.type.removeprefix("exclusion."),
+            exclusion_id=str(exclusion.id),
+            subject=exclusion.person_id,
+            state=exclusion.state.value,
+            version=exclusion.version,
+            event_id=str(transition.event.id),
+        )
+        await self.outbox.deliver(before, pending)
+
+    async def _to_lift(self, request: RequestLift) -> Stored:
+        if request.payload.exclusion_id is not None:
+            stored = await self.exclusions.load(request.payload.exclusion_id)
+        elif request.payload.identity is not None:
+            identifiers = domain.person_identifiers(self.hasher.identifiers(request.payload.identity))
+            person_id, _ = await self.exclusions.match_person(identifiers)
+            stored = await self.exclusions.running_for(person_id) if person_id else None
+        else:
+            raise NothingToLiftError("a lift request names neither an exclusion nor a person")
+        if stored is None:
+            raise NothingToLiftError("no exclusion matches the lift request")
+        return stored
+
+    def _policy(self, jurisdiction: str) -> Policy:
+        try:
+            return policy_for(self.policies, jurisdiction)
+        except PolicyError as exc:
+            raise RequestRefusedError(str(exc)) from exc
+
+    def _sealed_contacts(self, request: RequestExclusion, person_id: str, policy: Policy) -> dict[str, str]:
+        identity, context = request.payload.identity, f"contact:{person_id}"
+        contacts = {}
+        if identity.email:
+            contacts["email"] = self.sealer.seal_text(normalise_email(identity.email), context)
+        if identity.mobile:
+            contacts["mobile"] = self.sealer.seal_text(normalise_mobile(identity.mobile, policy.mobile_region), context)
+        return contacts
+
+    def _sealed(self, request: RequestExclusion, exclusion_id: uuid.UUID) -> Sealed:
+        """The applicant's name and the support persons, sealed to the exclusion they belong to."""
+        payload = request.payload
+        applicant = payload.third_party.applicant_name if payload.third_party else None
+        return Sealed(
+            applicant_name=self.sealer.seal_text(applicant, f"third_party:{exclusion_id}") if applicant else None,
+            support_persons=[
+                self.sealer.seal_text(person.model_dump_json(), f"support_person:{exclusion_id}")
+                for person in payload.support_persons
+            ],
+        )
+

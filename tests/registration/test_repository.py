@@ -1,0 +1,169 @@
+"""Persons and exclusions on the real store: every query shape registration uses, and its guarantees."""
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from services.registration.domain import exclude
+from services.registration.repository import INDEXES, MongoExclusions
+from services.registration.transitions import due, registered
+from services.registration.outbox import entries
+from shared.events import Channel, ExclusionRequestedPayload, ExclusionState, RequestExclusion
+from shared.identity import Identity, uid_from_personnummer
+from shared.policies import shipped_policies
+from shared.store import ensure_indexes
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2025, 1, 31, 12, 0, 0, 123000, tzinfo=timezone.utc)
+SE = shipped_policies()["SE"]
+
+
+def request(n: int = 1, duration: str = "+30d", channel: Channel = Channel.OPERATOR) -> RequestExclusion:
+    identity = Identity(uid=uid_from_personnummer(f"1990{n:08d}"))
+    return RequestExclusion(source="test", payload=ExclusionRequestedPayload(identity=identity, duration=duration, channel=channel))
+
+
+def new(n: int = 1, duration: str = "+30d", now: datetime = NOW, person_id: str = "p-1", **options):
+    req = request(n, duration, **options)
+    exclusion = exclude(req, person_id=person_id, identifiers=[f"national_id:{n}"], now=now, policy=SE)
+    return req, exclusion, entries(registered(exclusion, req, now))
+
+
+@pytest.fixture
+async def exclusions(database) -> MongoExclusions:
+    await ensure_indexes(database, INDEXES)
+    return MongoExclusions(database)
+
+
+# --- persons --------------------------------------------------------------------------------------
+
+
+async def test_a_person_is_stored_with_sealed_contacts_and_merged_on_the_next_request(exclusions, database):
+    await exclusions.save_person("p-1", ["email:a", "national_id:x"], 1990, "F", contacts={"email": "sealed-e"}, locale="sv")
+    await exclusions.save_person("p-1", ["national_id:x", "mobile:m"], None, None, contacts={"mobile": "sealed-m"})
+
+    assert await database["persons"].find_one({"_id": "p-1"}) == {
+        "_id": "p-1",
+        "identifiers": ["email:a", "national_id:x", "mobile:m"],
+        "year_of_birth": 1990,
+        "gender": "F",
+        "contacts": {"email": "sealed-e", "mobile": "sealed-m"},
+        "locale": "sv",
+    }
+
+
+async def test_a_person_is_found_by_any_identifier_and_the_national_id_wins_a_tie(exclusions):
+    await exclusions.save_person("p-email", ["email:a"], None, None)
+    await exclusions.save_person("p-national", ["national_id:x", "email:b"], None, None)
+
+    assert await exclusions.match_person(["email:a", "national_id:x"]) == ("p-national", ["national_id:x", "email:b"])
+    assert await exclusions.find_person(["email:a"]) == "p-email"
+    assert await exclusions.match_person(["mobile:unknown"]) == (None, [])
+
+
+# --- exclusions -----------------------------------------------------------------------------------
+
+
+async def test_an_exclusion_is_stored_with_its_events_and_read_back_as_it_was(exclusions, database):
+    req, exclusion, pending = new()
+
+    assert await exclusions.insert(exclusion, pending, at=NOW)
+
+    stored = await exclusions.load(exclusion.id)
+    assert stored.exclusion == exclusion
+    assert (stored.revision, stored.outbox, stored.outbox_at) == (1, pending, NOW)
+    document = await database["exclusions"].find_one({"_id": str(exclusion.id)})
+    assert document["request_id"] == str(req.id) and document["state"] == "active" and document["ends_at"] == exclusion.ends_at
+
+
+async def test_the_same_request_is_stored_once(exclusions, database):
+    req, exclusion, pending = new()
+    await exclusions.insert(exclusion, pending, at=NOW)
+
+    again = exclude(req, person_id="p-1", identifiers=["national_id:1"], now=NOW + timedelta(hours=1), policy=SE)
+
+    assert not await exclusions.insert(again, pending, at=NOW)
+    assert await exclusions.add(again) == exclusion
+    assert await database["exclusions"].count_documents({}) == 1
+
+
+async def test_an_exclusion_is_found_by_any_cause_applied_to_it(exclusions):
+    req, exclusion, pending = new()
+    await exclusions.insert(exclusion, pending, at=NOW)
+
+    assert (await exclusions.by_cause(req.id)).id == exclusion.id
+    assert await exclusions.by_cause(exclusion.id) is None
+
+
+async def test_the_running_exclusion_of_a_person_is_the_latest_not_ended(exclusions):
+    _, old, _ = new(1, now=NOW - timedelta(days=100))
+    _, cancelled, _ = new(2, now=NOW - timedelta(days=1))
+    _, running, _ = new(3, now=NOW - timedelta(days=10))
+    await exclusions.insert(old.model_copy(update={"state": ExclusionState.EXPIRED}), [], at=NOW)
+    await exclusions.insert(cancelled.model_copy(update={"state": ExclusionState.CANCELLED}), [], at=NOW)
+    await exclusions.insert(running, [], at=NOW)
+
+    assert (await exclusions.running_for("p-1")).id == running.id
+    assert await exclusions.running_for("p-2") is None
+    assert [e.id for e in await exclusions.history("p-1")] == [old.id, running.id, cancelled.id]
+
+
+async def test_a_write_from_a_stale_read_is_refused(exclusions):
+    _, exclusion, pending = new()
+    await exclusions.insert(exclusion, pending, at=NOW)
+    read = await exclusions.load(exclusion.id)
+    reminder = due(exclusion, SE, NOW + timedelta(days=29))
+
+    assert await exclusions.save(read, reminder.exclusion, entries(reminder), at=NOW)
+    assert not await exclusions.save(read, reminder.exclusion, entries(reminder), at=NOW), "the same read cannot write twice"
+
+    stored = await exclusions.load(exclusion.id)
+    assert stored.exclusion == reminder.exclusion
+    assert stored.outbox == pending + entries(reminder), "the events not yet published stay in the outbox"
+
+
+async def test_published_events_leave_the_outbox_and_the_relay_finds_only_what_is_left(exclusions):
+    _, first, first_pending = new(1)
+    _, second, second_pending = new(2, person_id="p-2")
+    await exclusions.insert(first, first_pending, at=NOW)
+    await exclusions.insert(second, second_pending, at=NOW + timedelta(minutes=5))
+
+    after = await exclusions.published(first.id, first_pending[0])
+    await exclusions.outbox_emptied(after)
+
+    assert after.outbox == []
+    assert await exclusions.with_outbox(NOW + timedelta(hours=1)) == [str(second.id)]
+    assert await exclusions.with_outbox(NOW + timedelta(minutes=1)) == []
+    assert (await exclusions.load(first.id)).outbox_at is None
+
+
+# --- timer claims ---------------------------------------------------------------------------------
+
+
+async def test_a_due_exclusion_is_claimed_by_one_claimer_only_until_the_claim_expires(exclusions):
+    _, exclusion, _ = new()
+    await exclusions.insert(exclusion, [], at=NOW)
+    at = exclusion.next_transition_at
+
+    assert await exclusions.claim_due(at - timedelta(seconds=1), until=at, claimer="a") is None, "not due yet"
+    claims = await asyncio.gather(*(exclusions.claim_due(at, until=at + timedelta(minutes=1), claimer=c) for c in "abcd"))
+
+    assert [c.id for c in claims if c is not None] == [exclusion.id]
+    assert await exclusions.claim_due(at + timedelta(seconds=59), until=at + timedelta(minutes=2), claimer="e") is None
+    assert (await exclusions.claim_due(at + timedelta(minutes=1), until=at + timedelta(minutes=2), claimer="e")).id == exclusion.id
+
+
+async def test_a_claim_makes_an_older_read_stale_and_a_transition_releases_the_claim(exclusions):
+    _, exclusion, _ = new()
+    await exclusions.insert(exclusion, [], at=NOW)
+    before_claim = await exclusions.load(exclusion.id)
+    at = exclusion.next_transition_at
+    claimed = await exclusions.claim_due(at, until=at + timedelta(minutes=1), claimer="a")
+    reminder = due(claimed.exclusion, SE, at)
+
+    assert not await exclusions.save(before_claim, reminder.exclusion, [], at=at)
+    assert await exclusions.save(claimed, reminder.exclusion, [], at=at)
+    expiry_due = reminder.exclusion.next_transition_at
+    assert (await exclusions.claim_due(expiry_due, until=expiry_due, claimer="b")).id == exclusion.id
