@@ -202,7 +202,7 @@ async def request_exclusion(request: Request) -> JSONResponse:
     )
     await state.publish(command)
     log.info("portal_exclusion_requested", request_id=str(command.id), jurisdiction=policy.jurisdiction)
-    exclusion = await _within_bound(lambda: state.db["exclusions"].find_one({"request_ids": str(command.id)}, {"state": 1}))
+    exclusion = await _within_bound(lambda: state.db["exclusions"].find_one({"request_ids": {"$in": [str(command.id)]}}, {"state": 1}))
     if exclusion is None:
         return JSONResponse({"status": "processing", "request_id": str(command.id)}, status_code=202)
     pending = exclusion.get("state") == "pending_verification"

@@ -46,6 +46,16 @@ async def test_in_over_an_array_field_finds_a_document_holding_any_of_the_values
     assert await database["persons"].find_one({"identifiers": {"$in": ["national_id:x"]}}) is None
 
 
+async def test_in_over_an_indexed_array_field_finds_the_member(database):
+    # Membership of one value is always asked with $in: nx-27017 answers {"array": value} wrongly
+    # when the array is indexed (no match), so that shape is not used anywhere in Selfex.
+    await database["exclusions"].create_index("request_ids")
+    await database["exclusions"].insert_one({"_id": "x-1", "request_ids": ["r-1", "r-2"]})
+
+    assert await database["exclusions"].find_one({"request_ids": {"$in": ["r-2"]}}, {"_id": 1}) == {"_id": "x-1"}
+    assert await database["exclusions"].find_one({"request_ids": {"$in": ["r-3"]}}) is None
+
+
 async def test_inserting_an_existing_id_raises_duplicate_key_error_and_changes_nothing(database):
     await database["persons"].insert_one({"_id": "p-1"})
 

@@ -333,4 +333,4 @@ async def test_a_request_still_in_flight_after_the_bound_answers_processing(http
 
     assert answer.status_code == 202 and answer.json()["status"] == "processing"
     request_id = answer.json()["request_id"]
-    await eventually(lambda: running.database["exclusions"].find_one({"request_ids": request_id}), what="the exclusion")
+    await eventually(lambda: running.database["exclusions"].find_one({"request_ids": {"$in": [request_id]}}), what="the exclusion")
