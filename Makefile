@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/selfex up
+	$(BIN)/selfex up --demo-operator
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
 
     up = commands.add_parser("up", help="start the whole stack (embedded servers unless real ones are named)")
     up.add_argument("--partitions", type=int, help="partitions per topic (default: SELFEX_TOPIC_PARTITIONS or 3)")
+    up.add_argument("--demo-operator", action="store_true", help="create (or re-key) the demo operator and print its API key")
 
     infra = commands.add_parser("infra", help="the embedded Kafka-compatible broker and MongoDB-wire server")
     infra.add_argument("action", choices=["up"])
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             from shared.stack import Stack
 
-            return Stack(settings).run()
+            return Stack(settings, demo_operator=args.demo_operator).run()
         if args.command == "infra":
             return _infra_up(settings)
         return _run_service(args.service, settings)

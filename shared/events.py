@@ -583,6 +583,33 @@ class EnforcementCommanded(Event):
         return f"{self.operator_id}:{self.payload.account_id}".encode()
 
 
+# --- gateway requests ------------------------------------------------------------------------
+
+
+class RequestHandledPayload(Contract):
+    request_id: str = Field(description="the X-Request-Id answered (GAMSTOP's X-Unique-Id)")
+    method: str = Field(max_length=16)
+    route: str = Field(max_length=200, description="the route's path template; never the query string")
+    api: Literal["chipout", "gamstop", "native", "portal", "operations", "other"]
+    status: int
+    outcome: str | None = Field(default=None, max_length=200, description="e.g. Y/N/P, created, the field at fault")
+    trace_id: str | None = Field(default=None, max_length=200, description="the caller's X-Trace-Id")
+    key_fingerprint: str | None = Field(default=None, description="first hex of SHA-256 of a key presented but not accepted")
+    duration_ms: float = 0.0
+    count: int | None = Field(default=None, description="records in a batch")
+
+
+class RequestHandled(Event):
+    """The gateway answered one HTTP request: who, what, when, outcome; never the personal data in it."""
+
+    topic: ClassVar[str] = topics.GATEWAY_REQUESTS
+    type: Literal["gateway.request_handled"] = "gateway.request_handled"
+    payload: RequestHandledPayload
+
+    def key(self) -> bytes | None:
+        return self.operator_id.encode() if self.operator_id else None
+
+
 # --- dead letters ---------------------------------------------------------------------------
 
 
@@ -631,6 +658,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         DecisionMade,
         EnforcementCommanded,
         MessageDeadLettered,
+        RequestHandled,
     )
 }
 

@@ -9,6 +9,7 @@ ACCOUNT_EVENTS = "account.events"  # keyed operator_id:account_id
 DECISIONS = "decisions"  # keyed operator_id:account_id
 ENFORCEMENT = "enforcement"  # keyed operator_id:account_id
 DEAD_LETTER = "deadletter"  # what a consumer could not handle, with the reason and original bytes
+GATEWAY_REQUESTS = "gateway.requests"  # one record per HTTP request (who, what, when, outcome); keyed by operator
 
 ALL = (
     EXCLUSION_COMMANDS,
@@ -20,4 +21,5 @@ ALL = (
     DECISIONS,
     ENFORCEMENT,
     DEAD_LETTER,
+    GATEWAY_REQUESTS,
 )

@@ -1,4 +1,8 @@
-"""The blocking service's FastStream app."""
+"""The blocking service's FastStream app: the view is loaded from blocking's projection before the
+first account event is decided, then kept current from the lifecycle events."""
+
+import gc
+import time
 
 from faststream import FastStream
 
@@ -7,8 +11,15 @@ from shared.service import Clock, Service
 from shared.settings import Settings
 
 from services.blocking import handlers
+from services.blocking.accounts import SeenAccounts
 from services.blocking.domain import ExclusionView
-from services.blocking.repository import INDEXES, MongoActiveExclusions
+from services.blocking.follower import ViewFollower
+from services.blocking.outbox import Outbox
+from services.blocking.repository import INDEXES, MongoExclusionProjection, MongoSeenAccounts
+
+
+VIEW = "blocking_view"
+FREEZE_AT = 50_000  # exclusions: below this, full collections are cheap anyway
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None, database=None) -> FastStream:
@@ -17,11 +28,29 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
     if clock is not None:
         service.clock = clock
     view = ExclusionView()
+    outbox = Outbox(settings, client_id="selfex-blocking-outbox")
+    follower = ViewFollower(settings, view, lambda: MongoExclusionProjection(service.db), handlers.lifecycle_group(settings))
 
-    async def load_view() -> None:
-        async for exclusion in MongoActiveExclusions(service.db).in_force(service.clock()):
-            view.add(exclusion)
-        service.log.info("view_loaded", exclusions=len(view))
+    async def start() -> None:
+        await outbox.start()
+        await follower.checkpoint()  # before the load: what the projection holds, the follower need not read again
+        started = time.perf_counter()
+        gc.disable()  # a million long-lived objects: collecting while they arrive only costs time
+        try:
+            async for exclusion in MongoExclusionProjection(service.db).excluding(service.clock()):
+                view.add(exclusion)
+        finally:
+            gc.enable()
+        if len(view) >= FREEZE_AT:  # the view lives as long as the process: keep it out of later collections
+            gc.collect()
+            gc.freeze()
+        service.log.info("view_loaded", exclusions=len(view), seconds=round(time.perf_counter() - started, 2))
+        await follower.start()
 
-    handlers.register(service, Hasher.from_settings(settings), view)
-    return service.app(on_start=load_view)
+    accounts = SeenAccounts(lambda: MongoSeenAccounts(service.db))
+    handlers.register(service, Hasher.from_settings(settings), view, accounts, outbox)
+    app = service.app(on_start=start)
+    app.context.set_global(VIEW, view)  # for a look from outside (tests, diagnostics); handlers get it directly
+    app.on_shutdown(follower.stop)  # while the store is still open
+    app.after_shutdown(outbox.stop)  # after the subscribers stopped: nothing publishes any more
+    return app

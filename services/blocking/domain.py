@@ -1,14 +1,52 @@
-"""Deciding: which exclusions an account event touches, and whether they block it. No I/O."""
+"""Blocking's rules: whether an account event is refused, and what an exclusion's start or end enforces.
 
+No I/O and no clock reads: the caller passes ``now``.
+
+What each scope refuses (a withdrawal is never refused: a person may always take their money out):
+
+| event                               | GAMES, all games | GAMES, some games   | ADS           | DM           |
+|-------------------------------------|------------------|---------------------|---------------|--------------|
+| bet                                 | BLOCK            | BLOCK if its game   | allow         | allow        |
+| login, registration, deposit, bonus | BLOCK            | allow               | allow         | allow        |
+| marketing                           | BLOCK            | BLOCK               | BLOCK if ADS  | BLOCK if DM  |
+| withdrawal                          | allow            | allow               | allow         | allow        |
+
+Under a partial-games exclusion (e.g. SLOTS only) the person may still use the account for the
+games they are not excluded from, so login, registration, deposit and bonus go ahead and only bets
+on the excluded games are refused. Nobody excluded from any gambling is marketed to, on any channel.
+
+Identifiers: a match on a personal identifier (national id, name + date of birth + postcode,
+e-mail, mobile) is the person. A device or payment-instrument fingerprint alone only says that
+something the person used is in play: it refuses a new registration, flagged
+``suspected_circumvention`` for review, and does not refuse events of an existing account (a shared
+family computer must not lock everyone out).
+
+The view follows each exclusion's newest snapshot: every lifecycle event carries the whole
+exclusion, which is put in the view while its state excludes and taken out otherwise; a snapshot
+with a lower ``version`` than the one already held arrived late and changes nothing. An exclusion
+in the view refuses only from its start and until its end, whether or not the expiry has arrived.
+
+Enforcement: when an exclusion that covers games starts to exclude, every operator account seen
+with one of its personal identifiers gets ``end_sessions``; when it stops excluding (expired, lifted)
+they get ``lift``, unless another exclusion in force still covers games for the same person.
+"""
+
+import hashlib
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
 
 from shared.events import (
+    EVENT_NAMESPACE,
     AccountEventKind,
     AccountEventOccurred,
     DecisionMade,
     DecisionPayload,
+    EnforcementCommanded,
+    EnforcementPayload,
+    Event,
+    ExclusionSnapshot,
     ExclusionType,
     Game,
     Outcome,
@@ -16,97 +54,64 @@ from shared.events import (
 )
 from shared.identity import PERSONAL_KINDS, IdentifierKind, kind_of
 
+from services.blocking.view import ActiveExclusion, ExclusionView
+
+__all__ = ["ActiveExclusion", "ExclusionView", "Known", "block_message", "blocks", "decide", "enforcement_action", "enforcements", "follow", "follow_view"]
+
 SOURCE = "blocking"
 CODE = "Self-Excluded"
 CIRCUMVENTION = "suspected_circumvention"
+END_SESSIONS = "end_sessions"
+LIFT = "lift"
+PERSONAL_PREFIXES = tuple(f"{kind.value}:" for kind in PERSONAL_KINDS)
+# The events that start and end an exclusion; others only restate it (or change it, e.g. extended).
+STARTS, ENDS = "exclusion.activated", frozenset({"exclusion.expired", "exclusion.lifted"})
 
 
-@dataclass(frozen=True)
-class ActiveExclusion:
-    """What blocking needs to know of an exclusion in force."""
-
-    exclusion_id: uuid.UUID
-    identifiers: frozenset[str]
-    scope: Scope
-    starts_at: datetime
-    ends_at: datetime | None
-
-    def in_force(self, at: datetime) -> bool:
-        return self.starts_at <= at and (self.ends_at is None or at < self.ends_at)
-
-
-@dataclass
-class ExclusionView:
-    """Active exclusions by identifier hash: a lookup costs a few dictionary reads, however many there are."""
-
-    by_identifier: dict[str, set[uuid.UUID]] = field(default_factory=dict)
-    by_id: dict[uuid.UUID, ActiveExclusion] = field(default_factory=dict)
-
-    def add(self, exclusion: ActiveExclusion) -> None:
-        self.discard(exclusion.exclusion_id)
-        self.by_id[exclusion.exclusion_id] = exclusion
-        for identifier in exclusion.identifiers:
-            self.by_identifier.setdefault(identifier, set()).add(exclusion.exclusion_id)
-
-    def discard(self, exclusion_id: uuid.UUID) -> None:
-        old = self.by_id.pop(exclusion_id, None)
-        if old is not None:
-            for identifier in old.identifiers:
-                ids = self.by_identifier.get(identifier)
-                if ids is not None:
-                    ids.discard(exclusion_id)
-                    if not ids:
-                        del self.by_identifier[identifier]
-
-    def matching(self, identifiers: list[str]) -> dict[uuid.UUID, list[str]]:
-        """Each exclusion any of the identifiers points at, with the identifiers that matched."""
-        found: dict[uuid.UUID, list[str]] = {}
-        for identifier in identifiers:
-            for exclusion_id in self.by_identifier.get(identifier, ()):
-                found.setdefault(exclusion_id, []).append(identifier)
-        return found
-
-    def __len__(self) -> int:
-        return len(self.by_id)
+def covers_all_games(scope: Scope) -> bool:
+    return ExclusionType.GAMES in scope.types and (Game.ALL in scope.games or not scope.games)
 
 
 def blocks(scope: Scope, event: AccountEventOccurred) -> bool:
-    """Whether an exclusion with this scope refuses this kind of event."""
+    """Whether an exclusion with this scope refuses this kind of event (see the table above)."""
     kind = event.payload.kind
-    games_all = ExclusionType.GAMES in scope.types and (Game.ALL in scope.games or not scope.games)
     if kind is AccountEventKind.WITHDRAWAL:
-        return False  # a person may always take their money out
+        return False
     if kind is AccountEventKind.MARKETING:
-        channel = event.payload.channel
         if ExclusionType.GAMES in scope.types:
-            return True  # nobody excluded from gambling is marketed to
+            return True
+        channel = event.payload.channel
         return channel is None or ExclusionType(channel.value) in scope.types
     if kind is AccountEventKind.BET:
         return scope.covers_game(event.payload.game)
-    return games_all
+    return covers_all_games(scope)
+
+
+def is_personal(identifier_hash: str) -> bool:
+    return identifier_hash.startswith(PERSONAL_PREFIXES)
 
 
 def decide(event: AccountEventOccurred, identifiers: dict[IdentifierKind, str], view: ExclusionView, now: datetime) -> DecisionMade:
     """One decision for one account event; its id derives from the event, so redelivery repeats it."""
-    at = now  # the operator asks whether it may go ahead now
-    candidates = view.matching(list(identifiers.values()))
-    blocking: list[tuple[ActiveExclusion, list[str]]] = [
-        (view.by_id[exclusion_id], matched)
-        for exclusion_id, matched in candidates.items()
-        if view.by_id[exclusion_id].in_force(at) and blocks(view.by_id[exclusion_id].scope, event)
-    ]
+    candidates = view.matching(identifiers.values())
+    if not candidates:
+        return _decision(event, DecisionPayload(**_base(event), outcome=Outcome.ALLOW), now)
+    refusing: list[tuple[ActiveExclusion, list[str]]] = []
+    for exclusion_id, matched in candidates.items():
+        exclusion = view.by_id[exclusion_id]
+        if exclusion.in_force(now) and blocks(exclusion.scope, event):
+            refusing.append((exclusion, matched))
     flags: list[str] = []
-    personal = [(e, m) for e, m in blocking if any(kind_of(h) in PERSONAL_KINDS for h in m)]
-    if not personal and blocking:
+    if refusing and not any(is_personal(h) for _, hashes in refusing for h in hashes):
         if event.payload.kind is AccountEventKind.REGISTRATION:
             flags.append(CIRCUMVENTION)
         else:
-            blocking = []  # a shared device or card alone does not refuse an existing account
-    if not blocking:
-        return _decision(event, DecisionPayload(**_base(event), outcome=Outcome.ALLOW))
+            refusing = []  # a shared device or card alone does not refuse an existing account
+    if not refusing:
+        return _decision(event, DecisionPayload(**_base(event), outcome=Outcome.ALLOW), now)
     # The exclusion that lasts longest is the one to report; "until further notice" outlasts all.
-    exclusion, _ = max(blocking, key=lambda pair: (pair[0].ends_at is None, pair[0].ends_at or at))
-    matched = sorted({kind_of(h).value for _, hashes in blocking for h in hashes})
+    exclusion, _ = max(refusing, key=lambda pair: (pair[0].ends_at is None, pair[0].ends_at or now))
+    matched = sorted({kind_of(h).value for _, hashes in refusing for h in hashes})
     ends_on = exclusion.ends_at.date() if exclusion.ends_at else None
     return _decision(
         event,
@@ -120,10 +125,11 @@ def decide(event: AccountEventOccurred, identifiers: dict[IdentifierKind, str], 
             matched=matched,
             flags=flags,
         ),
+        now,
     )
 
 
-def block_message(ends_on) -> str:
+def block_message(ends_on: date | None) -> str:
     until = ends_on.isoformat() if ends_on else "further notice"
     return f"Your account is blocked as part of the responsible gambling programme until {until}"
 
@@ -137,6 +143,124 @@ def _base(event: AccountEventOccurred) -> dict:
     }
 
 
-def _decision(event: AccountEventOccurred, payload: DecisionPayload) -> DecisionMade:
-    return DecisionMade.caused_by(event, source=SOURCE, operator_id=event.operator_id, payload=payload)
+def _decision(event: AccountEventOccurred, payload: DecisionPayload, now: datetime) -> DecisionMade:
+    # What DecisionMade.caused_by builds, with the id derived the fast way: this runs for every event.
+    return DecisionMade(
+        id=decision_id(event.id),
+        source=SOURCE,
+        correlation_id=event.correlation_id or event.id,
+        causation_id=event.id,
+        operator_id=event.operator_id,
+        payload=payload,
+        occurred_at=now,
+    )
 
+
+_DERIVED = hashlib.sha1(EVENT_NAMESPACE.bytes, usedforsecurity=False)
+_DECISION_SUFFIX = "/" + DecisionMade.model_fields["type"].default
+
+
+def decision_id(event_id: uuid.UUID) -> uuid.UUID:
+    """``derived_id(event_id, "decision.made")`` (uuid5) without uuid5's per-call overhead."""
+    digest = _DERIVED.copy()
+    digest.update(f"{event_id}{_DECISION_SUFFIX}".encode())
+    return uuid.UUID(bytes=digest.digest()[:16], version=5)
+
+
+# --- the view follows the lifecycle ----------------------------------------------------------
+
+
+class SnapshotEvent(Event):
+    """Any lifecycle event: every one carries the exclusion's whole snapshot, which is all blocking needs."""
+
+    type: str
+    payload: ExclusionSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What blocking last recorded of an exclusion: its version and whether it excluded."""
+
+    version: int
+    excluding: bool
+
+
+def is_stale(known: Known | None, snapshot: ExclusionSnapshot) -> bool:
+    """An older snapshot than the one recorded: delivered late, it must not undo a newer state."""
+    return known is not None and snapshot.version < known.version
+
+
+def enforcement_action(known: Known | None, event_type: str, snapshot: ExclusionSnapshot) -> str | None:
+    """``end_sessions`` when the exclusion starts excluding, ``lift`` when it stops, else None.
+
+    An activation or an end event always says so again, so a redelivered one re-emits the same
+    (derived-id) commands; other events only when they change whether the exclusion excludes.
+    """
+    if ExclusionType.GAMES not in snapshot.scope.types or is_stale(known, snapshot):
+        return None  # an ADS or DM exclusion has no sessions to end
+    was = known is not None and known.excluding
+    if snapshot.excludes():
+        return END_SESSIONS if (event_type == STARTS or not was) else None
+    return LIFT if (event_type in ENDS or was) else None
+
+
+def still_excluded(view: ExclusionView, ended: ExclusionSnapshot, now: datetime) -> bool:
+    """Whether another exclusion in force still covers games for the person whose exclusion ended."""
+    personal = [h for h in ended.identifiers if is_personal(h)]
+    return any(
+        exclusion_id != ended.exclusion_id
+        and view.by_id[exclusion_id].in_force(now)
+        and ExclusionType.GAMES in view.by_id[exclusion_id].scope.types
+        for exclusion_id in view.matching(personal)
+    )
+
+
+def enforcements(cause: Event, snapshot: ExclusionSnapshot, action: str, accounts: Iterable[tuple[str, str]]) -> list[EnforcementCommanded]:
+    """One command per (operator, account); ids derive from the cause, so redelivery repeats them."""
+    ends_on = snapshot.ends_at.date() if snapshot.ends_at else None
+    message = block_message(ends_on) if action == END_SESSIONS else None
+    return [
+        EnforcementCommanded.caused_by(
+            cause,
+            source=SOURCE,
+            name=f"enforcement.commanded/{action}/{operator_id}:{account_id}",
+            subject=cause.subject,
+            operator_id=operator_id,
+            payload=EnforcementPayload(
+                account_id=account_id,
+                action=action,
+                exclusion_id=snapshot.exclusion_id,
+                ends_on=ends_on if action == END_SESSIONS else None,
+                message=message,
+            ),
+        )
+        for operator_id, account_id in sorted(set(accounts))
+    ]
+
+
+def follow(view: ExclusionView, known: dict, event_type: str, snapshot: ExclusionSnapshot, now: datetime) -> tuple[bool, str | None]:
+    """Record this snapshot unless it is older than what is known of the exclusion, and bring the view up to it.
+
+    ``known`` (exclusion id -> Known) is what the projection says; it decides the enforcement, so
+    that it does not depend on how far another instance's view has got. It is updated in place.
+    Returns whether the snapshot was newer than the known one, and the enforcement it calls for.
+    """
+    prior = known.get(snapshot.exclusion_id)
+    if is_stale(prior, snapshot):
+        return False, None
+    action = enforcement_action(prior, event_type, snapshot)
+    known[snapshot.exclusion_id] = Known(snapshot.version, snapshot.excludes())
+    view.apply(snapshot)
+    if action == LIFT and still_excluded(view, snapshot, now):
+        action = None
+    return True, action
+
+
+def follow_view(view: ExclusionView, known: dict, snapshot: ExclusionSnapshot) -> bool:
+    """Bring only the view up to this snapshot (an instance following the lifecycle for its own view).
+
+    ``known`` holds what the projection says of exclusions the view has not met yet.
+    """
+    if view.version_of(snapshot.exclusion_id) is None and is_stale(known.get(snapshot.exclusion_id), snapshot):
+        return False
+    return view.apply(snapshot)

@@ -1,34 +1,97 @@
-"""Blocking's consumers: account events in, decisions out; lifecycle events keep the view current."""
+"""Blocking's consumers: account events in batches, one decision each; lifecycle events keep the view
+current and push enforcement when an exclusion starts or ends.
+
+Both consume whole batches of records and parse each record themselves, so one bad record is
+dead-lettered on its own while the rest of its batch is still handled.
+"""
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import ConsumerRecord
+from faststream.message import StreamMessage
 
 from shared import topics
-from shared.events import AccountEventOccurred, ExclusionActivated, LifecycleEvent
+from shared.broker import DeadLetters
+from shared.events import AccountEventOccurred
 from shared.identity import Hasher
 from shared.service import Service
 
 from services.blocking import domain
-from services.blocking.repository import MongoActiveExclusions
+from services.blocking.accounts import SeenAccounts
+from services.blocking.outbox import Outbox
+from services.blocking.repository import MongoExclusionProjection
+
+# An account-events batch: up to this many records; an empty poll waits this long before the next.
+MAX_BATCH = 1000
+BATCH_WAIT_MS = 2
+# How long the broker may hold a fetch with no data: short, so a lone event is not kept waiting.
+FETCH_MAX_WAIT_MS = 5
 
 
-def register(service: Service, hasher: Hasher, view: domain.ExclusionView) -> None:
-    @service.subscriber(topics.ACCOUNT_EVENTS, title="blocking.account_events")
-    async def on_account_event(event: AccountEventOccurred) -> None:
-        """Decide ALLOW or BLOCK for one account event and publish the decision."""
-        identifiers = hasher.identifiers(event.payload.identity)
-        decision = domain.decide(event, identifiers, view, service.clock())
-        await service.publish(decision)
-        service.log.info("decision_made", decision_id=str(decision.id), outcome=decision.payload.outcome.value)
+def lifecycle_group(settings) -> str:
+    """The consumer group the instances share for the lifecycle topic (its offsets mark what the projection holds)."""
+    return f"{settings.topic_prefix}blocking.{topics.EXCLUSION_LIFECYCLE}"
 
-    @service.subscriber(topics.EXCLUSION_LIFECYCLE, title="blocking.exclusion_lifecycle")
-    async def on_exclusion_lifecycle(event: LifecycleEvent) -> None:
-        """Keep the view of exclusions in force current."""
-        if isinstance(event, ExclusionActivated):
-            exclusion = domain.ActiveExclusion(
-                exclusion_id=event.payload.exclusion_id,
-                identifiers=frozenset(event.payload.identifiers),
-                scope=event.payload.scope,
-                starts_at=event.payload.starts_at,
-                ends_at=event.payload.ends_at,
-            )
-            view.add(exclusion)
-            await MongoActiveExclusions(service.db).save(exclusion)
-            service.log.info("exclusion_in_view", exclusion_id=str(exclusion.exclusion_id), in_view=len(view))
+
+async def records_of(message: StreamMessage[Any]) -> Any:
+    """The batch's Kafka records as they are: each is parsed (and refused) on its own."""
+    return list(message.raw_message)
+
+
+def register(service: Service, hasher: Hasher, view: domain.ExclusionView, accounts: SeenAccounts, outbox: Outbox) -> None:
+    dead_letters = DeadLetters(service.settings, consumer=service.name, broker=service.broker)
+    batches = {"batch": True, "max_records": MAX_BATCH, "batch_timeout_ms": BATCH_WAIT_MS, "decoder": records_of}
+
+    @service.subscriber(
+        topics.ACCOUNT_EVENTS, **batches, fetch_max_wait_ms=FETCH_MAX_WAIT_MS, title="blocking.account_events"
+    )
+    async def on_account_events(records: Sequence[ConsumerRecord]) -> None:
+        """Decide ALLOW or BLOCK for each account event of a batch; publish the decisions together."""
+        now = service.clock()
+        decisions, refused = [], []
+        for record in records:
+            try:
+                event = AccountEventOccurred.model_validate_json(record.value)
+                identifiers = hasher.identifiers(event.payload.identity)  # raw identity ends here
+                decisions.append(domain.decide(event, identifiers, view, now))
+                accounts.note(event.operator_id, event.payload.account_id, identifiers.values())
+            except Exception as error:  # noqa: BLE001 — a bad record is parked, the batch goes on
+                refused.append((record, error))
+        # The decisions go out while the newly seen accounts are stored, both before the commit.
+        await asyncio.gather(outbox.publish_all(decisions), accounts.flush_or_keep())
+        for record, error in refused:
+            await dead_letters.park_record(record, error)
+
+    @service.subscriber(
+        topics.EXCLUSION_LIFECYCLE, **batches, group_id=lifecycle_group(service.settings), title="blocking.exclusion_lifecycle"
+    )
+    async def on_exclusion_lifecycle(records: Sequence[ConsumerRecord]) -> None:
+        """Record each exclusion's newest snapshot, enforce its start and its end, and bring the view up to it.
+
+        The instances share this group, so each handles some partitions; every instance's view also
+        follows all of them through its ``ViewFollower``.
+        """
+        events, refused = [], []
+        for record in records:
+            try:
+                events.append(domain.SnapshotEvent.model_validate_json(record.value))
+            except Exception as error:  # noqa: BLE001
+                refused.append((record, error))
+        projection = MongoExclusionProjection(service.db)
+        known = await projection.known(e.payload.exclusion_id for e in events)
+        now, newest, commands = service.clock(), {}, []
+        for event in events:
+            snapshot = event.payload
+            followed, action = domain.follow(view, known, event.type, snapshot, now)
+            if followed:
+                newest[snapshot.exclusion_id] = snapshot
+            if action:
+                commands += domain.enforcements(event, snapshot, action, await accounts.accounts_for(snapshot.identifiers))
+        await outbox.publish_all(commands)
+        await projection.save_many(newest.values())
+        for record, error in refused:
+            await dead_letters.park_record(record, error)
+        if events:
+            service.log.info("view_followed", events=len(events), enforcements=len(commands), in_view=len(view))

@@ -1,42 +1,136 @@
-"""Blocking's own copy of the exclusions in force, so its view can be rebuilt at start."""
+"""Blocking's own collections: its projection of exclusions, and the operator accounts it has seen.
+
+The only code that knows their names and document shapes. Identifiers are keyed hashes; nothing
+raw is stored.
+"""
 
 import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import replace
+from datetime import datetime
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.blocking.domain import ActiveExclusion
-from shared.events import Scope
+from services.blocking.domain import Known
+from services.blocking.view import ActiveExclusion, Scopes
+from shared.events import ExclusionSnapshot
 
-INDEXES = {"blocking_exclusions": [IndexModel([("ends_at", ASCENDING)])]}
+EXCLUSIONS, ACCOUNTS = "blocking_exclusions", "blocking_accounts"
+INDEXES = {
+    EXCLUSIONS: [IndexModel([("excluding", ASCENDING)])],
+    ACCOUNTS: [IndexModel([("identifier", ASCENDING)])],
+}
+LOAD_BATCH = 10_000
+
+
+def exclusion_document(snapshot: ExclusionSnapshot) -> dict:
+    """An exclusion as blocking keeps it: enough to rebuild the view and to order late events."""
+    return _document(snapshot, state=snapshot.state.value, excluding=snapshot.excludes())
+
+
+def _document(exclusion: ExclusionSnapshot | ActiveExclusion, *, state: str, excluding: bool) -> dict:
+    return {
+        "_id": str(exclusion.exclusion_id),
+        "identifiers": sorted(exclusion.identifiers),
+        "scope": {"types": sorted(exclusion.scope.types), "games": sorted(exclusion.scope.games)},
+        "state": state,
+        "excluding": excluding,
+        "starts_at": exclusion.starts_at,
+        "ends_at": exclusion.ends_at,
+        "version": exclusion.version,
+    }
+
+
+def active_exclusion(document: dict, scopes: Scopes) -> ActiveExclusion:
+    """The view's entry for a stored exclusion; ``scopes`` shares one Scope object per distinct scope."""
+    return ActiveExclusion(
+        exclusion_id=uuid.UUID(document["_id"]),
+        identifiers=tuple(document["identifiers"]),
+        scope=scopes.get(document["scope"]["types"], document["scope"].get("games", ())),
+        starts_at=document["starts_at"],
+        ends_at=document.get("ends_at"),
+        version=document.get("version", 1),
+    )
+
+
+class MongoExclusionProjection:
+    """Every exclusion blocking has heard of, as of its newest snapshot (ended ones too, for ordering)."""
+
+    def __init__(self, database: AsyncDatabase) -> None:
+        self._collection = database[EXCLUSIONS]
+
+    async def save_many(self, snapshots: Iterable[ExclusionSnapshot]) -> None:
+        operations = [
+            ReplaceOne({"_id": str(s.exclusion_id)}, exclusion_document(s), upsert=True) for s in snapshots
+        ]
+        if operations:
+            await self._collection.bulk_write(operations, ordered=True)
+
+    async def insert_documents(self, documents: list[dict]) -> None:
+        """Bulk load of ready-made documents (the bench's way to start with a million exclusions)."""
+        if documents:
+            await self._collection.insert_many(documents, ordered=False)
+
+    async def known(self, exclusion_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Known]:
+        ids = sorted({str(i) for i in exclusion_ids})
+        if not ids:
+            return {}
+        cursor = self._collection.find({"_id": {"$in": ids}}, {"version": 1, "excluding": 1})
+        return {uuid.UUID(d["_id"]): Known(d["version"], d["excluding"]) async for d in cursor}
+
+    async def excluding(self, now: datetime) -> AsyncIterator[ActiveExclusion]:
+        """Every exclusion that excludes and has not ended by ``now``."""
+        scopes = Scopes()
+        cursor = self._collection.find({"excluding": True}, {"state": 0, "excluding": 0}, batch_size=LOAD_BATCH)
+        async for document in cursor:
+            ends_at = document.get("ends_at")
+            if ends_at is None or ends_at > now:
+                yield active_exclusion(document, scopes)
+
+
+class MongoSeenAccounts:
+    """Which operator accounts have used which identifier hashes: whom to tell when an exclusion starts."""
+
+    def __init__(self, database: AsyncDatabase) -> None:
+        self._collection = database[ACCOUNTS]
+
+    async def add_many(self, pairs: Iterable[tuple[str, str, str]]) -> None:
+        """Record (identifier, operator, account) triples; recording one again changes nothing."""
+        operations = [
+            UpdateOne(
+                {"_id": f"{identifier}|{operator_id}|{account_id}"},
+                {"$set": {"identifier": identifier, "operator_id": operator_id, "account_id": account_id}},
+                upsert=True,
+            )
+            for identifier, operator_id, account_id in pairs
+        ]
+        if operations:
+            await self._collection.bulk_write(operations, ordered=False)
+
+    async def accounts_for(self, identifiers: Iterable[str]) -> set[tuple[str, str]]:
+        wanted = sorted(set(identifiers))
+        if not wanted:
+            return set()
+        cursor = self._collection.find({"identifier": {"$in": wanted}}, {"operator_id": 1, "account_id": 1})
+        return {(d["operator_id"], d["account_id"]) async for d in cursor}
 
 
 class MongoActiveExclusions:
+    """The first sketch's interface to the projection: save one exclusion in force, list those in force.
+
+    Kept for callers written against it (the store conformance suite); blocking itself follows
+    snapshots through ``MongoExclusionProjection``.
+    """
+
     def __init__(self, database: AsyncDatabase) -> None:
-        self._collection = database["blocking_exclusions"]
+        self._collection = database[EXCLUSIONS]
+        self._projection = MongoExclusionProjection(database)
 
     async def save(self, exclusion: ActiveExclusion) -> None:
-        await self._collection.update_one(
-            {"_id": str(exclusion.exclusion_id)},
-            {
-                "$set": {
-                    "identifiers": sorted(exclusion.identifiers),
-                    "scope": exclusion.scope.model_dump(mode="json"),
-                    "starts_at": exclusion.starts_at,
-                    "ends_at": exclusion.ends_at,
-                }
-            },
-            upsert=True,
-        )
+        document = _document(exclusion, state="active", excluding=True)
+        await self._collection.replace_one({"_id": document["_id"]}, document, upsert=True)
 
-    async def in_force(self, now):
-        """Every exclusion not yet ended at ``now``."""
-        query = {"$or": [{"ends_at": None}, {"ends_at": {"$gt": now}}]}
-        async for document in self._collection.find(query):
-            yield ActiveExclusion(
-                exclusion_id=uuid.UUID(document["_id"]),
-                identifiers=frozenset(document["identifiers"]),
-                scope=Scope.model_validate(document["scope"]),
-                starts_at=document["starts_at"],
-                ends_at=document.get("ends_at"),
-            )
+    async def in_force(self, now: datetime) -> AsyncIterator[ActiveExclusion]:
+        async for exclusion in self._projection.excluding(now):
+            yield replace(exclusion, identifiers=frozenset(exclusion.identifiers))

@@ -1,34 +1,120 @@
-"""The gateway's FastAPI app."""
+"""The gateway's FastAPI app: the operator APIs, the portal, and the consumers that keep its reads current."""
 
+import gc
 from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from shared.logging import configure_logging
+from shared.broker import publish as publish_event
+from shared.crypto import Sealer
+from shared.events import Event, RequestHandled
+from shared.identity import Hasher
+from shared.policies import Policy, load_policies
+from shared.service import Clock, Service
 from shared.settings import Settings
-from shared.store import create_client
+
+from services.gateway import chipout, gamstop, handlers, native, problems
+from services.gateway.access import Gatekeeper
+from services.gateway.coalescing import CoalescingLookup
+from services.gateway.context import Gateway
+from services.gateway.edge import Edge
+from services.gateway.repository import INDEXES, MongoDecisions, MongoExclusionReads, MongoLookup, MongoOperators
+from services.gateway.requestlog import RequestLog
 
 log = structlog.get_logger("gateway")
 
+DESCRIPTION = """
+The HTTP face of Selfex for operators.
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+* **ChipOut-compatible** (`/api/v1.3/exclude-customers`, `/v1.3/customer-status`, both host prefixes):
+  the key in the body or the query, exactly as the Swedish register's v1.3.
+* **GAMSTOP-compatible** (`POST /`, `POST /gamstop/v2`, `POST /gamstop/v2/batch`): form fields in,
+  `X-Exclusion`, `X-Unique-Id` and `Date` headers out; `X-API-Key`; bare status codes on errors.
+* **Native** (`/v1/...`): exclusions, people, checks (batches of up to 10,000), the operator's own
+  decisions and document reviews. Send the key in `X-API-Key` (or `Authorization: Bearer`).
+
+Every answer carries `Date` and `X-Request-Id`; every request is written to the audit log (who,
+what, when, outcome, trace id; never the personal data in it). Keys are rate limited (`429` with
+`Retry-After`); bodies are size limited (`413`).
+"""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    database: AsyncDatabase | None = None,
+    clock: Clock | None = None,
+    policies: dict[str, Policy] | None = None,
+    constant_route: bool = False,
+) -> FastAPI:
+    """The app; ``constant_route`` adds ``POST /_bench/constant`` for the HTTP bench's baseline."""
     settings = settings or Settings()
-    configure_logging(settings.log_level, settings.log_format, service="gateway")
+    service = Service("gateway", settings, indexes=INDEXES, database=database)
+    if clock is not None:
+        service.clock = clock
+    policies = policies or load_policies()
+    handlers.register(service)
+    stream = service.app()
+
+    async def publish(event: Event) -> None:
+        await publish_event(service.broker, settings, event)
+
+    requests = RequestLog(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.mongo = create_client(settings)
-        app.state.db = app.state.mongo[settings.mongo_db]
-        log.info("gateway_started", host=settings.gateway_host, port=settings.gateway_port)
-        try:
-            yield
-        finally:
-            await app.state.mongo.close()
+        async with stream:
+            await requests.start()
+            db = service.db
+            app.state.settings = settings
+            app.state.db = db
+            app.state.publish = publish
+            app.state.hasher = Hasher.from_settings(settings)
+            app.state.sealer = Sealer.from_settings(settings)
+            app.state.policies = policies
+            app.state.gateway = Gateway(
+                settings=settings,
+                hasher=app.state.hasher,
+                policies=policies,
+                clock=service.clock,
+                gatekeeper=Gatekeeper(MongoOperators(db), settings),
+                lookup=MongoLookup(db),
+                checks=CoalescingLookup(MongoLookup(db)),
+                exclusions=MongoExclusionReads(db),
+                decisions=MongoDecisions(db),
+                publish=publish,
+            )
+            app.state.record_request = requests.record
+            log.info("gateway_started", host=settings.gateway_host, port=settings.gateway_port)
+            gc.collect()
+            gc.freeze()  # what start-up made lives as long as the process: keep it out of every collection
+            try:
+                yield
+            finally:
+                await requests.stop()
 
-    app = FastAPI(title="Selfex", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="Selfex", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+
+    # Routes are matched in order: the checks, the hottest, first.
+    app.include_router(gamstop.router)
+    if constant_route:  # beside the checks, so routing reaches it as it reaches them
+
+        @app.post("/_bench/constant", include_in_schema=False)
+        async def constant() -> Response:
+            return Response(status_code=200, headers={"X-Exclusion": "N"})
+
+    app.include_router(chipout.router)
+    app.include_router(native.router)
+    try:
+        from services.gateway import portal
+    except ImportError:
+        log.info("portal_not_mounted")
+    else:
+        app.include_router(portal.router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> JSONResponse:
@@ -39,4 +125,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse({"status": "unavailable", "store": type(exc).__name__}, status_code=503)
         return JSONResponse({"status": "ok"})
 
+    problems.install(app)
+
+    async def record_request(event: RequestHandled) -> None:
+        await app.state.record_request(event)
+
+    app.add_middleware(Edge, settings=settings, record=record_request)
     return app

@@ -7,12 +7,26 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.blocking.domain import ActiveExclusion, ExclusionView, blocks, decide
+from services.blocking.domain import (
+    ActiveExclusion,
+    ExclusionView,
+    Known,
+    blocks,
+    decide,
+    decision_id,
+    enforcements,
+    follow,
+    follow_view,
+)
 from shared.events import (
     SCOPE_ALL,
     AccountEventKind,
     AccountEventOccurred,
     AccountEventPayload,
+    DecisionMade,
+    ExclusionActivated,
+    ExclusionSnapshot,
+    ExclusionState,
     ExclusionType,
     Game,
     MarketingChannel,
@@ -240,3 +254,98 @@ def test_the_view_agrees_with_a_plain_dictionary_after_any_adds_and_discards(ope
         assert set(view.matching([identifier])) == {i for i, hashes in expected.items() if identifier in hashes}
     assert all(view.by_identifier.values()), "no identifier is left pointing at nothing"
     assert set(view.by_identifier) == set().union(*expected.values())
+
+
+# --- following the lifecycle, and what it enforces -------------------------------------------
+
+
+def snapshot(state: ExclusionState = ExclusionState.ACTIVE, version: int = 1, scope: Scope = SCOPE_ALL, identity: Identity = ANNA, exclusion_id=IDS[1]):
+    return ExclusionSnapshot(
+        exclusion_id=exclusion_id, identifiers=sorted(HASHER.identifiers(identity).values()), scope=scope,
+        jurisdiction="SE", state=state, starts_at=NOW - timedelta(days=1), ends_at=NOW + timedelta(days=30), version=version,
+    )
+
+
+@pytest.mark.parametrize("kind", [AccountEventKind.LOGIN, AccountEventKind.REGISTRATION, AccountEventKind.DEPOSIT, AccountEventKind.BONUS])
+def test_an_exclusion_from_some_games_lets_the_account_be_used_for_the_others(kind):
+    assert not blocks(SLOTS, account_event(kind))
+    assert decision(account_event(kind), view_of(exclusion(scope=SLOTS))).outcome is Outcome.ALLOW
+
+
+def test_an_activation_puts_the_exclusion_in_view_and_ends_sessions_every_time_it_is_delivered():
+    view, known = ExclusionView(), {}
+
+    assert follow(view, known, "exclusion.activated", snapshot(version=2), NOW) == (True, "end_sessions")
+    assert view.get(IDS[1]).version == 2
+    assert follow(view, known, "exclusion.activated", snapshot(version=2), NOW) == (True, "end_sessions")
+    assert follow(view, known, "exclusion.ending_soon", snapshot(version=3), NOW) == (True, None)
+
+
+def test_a_snapshot_older_than_the_known_one_changes_nothing():
+    view, known = ExclusionView(), {IDS[1]: Known(5, False)}
+
+    assert follow(view, known, "exclusion.activated", snapshot(version=4), NOW) == (False, None)
+    assert len(view) == 0
+    view.add(exclusion(exclusion_id=IDS[1]))  # version 1 in view
+    assert follow(view, {}, "exclusion.expired", snapshot(ExclusionState.EXPIRED, version=1), NOW) == (True, "lift")
+
+
+def test_an_extension_that_makes_the_exclusion_exclude_ends_sessions_and_one_that_does_not_is_quiet():
+    view, known = ExclusionView(), {IDS[1]: Known(2, False)}
+
+    assert follow(view, known, "exclusion.extended", snapshot(version=3), NOW) == (True, "end_sessions")
+    assert follow(view, known, "exclusion.extended", snapshot(version=4), NOW) == (True, None)
+    assert follow(view, known, "exclusion.cancelled", snapshot(ExclusionState.CANCELLED, version=1, exclusion_id=IDS[2]), NOW) == (True, None)
+
+
+def test_the_end_lifts_unless_another_exclusion_still_covers_games_for_the_person():
+    view = view_of(exclusion(exclusion_id=IDS[0], scope=SLOTS), exclusion(exclusion_id=IDS[1]))
+
+    assert follow(view, {}, "exclusion.lifted", snapshot(ExclusionState.LIFTED, version=2), NOW) == (True, None)
+    assert IDS[1] not in view.by_id
+    assert follow(view, {}, "exclusion.expired", snapshot(ExclusionState.EXPIRED, version=2, exclusion_id=IDS[0]), NOW) == (True, "lift")
+
+
+def test_advertising_and_direct_marketing_exclusions_enforce_nothing():
+    assert follow(ExclusionView(), {}, "exclusion.activated", snapshot(scope=ADS), NOW) == (True, None)
+
+
+def test_enforcement_goes_to_each_account_once_with_ids_derived_from_the_cause():
+    cause = ExclusionActivated(source="registration", subject="p", payload=snapshot())
+
+    commands = enforcements(cause, cause.payload, "end_sessions", [("op-2", "b"), ("op-1", "a"), ("op-1", "a")])
+
+    assert [(c.operator_id, c.payload.account_id) for c in commands] == [("op-1", "a"), ("op-2", "b")]
+    assert commands[0].id == derived_id(cause.id, "enforcement.commanded/end_sessions/op-1:a")
+    assert commands[0].key() == b"op-1:a" and commands[0].subject == "p"
+    assert commands[0].payload.message.endswith((NOW + timedelta(days=30)).date().isoformat())
+    assert enforcements(cause, cause.payload, "lift", [("op-1", "a")])[0].payload.message is None
+
+
+@given(st.uuids())
+def test_the_fast_decision_id_is_the_derived_id(event_id):
+    assert decision_id(event_id) == derived_id(event_id, "decision.made")
+
+
+def test_a_decision_is_what_caused_by_would_build():
+    event = account_event()
+    made = decide(event, HASHER.identifiers(ANNA), view_of(), NOW)
+    expected = DecisionMade.caused_by(event, source="blocking", operator_id="op-1", payload=made.payload, occurred_at=NOW)
+
+    assert made == expected
+
+
+def test_the_view_does_not_take_back_an_exclusion_a_newer_snapshot_took_out():
+    view = ExclusionView()
+    assert view.apply(snapshot(ExclusionState.LIFTED, version=4))
+    assert not view.apply(snapshot(version=3))
+    assert len(view) == 0 and view.version_of(IDS[1]) == 4
+    assert view.apply(snapshot(version=5)) and view.version_of(IDS[1]) == 5 and len(view) == 1
+
+
+def test_an_instance_following_for_its_view_trusts_the_projection_for_exclusions_it_has_not_met():
+    view = ExclusionView()
+    assert not follow_view(view, {IDS[1]: Known(4, False)}, snapshot(version=3))
+    assert len(view) == 0
+    assert follow_view(view, {IDS[1]: Known(4, False)}, snapshot(version=4))
+    assert follow_view(view, {}, snapshot(ExclusionState.EXPIRED, version=5)) and len(view) == 0

@@ -83,6 +83,10 @@ PAYLOADS: dict[str, dict] = {
         "topic": "selfex.exclusion.commands", "partition": 0, "offset": 7, "key": "k", "consumer": "registration",
         "error": "ValueError: bad", "original": base64.b64encode(b"not json {").decode(),
     },
+    "gateway.request_handled": {
+        "request_id": "8c0e7a52-4f2d-4c55-9a0e-0d6f2b1c3a4e", "method": "POST", "route": "/", "api": "gamstop",
+        "status": 200, "outcome": "N", "trace_id": "trace-1", "duration_ms": 1.5,
+    },
 }
 LIFECYCLE_TYPES = [model.model_fields["type"].default for model in LIFECYCLE_EVENTS]
 

@@ -1,0 +1,244 @@
+"""``selfex bench decisions``: how fast blocking answers, through the real broker, against the
+machine's limit.
+
+Starts embedded servers on free ports unless SELFEX_KAFKA_BOOTSTRAP and SELFEX_MONGO_URI name real
+ones. Then, in one run:
+
+for each size N: N active exclusions written to blocking's projection; ``selfex run blocking``
+started as its own process (it loads its view from the projection) and, beside it on topics of its
+own, the machine's limit: a bare aiokafka forwarder (``services.blocking.forwarder``) that passes
+each record on with no logic. Account events are driven through the broker into each and the
+answers read back: sustained throughput in rounds taking turns (the machine is shared, so the
+ratio is taken round by round), p50/p95/p99 end-to-end latency at a fixed offered rate; the
+service's memory; the view's lookup cost timed in-process.
+
+A benchmark, not a test: it reports what it measures and asserts nothing.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from shared import topics
+from shared.broker import ensure_topics
+from shared.identity import Hasher
+from shared.infra import EMBEDDED_SESSION_TIMEOUT_MS, EmbeddedInfra, free_port
+from shared.settings import Settings
+from shared.store import open_database
+
+from services.blocking import measure
+from services.blocking.measure import Output
+from services.blocking.repository import INDEXES, MongoExclusionProjection, active_exclusion
+from services.blocking.view import ExclusionView, Scopes
+from services.blocking.workload import Workload
+
+READY_TIMEOUT_SECONDS = 900  # a million exclusions take a while to load on the embedded store
+LOOKUP_PROBES = 20_000
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="selfex bench decisions", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,1000000", help="active exclusions to load, comma-separated")
+    parser.add_argument("--events", type=int, default=50_000, help="account events in each throughput run")
+    parser.add_argument("--rate", type=float, default=1000.0, help="offered events/s in the latency runs")
+    parser.add_argument("--latency-seconds", type=float, default=10.0, help="length of each latency run")
+    parser.add_argument("--accounts", type=int, default=10_000, help="operator accounts the events come from")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds (blocking, then the forwarder)")
+    args = parser.parse_args(argv)
+    sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+    settings = Settings()
+    with tempfile.TemporaryDirectory(prefix="selfex-bench-") as workdir, servers(settings, Path(workdir)) as (settings, kind):
+        return asyncio.run(run(args, sizes, settings, kind, Path(workdir)))
+
+
+@contextmanager
+def servers(settings: Settings, workdir: Path) -> Iterator[tuple[Settings, str]]:
+    if settings.kafka_bootstrap and settings.mongo_uri:
+        yield settings, f"external (Kafka {settings.kafka_bootstrap})"
+        return
+    infra = EmbeddedInfra(workdir / "infra", kafka_port=free_port(), mongo_port=free_port(), mongo_in_memory=True)
+    with infra:
+        yield settings.model_copy(update={
+            "kafka_bootstrap": infra.kafka_bootstrap, "mongo_uri": infra.mongo_uri, "kafka_idempotence": False,
+            "kafka_session_timeout_ms": EMBEDDED_SESSION_TIMEOUT_MS,
+        }), "embedded (Tansu broker, nx-27017 store in memory)"
+
+
+async def run(args, sizes: list[int], settings: Settings, kind: str, workdir: Path) -> int:
+    tag = uuid.uuid4().hex[:6]
+    print(f"selfex bench decisions: {os.cpu_count()} CPUs, Python {platform.python_version()}, servers: {kind}, "
+          f"{settings.topic_partitions} partitions per topic", flush=True)
+    print(f"throughput: {args.rounds} rounds of {args.events:,} account events sent as fast as they can be, blocking and "
+          f"the bare forwarder (aiokafka, no logic) taking turns; latency: {args.rate:,.0f} events/s offered for "
+          f"{args.latency_seconds:g} s to each", flush=True)
+    results = {}
+    for n, size in enumerate(sizes):
+        run_settings = settings.model_copy(update={"topic_prefix": f"bench{tag}.{n}.", "mongo_db": f"bench_{tag}_{n}"})
+        r = results[size] = await bench_size(args, run_settings, size, workdir)
+        print(f"\n{size:,} active exclusions: stored in {r['store_s']:.1f} s; service ready in {r['ready_s']:.1f} s "
+              f"(view loaded in {r['view_load_s']:.1f} s); service memory RSS {r['rss_mb']:,.0f} MB "
+              f"(peak {r['peak_mb']:,.0f} MB)", flush=True)
+        print(f"  sustained decisions/s: {r['throughput']:,.0f} = {r['ratio']:.0%} of the bare forwarder's {r['limit']:,.0f} msg/s "
+              f"(medians; per round {', '.join(f'{x:.0%}' for x in r['ratios'])})", flush=True)
+        print(f"  end-to-end latency at {args.rate:,.0f} events/s: blocking {_latency(r['latency'])}; "
+              f"bare forwarder {_latency(r['limit_latency'])}", flush=True)
+        print(f"  lookup in-process: decide {r['decide_us']:.2f} µs/event, view match {r['match_us']:.3f} µs/event", flush=True)
+    if len(sizes) > 1:
+        small, large = results[min(sizes)], results[max(sizes)]
+        print(f"\nlookup cost ratio {max(sizes):,} vs {min(sizes):,} exclusions: decide "
+              f"{large['decide_us'] / small['decide_us']:.2f}, view match {large['match_us'] / small['match_us']:.2f}; "
+              f"end-to-end p50 {large['latency'].p50_ms / small['latency'].p50_ms:.2f}", flush=True)
+    return 0
+
+
+def _latency(result: measure.Latency) -> str:
+    return (f"p50 {result.p50_ms:.1f} ms, p95 {result.p95_ms:.1f} ms, p99 {result.p99_ms:.1f} ms "
+            f"({result.answered:,} answers, offered {result.offered_per_second:,.0f}/s)")
+
+
+async def bench_size(args, settings: Settings, size: int, workdir: Path) -> dict:
+    """N exclusions loaded; blocking and a bare forwarder (on topics of its own) measured in turns."""
+    await ensure_topics(settings)
+    forwarding = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}fwd."})
+    await ensure_topics(forwarding, names=(topics.ACCOUNT_EVENTS, topics.DECISIONS))
+    workload = Workload(hasher=Hasher.from_settings(settings), exclusions=size, accounts=args.accounts)
+    client, database = await open_database(settings, INDEXES)
+    try:
+        store_s, view = await store_exclusions(MongoExclusionProjection(database), workload)
+        decide_us, match_us = measure.lookup_cost(view, workload.probes(LOOKUP_PROBES), workload.now)
+        del view
+        log_path = workdir / f"blocking-{size}.log"
+        forwarder = [sys.executable, "-m", "services.blocking.forwarder", settings.kafka,
+                     forwarding.topic(topics.ACCOUNT_EVENTS), forwarding.topic(topics.DECISIONS), f"{forwarding.topic_prefix}forwarder"]
+        with (
+            child([sys.executable, "-m", "shared.cli", "run", "blocking"], service_environment(settings), log_path) as service,
+            child(forwarder, dict(os.environ), workdir / f"forwarder-{size}.log"),
+        ):
+            blocking, limit = Driven(settings, workload), Driven(forwarding, workload)
+            async with blocking, limit:
+                ready_s = await blocking.ready()
+                await limit.ready()
+                await blocking.warm_up()
+                await limit.warm_up()
+                rss_mb, _ = measure.memory_mb(service.pid)
+                rounds = []
+                for n in range(args.rounds):
+                    events = workload.events(args.events, f"throughput-{n}")
+                    rounds.append((await blocking.throughput(events), await limit.throughput(events)))
+                latency = await blocking.latency(workload.events(int(args.rate * args.latency_seconds), "latency"), args.rate)
+                limit_latency = await limit.latency(workload.events(int(args.rate * args.latency_seconds), "latency"), args.rate)
+                _, peak_mb = measure.memory_mb(service.pid)
+    finally:
+        await client.drop_database(settings.mongo_db)
+        await client.close()
+    return {
+        "store_s": store_s, "ready_s": ready_s, "view_load_s": view_load_seconds(log_path), "rss_mb": rss_mb,
+        "peak_mb": peak_mb, "decide_us": decide_us, "match_us": match_us, "latency": latency, "limit_latency": limit_latency,
+        "throughput": statistics.median(b for b, _ in rounds), "limit": statistics.median(f for _, f in rounds),
+        "ratio": statistics.median(b / f for b, f in rounds), "ratios": [b / f for b, f in rounds],
+    }
+
+
+class Driven:
+    """One consumer under test (blocking, or the forwarder): its input topic and its output read back."""
+
+    def __init__(self, settings: Settings, workload: Workload) -> None:
+        self.bootstrap, self.workload = settings.kafka, workload
+        self.source, self.output = settings.topic(topics.ACCOUNT_EVENTS), Output(settings.kafka, settings.topic(topics.DECISIONS))
+
+    async def __aenter__(self) -> "Driven":
+        await self.output.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.output.__aexit__(*exc)
+
+    async def ready(self) -> float:
+        return await measure.until_answered(self.bootstrap, self.source, self.output, self.workload.events(20, "probe"), READY_TIMEOUT_SECONDS)
+
+    async def warm_up(self) -> None:
+        """An event of every account first: operators mostly send events of accounts seen before."""
+        await self.throughput(self.workload.events(self.workload.accounts, "warm", every_account=True))
+
+    async def throughput(self, events) -> float:
+        return await measure.throughput(self.bootstrap, self.source, self.output, events)
+
+    async def latency(self, events, rate: float) -> measure.Latency:
+        return await measure.latency(self.bootstrap, self.source, self.output, events, rate)
+
+
+async def store_exclusions(projection: MongoExclusionProjection, workload: Workload) -> tuple[float, ExclusionView]:
+    """Write the projection in bulk (two writes in flight) and build the same view in-process for the lookup timing."""
+    started, view, scopes, writing = time.perf_counter(), ExclusionView(), Scopes(), set()
+    for chunk in workload.exclusion_documents():
+        if len(writing) >= 2:
+            done, writing = await asyncio.wait(writing, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        writing.add(asyncio.create_task(projection.insert_documents(chunk)))
+        for document in chunk:
+            view.add(active_exclusion(document, scopes))
+    for task in writing:
+        await task
+    return time.perf_counter() - started, view
+
+
+def service_environment(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SELFEX_KAFKA_BOOTSTRAP": settings.kafka,
+        "SELFEX_MONGO_URI": settings.mongo,
+        "SELFEX_MONGO_DB": settings.mongo_db,
+        "SELFEX_TOPIC_PREFIX": settings.topic_prefix,
+        "SELFEX_TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "SELFEX_KAFKA_IDEMPOTENCE": str(settings.kafka_idempotence).lower(),
+        "SELFEX_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
+        "SELFEX_HASH_SECRET": settings.hash_secret.get_secret_value(),
+        "SELFEX_LOG_FORMAT": "json",
+    }
+
+
+@contextmanager
+def child(command: list[str], env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        yield process
+    except BaseException:
+        print(f"--- {log_path.name} (last lines) ---\n{log_path.read_text(errors='replace')[-3000:]}", file=sys.stderr)
+        raise
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def view_load_seconds(log_path: Path) -> float:
+    """How long the service took to load its view, as it logged it."""
+    for line in log_path.read_text(errors="replace").splitlines():
+        if '"view_loaded"' in line:
+            try:
+                return float(json.loads(line).get("seconds", "nan"))
+            except ValueError:
+                break
+    return float("nan")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,411 @@
+"""``selfex bench http``: how fast the gateway answers checks, against the machine's limit.
+
+Starts embedded servers on free ports unless SELFEX_KAFKA_BOOTSTRAP and SELFEX_MONGO_URI name real
+ones. For each size N (loaded incrementally: the second size adds to the first):
+
+1. N exclusions written straight into the store (registration's documents and the gateway's
+   lookup; 1 in 20 already expired), in bulk;
+2. the gateway started as its own process (uvicorn, as ``selfex run gateway`` does), with a
+   constant-answer route on the same middleware stack;
+3. at C concurrent keep-alive clients (closed loop): the constant answer (the stack's limit), the
+   GAMSTOP check and the ChipOut status call (half the people excluded, half unknown; every answer
+   checked), and a bare indexed lookup in the store from this process (the store's limit);
+4. the GAMSTOP check at a fixed offered rate (open loop): p50 / p99 latency from when each request
+   was due.
+
+CPU seconds of the gateway, the store and the load generator are read from /proc during each run,
+so the report says what limited what. A benchmark, not a test: it reports and asserts nothing.
+"""
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, timedelta
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+
+from shared.events import SCOPE_ALL, ExclusionState, utcnow
+from shared.identity import Hasher, IdentifierKind, Identity
+from shared.infra import EMBEDDED_SESSION_TIMEOUT_MS, EmbeddedInfra, free_port
+from shared.settings import Settings
+from shared.store import open_database
+
+from services.gateway import loadgen
+from services.gateway.access import ALL_SCOPES
+from services.gateway.domain import Summary
+from services.gateway.operators import add
+from services.gateway.repository import INDEXES, MongoOperators
+
+BATCH = 5_000
+SAMPLE = 2_000  # distinct requests per workload, half of them for people not excluded
+EXPIRED_EVERY = 20
+HOST = "127.0.0.1"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="selfex bench http", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="100000,1000000", help="exclusions loaded, comma-separated (ascending)")
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent keep-alive clients")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each closed-loop run")
+    parser.add_argument("--rate", type=float, default=500.0, help="offered requests/s in the latency run")
+    parser.add_argument("--latency-seconds", type=float, default=10.0, help="length of the latency run")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of load before each closed-loop run is measured")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    sizes = sorted(int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip())
+    settings = Settings()
+    with tempfile.TemporaryDirectory(prefix="selfex-bench-http-") as workdir, servers(settings, Path(workdir)) as (settings, infra):
+        report = _run_loop(run(args, sizes, settings, infra, Path(workdir)))
+    print_report(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def _run_loop(coroutine):
+    try:
+        import uvloop
+
+        return uvloop.run(coroutine)
+    except ImportError:
+        return asyncio.run(coroutine)
+
+
+@contextmanager
+def servers(settings: Settings, workdir: Path) -> Iterator[tuple[Settings, EmbeddedInfra | None]]:
+    if settings.kafka_bootstrap and settings.mongo_uri:
+        yield settings, None
+        return
+    infra = EmbeddedInfra(workdir / "infra", kafka_port=free_port(), mongo_port=free_port())
+    with infra:
+        yield settings.model_copy(
+            update={
+                "kafka_bootstrap": infra.kafka_bootstrap,
+                "mongo_uri": infra.mongo_uri,
+                "kafka_idempotence": False,
+                "kafka_session_timeout_ms": EMBEDDED_SESSION_TIMEOUT_MS,
+            }
+        ), infra
+
+
+async def run(args, sizes: list[int], settings: Settings, infra: EmbeddedInfra | None, workdir: Path) -> dict:
+    tag = uuid.uuid4().hex[:8]
+    settings = settings.model_copy(
+        update={
+            "mongo_db": f"bench_http_{tag}",
+            "topic_prefix": f"bench{tag}.",
+            "gateway_rate_per_second": 1e9,
+            "gateway_rate_burst": 10**9,
+            "log_level": "WARNING",
+        }
+    )
+    client, database = await open_database(settings, INDEXES)
+    report: dict = {
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "store": "nx-27017 (embedded)" if infra else settings.mongo},
+        "settings": {"concurrency": args.concurrency, "seconds": args.seconds, "rate": args.rate, "latency_seconds": args.latency_seconds},
+        "sizes": {},
+    }
+    try:
+        key = (await add(MongoOperators(database), f"bench-{tag}", ALL_SCOPES)).key
+        hasher = Hasher.from_settings(settings)
+        loaded = 0
+        for size in sizes:
+            progress(f"loading exclusions {loaded:,} to {size:,}")
+            started = time.perf_counter()
+            await load(database, hasher, loaded, size)
+            load_seconds = time.perf_counter() - started
+            loaded = size
+            progress(f"loaded {size:,} exclusions in {load_seconds:.0f} s; measuring")
+            figures = await measure(args, settings, database, hasher, key, size, infra, workdir)
+            report["sizes"][str(size)] = {"load_seconds": round(load_seconds, 1), **figures}
+    finally:
+        try:
+            await client.drop_database(settings.mongo_db)
+        finally:
+            await client.close()
+    return report
+
+
+def progress(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+# --- the people and their exclusions -------------------------------------------------------------
+
+
+def person(i: int) -> Identity:
+    return Identity(
+        uid=hashlib.sha256(f"{i:012d}".encode()).hexdigest(),
+        first_name=f"Bench{i}",
+        last_name=f"Person{i}",
+        date_of_birth=date(1950 + i % 50, 1 + i % 12, 1 + i % 28),
+        postcode=f"BN{10 + i % 90} {i % 9}AA",
+        email=f"bench{i}@example.com",
+    )
+
+
+def expired(i: int) -> bool:
+    return i % EXPIRED_EVERY == 0
+
+
+async def load(database, hasher: Hasher, start: int, stop: int) -> None:
+    """Exclusions ``start``..``stop``-1 as registration stores them, and the gateway's lookup of them.
+
+    Each person is looked up by national id (ChipOut) and by name + birth date + postcode (GAMSTOP).
+    """
+    now = utcnow()
+    exclusions, lookup = database["exclusions"], database["exclusion_lookup"]
+    pending: list[asyncio.Task] = []
+    for first in range(start, stop, BATCH):
+        # A thread builds this batch while the store inserts the last one.
+        documents, entries = await asyncio.to_thread(_batch, hasher, first, min(stop, first + BATCH), now)
+        await asyncio.gather(*pending)
+        if first and first % 100_000 == 0:
+            progress(f"  {first:,} loaded")
+        pending = [
+            asyncio.create_task(exclusions.insert_many(documents, ordered=False)),
+            asyncio.create_task(lookup.insert_many(entries, ordered=False)),
+        ]
+    await asyncio.gather(*pending)
+
+
+def _batch(hasher: Hasher, first: int, stop: int, now) -> tuple[list[dict], list[dict]]:
+    documents, entries = [], []
+    for i in range(first, stop):
+        document, summary = _exclusion(i, hasher, now)
+        documents.append(document)
+        entries += [{"_id": h, "exclusions": [summary.stored()], "revision": 1} for h in document["identifiers"]]
+    return documents, entries
+
+
+def _exclusion(i: int, hasher: Hasher, now) -> tuple[dict, Summary]:
+    identity = person(i)
+    hashes = hasher.identifiers(identity)
+    identifiers = sorted((hashes[IdentifierKind.NATIONAL_ID], hashes[IdentifierKind.NAME_DOB_POSTCODE]))
+    request_id = str(uuid.UUID(int=i + 1))
+    starts = now - timedelta(days=400 if expired(i) else 10)
+    ends = starts + timedelta(days=365)
+    document = {
+        "_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench-exclusion-{i}")),
+        "person_id": f"bench-person-{i}",
+        "identifiers": identifiers,
+        "scope": SCOPE_ALL.model_dump(mode="json"),
+        "jurisdiction": "SE",
+        "duration": "+12m",
+        "channel": "operator",
+        "state": (ExclusionState.EXPIRED if expired(i) else ExclusionState.ACTIVE).value,
+        "created_at": starts,
+        "starts_at": starts,
+        "ends_at": ends,
+        "minimum_until": None,
+        "lift_effective_at": None,
+        "ended_at": ends if expired(i) else None,
+        "request_id": request_id,
+        "request_ids": [request_id],
+        "requested_by": "bench",
+        "third_party": None,
+        "version": 1,
+        "next_transition_at": None if expired(i) else ends,
+    }
+    return document, Summary.from_exclusion(document)
+
+
+# --- the runs ------------------------------------------------------------------------------------
+
+
+def workloads(key: str, size: int, host: str) -> dict[str, list[loadgen.Request]]:
+    chosen = random.Random(size)
+    known = [chosen.randrange(size) for _ in range(SAMPLE // 2)]
+    people = [(i, "P" if expired(i) else "Y") for i in known] + [(size + k, "N") for k in range(SAMPLE // 2)]
+    chosen.shuffle(people)
+    gamstop, status, constant = [], [], []
+    for i, answer in people:
+        identity = person(i)
+        form = urlencode(
+            {
+                "firstName": identity.first_name,
+                "lastName": identity.last_name,
+                "dateOfBirth": identity.date_of_birth.isoformat(),
+                "email": identity.email,
+                "postcode": identity.postcode,
+            }
+        ).encode()
+        form_headers = {"X-API-Key": key, "Content-Type": "application/x-www-form-urlencoded"}
+        gamstop.append(loadgen.Request(loadgen.http_request("POST", "/", host, headers=form_headers, body=form), _answered(answer)))
+        constant.append(loadgen.Request(loadgen.http_request("POST", "/_bench/constant", host, headers=form_headers, body=form), _status(200)))
+        query = urlencode({"key": key, "uid": identity.uid})
+        status.append(loadgen.Request(loadgen.http_request("GET", f"/v1.3/customer-status?{query}", host), _status(200 if answer == "Y" else 204)))
+    return {"constant": constant, "gamstop": gamstop, "chipout_status": status}
+
+
+def _answered(answer: str) -> loadgen.Check:
+    expected = answer.encode()
+    return lambda status, headers, body: status == 200 and headers.get(b"x-exclusion") == expected
+
+
+def _status(code: int) -> loadgen.Check:
+    return lambda status, headers, body: status == code
+
+
+async def measure(args, settings: Settings, database, hasher: Hasher, key: str, size: int, infra, workdir: Path) -> dict:
+    port = free_port()
+    requests = workloads(key, size, f"{HOST}:{port}")
+    figures: dict = {}
+    with gateway_process(settings, port, workdir / f"gateway-{size}.log") as gateway:
+        await _healthy(port, gateway)
+        processes = {"gateway": gateway.pid, "client": os.getpid()}
+        if infra is not None:
+            processes |= {"store": infra.processes["mongo"].pid, "broker": infra.processes["kafka"].pid}
+        for name in ("constant", "gamstop", "chipout_status"):
+            progress(f"  {name} at {args.concurrency} clients")
+            before = _cpu(processes)
+            result = await loadgen.closed_loop(HOST, port, requests[name], connections=args.concurrency, seconds=args.seconds, warmup=args.warmup)
+            figures[name] = result.as_json() | {"cpu_percent": _cpu_percent(before, _cpu(processes), args.seconds + args.warmup)}
+        before = _cpu(processes)
+        figures["store_lookup"] = (await store_lookups(database, hasher, size, args.concurrency, args.seconds)).as_json()
+        figures["store_lookup"]["cpu_percent"] = _cpu_percent(before, _cpu(processes), args.seconds)
+        for name in ("constant", "gamstop"):  # the constant's tail is the machine's own noise floor
+            progress(f"  {name} at {args.rate:g} req/s")
+            latency = await loadgen.open_loop(HOST, port, requests[name], rate=args.rate, seconds=args.latency_seconds, connections=args.concurrency)
+            figures[f"{name}_at_rate"] = latency.as_json() | {"offered_per_second": args.rate}
+    constant = figures["constant"]["per_second"]
+    figures["check_over_constant"] = round(figures["gamstop"]["per_second"] / constant, 3) if constant else None
+    return figures
+
+
+async def store_lookups(database, hasher: Hasher, size: int, concurrency: int, seconds: float) -> loadgen.Result:
+    """The store's limit for the check's own query: one ``_id`` lookup in the gateway's lookup."""
+    chosen = random.Random(size + 1)
+    ids = [hasher.hash(IdentifierKind.NATIONAL_ID, person(chosen.randrange(size * 2)).uid) for _ in range(SAMPLE)]
+    lookup = database["exclusion_lookup"]
+    result = loadgen.Result()
+    stop_at = time.perf_counter() + seconds
+
+    async def client(index: int) -> None:
+        position = index * 7919
+        while time.perf_counter() < stop_at:
+            sent = time.perf_counter()
+            await lookup.find_one({"_id": ids[position % len(ids)]})
+            result.latencies.append(time.perf_counter() - sent)
+            result.requests += 1
+            position += 1
+
+    await asyncio.gather(*(client(i) for i in range(concurrency)))
+    result.seconds = seconds
+    return result
+
+
+@contextmanager
+def gateway_process(settings: Settings, port: int, log_path: Path) -> Iterator[subprocess.Popen]:
+    env = {
+        **os.environ,
+        "SELFEX_KAFKA_BOOTSTRAP": settings.kafka,
+        "SELFEX_MONGO_URI": settings.mongo,
+        "SELFEX_MONGO_DB": settings.mongo_db,
+        "SELFEX_TOPIC_PREFIX": settings.topic_prefix,
+        "SELFEX_KAFKA_IDEMPOTENCE": str(settings.kafka_idempotence).lower(),
+        "SELFEX_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
+        "SELFEX_HASH_SECRET": settings.hash_secret.get_secret_value(),
+        "SELFEX_GATEWAY_PORT": str(port),
+        "SELFEX_GATEWAY_RATE_PER_SECOND": str(settings.gateway_rate_per_second),
+        "SELFEX_GATEWAY_RATE_BURST": str(settings.gateway_rate_burst),
+        "SELFEX_LOG_LEVEL": "WARNING",
+        "SELFEX_LOG_FORMAT": "json",
+    }
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "services.gateway.bench"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def _healthy(port: int, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"the gateway exited with {process.returncode}")
+            try:
+                if (await client.get(f"http://{HOST}:{port}/healthz", timeout=1.0)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("the gateway did not become healthy")
+
+
+def _cpu(processes: dict[str, int]) -> dict[str, float]:
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, pid in processes.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[name] = (int(fields[11]) + int(fields[12])) / ticks
+        except (OSError, IndexError, ValueError):
+            out[name] = float("nan")
+    return out
+
+
+def _cpu_percent(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, int]:
+    return {name: round(100 * (after[name] - before[name]) / seconds) for name in before}
+
+
+def print_report(report: dict) -> None:
+    machine = report["machine"]
+    print(f"\nselfex bench http — {machine['cores']} cores, Python {machine['python']}, store {machine['store']}")
+    s = report["settings"]
+    print(f"closed loop: {s['concurrency']} keep-alive clients, {s['seconds']:g} s a run; latency run: {s['rate']:g} req/s offered for {s['latency_seconds']:g} s")
+    for size, figures in report["sizes"].items():
+        print(f"\n{int(size):,} exclusions (loaded in {figures['load_seconds']} s)")
+        print(f"  {'':34} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'wrong':>6}   cpu % (gateway/store/client/broker)")
+        for name, label in (
+            ("constant", "constant answer, same stack"),
+            ("gamstop", "GAMSTOP check"),
+            ("chipout_status", "ChipOut status"),
+            ("store_lookup", "store: one indexed lookup"),
+        ):
+            f = figures[name]
+            cpu = "/".join(str(f["cpu_percent"].get(k, "-")) for k in ("gateway", "store", "client", "broker"))
+            print(f"  {label:34} {f['per_second']:8,.0f} {f['p50_ms']:8.2f} {f['p99_ms']:8.2f} {f['wrong_answers']:6}   {cpu}")
+        for name, label in (("constant_at_rate", "constant answer"), ("gamstop_at_rate", "GAMSTOP check")):
+            rate = figures[name]
+            label = f"{label} at {rate['offered_per_second']:g} req/s"
+            print(f"  {label:34} {rate['per_second']:8,.0f} {rate['p50_ms']:8.2f} {rate['p99_ms']:8.2f} {rate['wrong_answers']:6}")
+        ratio = figures["check_over_constant"]
+        print(
+            f"  check / constant = {ratio:.0%} (target ≥ 60%): {'met' if ratio >= 0.6 else 'NOT met'};"
+            f" p99 at {rate['offered_per_second']:g} req/s = {rate['p99_ms']:.2f} ms (target ≤ 10 ms): {'met' if rate['p99_ms'] <= 10 else 'NOT met'}"
+        )
+
+
+def serve() -> None:
+    """The bench's gateway: ``selfex run gateway`` plus the constant-answer route."""
+    import uvicorn
+
+    from services.gateway.app import create_app
+
+    settings = Settings()
+    uvicorn.run(create_app(settings, constant_route=True), host=HOST, port=settings.gateway_port, log_config=None, access_log=False)
+
+
+if __name__ == "__main__":
+    serve()

@@ -1,0 +1,21 @@
+"""The gateway's consumers: keep its lookup and each operator's decisions current."""
+
+from shared import topics
+from shared.events import DecisionMade, LifecycleEvent
+from shared.service import Service
+
+from services.gateway.domain import Summary
+from services.gateway.repository import MongoDecisions, MongoLookup
+
+
+def register(service: Service) -> None:
+    @service.subscriber(topics.EXCLUSION_LIFECYCLE, title="gateway.exclusion_lifecycle")
+    async def on_exclusion_lifecycle(event: LifecycleEvent) -> None:
+        """Put the exclusion, as it now stands, under each of the person's identifiers."""
+        summary = Summary.from_snapshot(event.payload, event.subject)
+        await MongoLookup(service.db).record(event.payload.identifiers, summary)
+
+    @service.subscriber(topics.DECISIONS, title="gateway.decisions")
+    async def on_decision_made(decision: DecisionMade) -> None:
+        """Keep the decision under its operator, who alone may read it."""
+        await MongoDecisions(service.db).record(decision)

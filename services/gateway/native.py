@@ -1,0 +1,371 @@
+"""Selfex's own operator API under ``/v1``: exclusions, people, checks, decisions, document reviews.
+
+An operator key goes in ``X-API-Key`` (or ``Authorization: Bearer``); each route names the scope it
+needs. Writes are commands on Kafka; each then reads its own write, bounded, and answers ``202``
+with the request id if registration has not written it in time.
+"""
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Security
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AwareDatetime
+
+from shared.events import (
+    FINAL_STATES,
+    Channel,
+    DocumentReviewedPayload,
+    ExclusionRequestedPayload,
+    LiftRequestedPayload,
+    RequestExclusion,
+    RequestLift,
+    ReviewDocument,
+    Scope,
+)
+from shared.identity import PERSONAL_KINDS, Identity, IdentityError, normalised_identifiers
+from shared.policies import DurationError, Policy, PolicyError, policy_for
+
+from services.gateway import access
+from services.gateway.access import Operator
+from services.gateway.context import Gateway, admitted, gateway
+from services.gateway.domain import Summary, check, gamstop_answer
+from services.gateway.edge import note
+from services.gateway.problems import Problem
+from services.gateway.schemas import (
+    BatchCheck,
+    ExclusionCreate,
+    ExclusionExtend,
+    LiftRequest,
+    PersonIdentity,
+    PersonQuery,
+    Review,
+    exclusion_view,
+)
+
+router = APIRouter(prefix="/v1")
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="the operator's API key")
+BEARER = HTTPBearer(auto_error=False, description="the operator's API key as a bearer token")
+EXCLUSION_ID = Path(description="the exclusion's id (a UUID)", max_length=64)
+KEY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "a field is missing, wrong or of the wrong type; the body names it"},
+    401: {"description": "no API key, or a wrong one"},
+    403: {"description": "the key lacks the scope this needs"},
+    429: {"description": "rate limited; see Retry-After"},
+}
+
+
+def _refused(exc: Exception) -> Problem:
+    if isinstance(exc, access.RateLimitedError):
+        return Problem(429, str(exc), headers={"Retry-After": str(exc.retry_after)})
+    if isinstance(exc, access.ScopeMissingError):
+        return Problem(403, str(exc), "scope")
+    if isinstance(exc, access.KeyMissingError):
+        return Problem(401, "no API key: send it in X-API-Key (or Authorization: Bearer)", "X-API-Key", headers={"WWW-Authenticate": "Bearer"})
+    return Problem(401, "wrong API key", "X-API-Key", headers={"WWW-Authenticate": "Bearer"})
+
+
+def operator_with(scope: access.Scope):
+    """A dependency: the operator behind the request's key, holding ``scope``."""
+
+    async def authorised(
+        request: Request,
+        api_key: Annotated[str | None, Security(API_KEY)] = None,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
+    ) -> Operator:
+        key = api_key or (bearer.credentials if bearer else None)
+        return await admitted(request, key, scope, refused=_refused)
+
+    return authorised
+
+
+Checker = Annotated[Operator, Depends(operator_with(access.Scope.CHECK))]
+Excluder = Annotated[Operator, Depends(operator_with(access.Scope.EXCLUDE))]
+Compliance = Annotated[Operator, Depends(operator_with(access.Scope.COMPLIANCE))]
+
+
+# --- exclusions ---------------------------------------------------------------------------------
+
+
+@router.post(
+    "/exclusions",
+    tags=["exclusions"],
+    status_code=201,
+    summary="Exclude a person (attested by the operator: no further verification)",
+    responses={**KEY_RESPONSES, 201: {"description": "the exclusion, as registered"}, 202: {"description": "accepted, not yet written"}},
+)
+async def create_exclusion(body: ExclusionCreate, operator: Excluder, request: Request) -> JSONResponse:
+    the_gateway = gateway(request)
+    policy = _policy(the_gateway, body.jurisdiction)
+    _allowed(policy, body.duration, body.chosen_scope().types)
+    identity = _personal(body.identity, policy)
+    command = RequestExclusion(
+        source="gateway",
+        operator_id=operator.id,
+        payload=ExclusionRequestedPayload(
+            identity=identity,
+            duration=body.duration.strip(),
+            scope=body.chosen_scope(),
+            jurisdiction=policy.jurisdiction,
+            attested=True,
+            channel=Channel.OPERATOR,
+            year_of_birth=body.year_of_birth,
+            gender=body.gender,
+            locale=body.locale,
+        ),
+    )
+    return await _written(request, command, status=201)
+
+
+@router.get("/exclusions/{exclusion_id}", tags=["exclusions"], summary="One exclusion", responses={**KEY_RESPONSES, 404: {"description": "no such exclusion"}})
+async def show_exclusion(operator: Checker, request: Request, exclusion_id: Annotated[str, EXCLUSION_ID]) -> JSONResponse:
+    document = await _exclusion(gateway(request), exclusion_id)
+    return JSONResponse(_view(gateway(request), document))
+
+
+@router.post(
+    "/exclusions/{exclusion_id}/extend",
+    tags=["exclusions"],
+    summary="Extend a running exclusion (it is never shortened)",
+    responses={**KEY_RESPONSES, 404: {"description": "no such exclusion for this person"}, 409: {"description": "the exclusion has ended"}},
+)
+async def extend_exclusion(body: ExclusionExtend, operator: Excluder, request: Request, exclusion_id: Annotated[str, EXCLUSION_ID]) -> JSONResponse:
+    the_gateway = gateway(request)
+    document = await _persons_running_exclusion(the_gateway, exclusion_id, body.identity)
+    policy = _policy(the_gateway, document["jurisdiction"])
+    scope = body.scope.scope() if body.scope else None
+    _allowed(policy, body.duration, scope.types if scope else ())
+    command = RequestExclusion(
+        source="gateway",
+        operator_id=operator.id,
+        payload=ExclusionRequestedPayload(
+            identity=_personal(body.identity, policy),
+            duration=body.duration.strip(),
+            scope=scope or _stored_scope(document),
+            jurisdiction=policy.jurisdiction,
+            attested=True,
+            channel=Channel.OPERATOR,
+        ),
+    )
+    return await _written(request, command, status=200, known_id=exclusion_id)
+
+
+@router.post(
+    "/exclusions/{exclusion_id}/lift",
+    tags=["exclusions"],
+    summary="Ask to lift an exclusion: the policy says whether, and when",
+    responses={
+        **KEY_RESPONSES,
+        200: {"description": "the lift was accepted: state lift_requested, lift_effective_at says when"},
+        404: {"description": "no such exclusion for this person"},
+        409: {"description": "refused: the reason says why (e.g. the minimum has not passed), or it has ended"},
+    },
+)
+async def lift_exclusion(body: LiftRequest, operator: Excluder, request: Request, exclusion_id: Annotated[str, EXCLUSION_ID]) -> JSONResponse:
+    the_gateway = gateway(request)
+    await _persons_running_exclusion(the_gateway, exclusion_id, body.identity)
+    command = RequestLift(source="gateway", operator_id=operator.id, payload=LiftRequestedPayload(exclusion_id=uuid.UUID(exclusion_id)))
+    written = await the_gateway.published_and_read(command, known_id=exclusion_id)
+    if written is None:
+        return _processing(request, command.id)
+    refusal = written.get("refusal")
+    if isinstance(refusal, dict) and refusal.get("request_id") == str(command.id):
+        note(request).outcome = "lift refused"
+        raise Problem(409, "lift refused", "exclusion_id", reason=refusal.get("reason"), exclusion=_view(the_gateway, written))
+    note(request).outcome = "lift requested"
+    return JSONResponse(_view(the_gateway, written))
+
+
+# --- people and checks --------------------------------------------------------------------------
+
+
+@router.post("/persons/status", tags=["people"], summary="A person's exclusions in force, and the GAMSTOP-style answer", responses=KEY_RESPONSES)
+async def person_status(body: PersonQuery, operator: Checker, request: Request) -> JSONResponse:
+    the_gateway = gateway(request)
+    documents = await _persons_exclusions(the_gateway, body.identity)
+    now = the_gateway.clock()
+    summaries = [Summary.from_exclusion(d) for d in documents]
+    answer = gamstop_answer(summaries, now)
+    note(request).outcome = answer
+    in_force = [exclusion_view(d, s.in_force(now)) for d, s in zip(documents, summaries) if s.in_force(now)]
+    return JSONResponse({"exclusion": answer, "excluded": answer == "Y", "in_force": in_force})
+
+
+@router.post("/persons/history", tags=["people"], summary="Every exclusion of a person, oldest first", responses=KEY_RESPONSES)
+async def person_history(body: PersonQuery, operator: Checker, request: Request) -> JSONResponse:
+    the_gateway = gateway(request)
+    documents = await _persons_exclusions(the_gateway, body.identity)
+    note(request).count = len(documents)
+    return JSONResponse({"exclusions": [_view(the_gateway, d) for d in documents]})
+
+
+@router.post("/checks", tags=["checks"], summary="Check one person: excluded, from what, until when", responses=KEY_RESPONSES)
+async def check_person(body: PersonQuery, operator: Checker, request: Request) -> JSONResponse:
+    the_gateway = gateway(request)
+    result = check(await the_gateway.summaries_of(_personal(body.identity)), the_gateway.clock())
+    note(request).outcome = result.exclusion
+    return JSONResponse(result.as_json())
+
+
+@router.post(
+    "/checks/batch",
+    tags=["checks"],
+    summary="Check up to 10,000 people at once (e.g. to suppress a marketing list); answers in order",
+    responses=KEY_RESPONSES,
+)
+async def check_batch(body: BatchCheck, operator: Checker, request: Request) -> JSONResponse:
+    the_gateway = gateway(request)
+    identities = [_personal(person.identity, field=f"persons[{i}].identity") for i, person in enumerate(body.persons)]
+    hashes = [list(the_gateway.hasher.identifiers(identity).values()) for identity in identities]
+    found = await the_gateway.lookup.summaries_by_identifier(h for person in hashes for h in person)
+    now = the_gateway.clock()
+    results = []
+    for person, person_hashes in zip(body.persons, hashes):
+        summaries = {s.exclusion_id: s for h in person_hashes for s in found.get(h, [])}
+        results.append({"ref": person.ref, **check(summaries.values(), now).as_json()})
+    note(request).count = len(results)
+    note(request).outcome = f"excluded:{sum(r['excluded'] for r in results)}"
+    return JSONResponse({"results": results})
+
+
+# --- decisions and reviews ----------------------------------------------------------------------
+
+
+@router.get("/decisions", tags=["decisions"], summary="This operator's own decisions, newest first", responses=KEY_RESPONSES)
+async def own_decisions(
+    operator: Checker,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[AwareDatetime | None, Query(description="only decisions made before this moment (for paging)")] = None,
+) -> JSONResponse:
+    found = await gateway(request).decisions.of(operator.id, limit=limit, before=before)
+    decisions = [
+        {"decision_id": d["_id"], "occurred_at": _iso(d["occurred_at"]), **d["decision"]} for d in found
+    ]
+    next_before = decisions[-1]["occurred_at"] if len(decisions) == limit else None
+    note(request).count = len(decisions)
+    return JSONResponse({"decisions": decisions, "next_before": next_before})
+
+
+@router.post(
+    "/verifications/{exclusion_id}/documents/{document_id}/review",
+    tags=["compliance"],
+    status_code=202,
+    summary="Approve or reject an identity document (compliance staff)",
+    responses={**KEY_RESPONSES, 202: {"description": "the review was sent to verification"}, 404: {"description": "no such exclusion"}},
+)
+async def review_document(
+    body: Review,
+    operator: Compliance,
+    request: Request,
+    exclusion_id: Annotated[str, EXCLUSION_ID],
+    document_id: Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")],
+) -> JSONResponse:
+    the_gateway = gateway(request)
+    await _exclusion(the_gateway, exclusion_id)
+    command = ReviewDocument(
+        source="gateway",
+        operator_id=operator.id,
+        payload=DocumentReviewedPayload(
+            exclusion_id=uuid.UUID(exclusion_id), document_id=document_id, approved=body.approved, reviewer=operator.name[:200], note=body.note
+        ),
+    )
+    await the_gateway.publish(command)
+    note(request).outcome = "approved" if body.approved else "rejected"
+    return JSONResponse({"status": "accepted", "review_id": str(command.id)}, status_code=202)
+
+
+# --- the pieces ---------------------------------------------------------------------------------
+
+
+async def _written(request: Request, command: RequestExclusion, *, status: int, known_id: str | None = None) -> JSONResponse:
+    the_gateway = gateway(request)
+    written = await the_gateway.published_and_read(command, known_id=known_id)
+    if written is None:
+        return _processing(request, command.id)
+    note(request).outcome = "created" if status == 201 else "extended"
+    note(request).subject = written.get("person_id")
+    headers = {"Location": f"/v1/exclusions/{written['_id']}"}
+    return JSONResponse(_view(the_gateway, written), status_code=status, headers=headers)
+
+
+def _processing(request: Request, command_id: uuid.UUID) -> JSONResponse:
+    note(request).outcome = "processing"
+    return JSONResponse({"status": "processing", "request_id": str(command_id)}, status_code=202)
+
+
+def _view(the_gateway: Gateway, document: dict[str, Any]) -> dict[str, Any]:
+    return exclusion_view(document, Summary.from_exclusion(document).in_force(the_gateway.clock()))
+
+
+def _policy(the_gateway: Gateway, jurisdiction: str) -> Policy:
+    try:
+        return policy_for(the_gateway.policies, jurisdiction)
+    except PolicyError as exc:
+        raise Problem(400, str(exc), "jurisdiction") from None
+
+
+def _allowed(policy: Policy, duration: str, types) -> None:
+    try:
+        policy.terms(duration)
+    except DurationError as exc:
+        raise Problem(400, str(exc), "duration") from None
+    not_offered = sorted(t.value for t in types if t.value not in policy.scopes)
+    if not_offered:
+        raise Problem(400, f"scope {', '.join(not_offered)} is not offered in {policy.jurisdiction}", "scope.types")
+
+
+def _personal(person: PersonIdentity, policy: Policy | None = None, *, field: str = "identity") -> Identity:
+    """The identity, if it names someone (a national id, name + birth date + postcode, e-mail or mobile)."""
+    identity = person.identity()
+    try:
+        kinds = set(normalised_identifiers(identity, policy.mobile_region if policy else "GB"))
+    except IdentityError as exc:
+        raise Problem(400, str(exc), f"{field}.mobile") from None
+    if not kinds & PERSONAL_KINDS:
+        raise Problem(
+            400, "identity names nobody: give uid, national_id, first_name + last_name + date_of_birth + postcode, email or mobile", field
+        )
+    return identity
+
+
+def _valid_id(exclusion_id: str) -> str:
+    try:
+        return str(uuid.UUID(exclusion_id))
+    except ValueError:
+        raise Problem(400, "exclusion_id must be a UUID", "exclusion_id") from None
+
+
+async def _exclusion(the_gateway: Gateway, exclusion_id: str) -> dict[str, Any]:
+    document = await the_gateway.exclusions.get(_valid_id(exclusion_id))
+    if document is None:
+        raise Problem(404, f"no exclusion {exclusion_id}", "exclusion_id")
+    return document
+
+
+async def _persons_running_exclusion(the_gateway: Gateway, exclusion_id: str, person: PersonIdentity) -> dict[str, Any]:
+    """The exclusion, if it belongs to this person and has not ended."""
+    document = await the_gateway.exclusions.get(_valid_id(exclusion_id))
+    hashes = set(the_gateway.hasher.identifiers(_personal(person)).values())
+    if document is None or not hashes & set(document.get("identifiers") or []):
+        raise Problem(404, f"no exclusion {exclusion_id} for this person", "exclusion_id")
+    if document.get("state") in {s.value for s in FINAL_STATES}:
+        raise Problem(409, f"exclusion {exclusion_id} has ended ({document['state']}); request a new one", "exclusion_id")
+    return document
+
+
+async def _persons_exclusions(the_gateway: Gateway, person: PersonIdentity) -> list[dict[str, Any]]:
+    summaries = await the_gateway.summaries_of(_personal(person))
+    return await the_gateway.exclusions.many(s.exclusion_id for s in summaries)
+
+
+def _stored_scope(document: dict[str, Any]) -> Scope:
+    return Scope.model_validate(document["scope"])
+
+
+def _iso(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value

@@ -1,0 +1,222 @@
+"""The gateway over real HTTP: uvicorn on a free port, the real broker and store, registration running.
+
+A world (gateway + registration, optionally audit) is started once per test module and shared by its
+tests, which keeps the suite fast; each test makes people of its own, so tests do not see each other.
+"""
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pytest_asyncio
+import uvicorn
+from pymongo import AsyncMongoClient
+
+from services.gateway.access import Scope
+from services.gateway.app import create_app
+from services.gateway.operators import add
+from services.gateway.repository import INDEXES, MongoOperators
+from shared.infra import free_port
+from shared.settings import Settings
+from shared.store import create_client, ensure_indexes
+from tests.support import eventually
+
+
+def settings_for(servers, **overrides) -> Settings:
+    """Settings of one world: the session's servers, a topic prefix and database of its own."""
+    tag = uuid.uuid4().hex[:10]
+    values = dict(
+        kafka_bootstrap=servers.kafka_bootstrap,
+        mongo_uri=servers.mongo_uri,
+        mongo_db=f"g_{tag}",
+        topic_prefix=f"g{tag}.",
+        topic_partitions=3,
+        kafka_idempotence=servers.idempotence,
+        kafka_session_timeout_ms=servers.session_timeout_ms,
+        hash_secret="test-secret-0123456789abcdef",
+        log_format="console",
+        log_level="WARNING",
+        gateway_rate_per_second=10_000.0,
+        gateway_rate_burst=10_000,
+        gateway_key_cache_seconds=0.0,
+        gateway_read_your_write_seconds=20.0,
+        registration_timer_seconds=0.0,
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+@dataclass
+class World:
+    settings: Settings
+    database: object
+    base_url: str
+    client: httpx.AsyncClient
+    keys: dict[str, str] = field(default_factory=dict)
+    operator_ids: dict[str, str] = field(default_factory=dict)
+
+    async def operator(self, name: str, scopes: set[Scope]) -> str:
+        """A new operator with these scopes; returns its key. Names are made unique to the world:
+        nx-27017 keeps one set of collections for every database name."""
+        issued = await add(MongoOperators(self.database), f"{name}-{self.settings.mongo_db}", scopes)
+        self.keys[name] = issued.key
+        self.operator_ids[name] = issued.operator.id
+        return issued.key
+
+
+@asynccontextmanager
+async def serving(app, port: int) -> AsyncIterator[None]:
+    """uvicorn serving ``app`` on 127.0.0.1:``port`` until the block ends."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"))
+    task = asyncio.create_task(server.serve())
+
+    async def started():
+        if task.done():
+            task.result()  # raises what stopped it
+            raise AssertionError("uvicorn stopped before it started")
+        return server.started
+
+    try:
+        await eventually(started, timeout=60, what="the gateway to start")
+        yield
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+
+
+class Clock:
+    """Time that moves only when the test says so (shared by the gateway and registration)."""
+
+    def __init__(self, now: datetime | None = None) -> None:
+        self.now = now or datetime.now(timezone.utc).replace(microsecond=0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+@asynccontextmanager
+async def world(
+    servers,
+    *,
+    registration: bool = True,
+    audit: bool = False,
+    clock: Clock | None = None,
+    gateway_mongo_uri: str | None = None,
+    **overrides,
+) -> AsyncIterator[World]:
+    """The gateway (and registration, and audit if asked) on the real servers, one database.
+
+    ``gateway_mongo_uri``: the gateway alone reaches the store there (e.g. through a proxy the test
+    cuts), giving up on a server after a second.
+    """
+    settings = settings_for(servers, **overrides)
+    client = create_client(settings)
+    database = client[settings.mongo_db]
+    gateway_client = AsyncMongoClient(gateway_mongo_uri, tz_aware=True, serverSelectionTimeoutMS=1000) if gateway_mongo_uri else None
+    gateway_database = gateway_client[settings.mongo_db] if gateway_client else database
+    port = free_port()
+    try:
+        async with AsyncExitStack() as stack:
+            await ensure_indexes(database, INDEXES)
+            if registration:
+                from services.registration.app import create_app as registration_app
+
+                await stack.enter_async_context(registration_app(settings, database=database, clock=clock))
+            if audit:
+                from services.audit.app import create_app as audit_app
+
+                await stack.enter_async_context(audit_app(settings, database=database))
+            await stack.enter_async_context(serving(create_app(settings, database=gateway_database, clock=clock), port))
+            http = await stack.enter_async_context(httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60))
+            the_world = World(settings, database, f"http://127.0.0.1:{port}", http)
+            await the_world.operator("checker", {Scope.CHECK})
+            await the_world.operator("excluder", {Scope.CHECK, Scope.EXCLUDE})
+            await the_world.operator("compliance", {Scope.COMPLIANCE})
+            yield the_world
+    finally:
+        if gateway_client is not None:
+            await gateway_client.close()
+        await client.drop_database(settings.mongo_db)
+        await client.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def gw(servers) -> AsyncIterator[World]:
+    """One gateway + registration for the whole module."""
+    async with world(servers) as the_world:
+        yield the_world
+
+
+def uid_of(personnummer: str) -> str:
+    return hashlib.sha256(personnummer.encode()).hexdigest()
+
+
+def new_uid() -> str:
+    """A personnummer nobody else in the run has."""
+    return uid_of(f"19{uuid.uuid4().int % 10**10:010d}")
+
+
+def new_person(**fields) -> dict[str, str]:
+    """GAMSTOP form fields of someone new."""
+    tag = uuid.uuid4().hex[:8]
+    person = {
+        "firstName": "Harriet",
+        "lastName": f"Smith{tag}",
+        "dateOfBirth": "1985-04-12",
+        "email": f"harriet.{tag}@example.com",
+        "postcode": "GU1 1AA",
+    }
+    person.update(fields)
+    return person
+
+
+class TcpProxy:
+    """A TCP proxy on a free port to ``target``: a test cuts it to take a server away for real."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit("//", 1)[-1].rsplit(":", 1)
+        self.target = (host, int(port))
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> "TcpProxy":
+        self._server = await asyncio.start_server(self._pipe, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.cut()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        self._writers += [writer, upstream_writer]
+
+        async def copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(copy(reader, upstream_writer), copy(upstream_reader, writer))
+
+    async def cut(self) -> None:
+        """Refuse new connections and drop the open ones."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in self._writers:
+            writer.close()
+        self._writers.clear()

@@ -1,0 +1,36 @@
+"""``selfex bench http`` with tiny sizes, on the session's servers: it runs, and every answer is right."""
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+async def test_the_http_bench_runs_end_to_end_and_checks_its_answers(servers, tmp_path):
+    out = tmp_path / "bench.json"
+    env = {
+        **os.environ,
+        "SELFEX_KAFKA_BOOTSTRAP": servers.kafka_bootstrap,
+        "SELFEX_MONGO_URI": servers.mongo_uri,
+        "SELFEX_KAFKA_IDEMPOTENCE": str(servers.idempotence).lower(),
+        "SELFEX_KAFKA_SESSION_TIMEOUT_MS": str(servers.session_timeout_ms),
+    }
+    command = [str(Path(sys.executable).parent / "selfex"), "bench", "http", "--sizes", "200,400", "--concurrency", "4",
+               "--seconds", "0.5", "--warmup", "0.2", "--rate", "50", "--latency-seconds", "0.5", "--json", str(out)]
+    process = await asyncio.create_subprocess_exec(*command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output, _ = await asyncio.wait_for(process.communicate(), 240)
+
+    assert process.returncode == 0, output.decode()[-3000:]
+    report = json.loads(out.read_text())
+    assert list(report["sizes"]) == ["200", "400"]
+    for figures in report["sizes"].values():
+        for name in ("constant", "gamstop", "chipout_status", "store_lookup", "gamstop_at_rate"):
+            assert figures[name]["requests"] > 0, name
+            assert figures[name]["wrong_answers"] == 0, name
+        assert figures["check_over_constant"] > 0
+    assert "GAMSTOP check" in output.decode() and "check / constant" in output.decode()

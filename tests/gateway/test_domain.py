@@ -1,0 +1,160 @@
+"""The gateway's rules on literal data: what exclusions mean to an operator asking, keys, buckets."""
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from services.gateway.access import Scope as KeyScope
+from services.gateway.access import TokenBuckets, fingerprint, key_hash, new_key, parse_scopes
+from services.gateway.chipout import exclusion_requested
+from services.gateway.domain import Summary, chipout_status, check, gamstop_answer, merged, unique
+from services.gateway.problems import Problem, field_name
+from shared.events import SCOPE_ALL, ExclusionState, ExclusionType, Game, Scope
+from shared.policies import load_policies
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
+SLOTS = Scope(types=frozenset({ExclusionType.GAMES}), games=frozenset({Game.SLOTS}))
+
+
+def summary(state=ExclusionState.ACTIVE, *, starts=NOW - timedelta(days=10), ends=NOW + timedelta(days=20), minimum=None,
+            lift_at=None, version=1, scope=SCOPE_ALL, exclusion_id=None) -> Summary:
+    return Summary(
+        exclusion_id=exclusion_id or str(uuid.uuid4()),
+        person_id="person-1",
+        state=state,
+        scope=scope,
+        jurisdiction="SE",
+        starts_at=starts,
+        ends_at=ends,
+        minimum_until=minimum,
+        lift_effective_at=lift_at,
+        version=version,
+    )
+
+
+def test_an_active_exclusion_is_y():
+    assert gamstop_answer([summary()], NOW) == "Y"
+
+
+def test_nobody_is_n():
+    assert gamstop_answer([], NOW) == "N"
+
+
+def test_a_lifted_or_expired_exclusion_is_p():
+    assert gamstop_answer([summary(ExclusionState.LIFTED)], NOW) == "P"
+    assert gamstop_answer([summary(ExclusionState.EXPIRED)], NOW) == "P"
+
+
+def test_an_active_exclusion_past_its_end_is_p_even_before_the_timer_writes_it():
+    assert gamstop_answer([summary(ends=NOW - timedelta(seconds=1))], NOW) == "P"
+
+
+def test_a_requested_lift_excludes_until_it_takes_effect():
+    pending = summary(ExclusionState.LIFT_REQUESTED, ends=None, lift_at=NOW + timedelta(hours=1))
+
+    assert gamstop_answer([pending], NOW) == "Y"
+    assert gamstop_answer([pending], NOW + timedelta(hours=2)) == "P"
+
+
+def test_a_request_not_yet_in_force_is_n_and_a_current_one_beats_an_old_one():
+    assert gamstop_answer([summary(ExclusionState.PENDING_VERIFICATION)], NOW) == "N"
+    assert gamstop_answer([summary(ExclusionState.COOLING_OFF)], NOW) == "N"
+    assert gamstop_answer([summary(ExclusionState.EXPIRED), summary()], NOW) == "Y"
+
+
+def test_chipout_lists_the_exclusions_in_force_with_their_dates():
+    open_ended = summary(ends=None, minimum=NOW + timedelta(days=355), scope=SLOTS, starts=NOW - timedelta(days=10))
+    ended = summary(ExclusionState.EXPIRED)
+
+    assert chipout_status([summary(starts=NOW - timedelta(days=1)), open_ended, ended], NOW) == [
+        {"Type": "Slots", "From": "2026-05-22", "To": "2027-05-22"},
+        {"Type": "All", "From": "2026-05-31", "To": "2026-06-21"},
+    ]
+
+
+def test_a_check_unites_the_scopes_in_force_and_takes_the_latest_end():
+    result = check([summary(scope=SLOTS, ends=NOW + timedelta(days=5)), summary(scope=Scope(types=frozenset({ExclusionType.ADS})), ends=NOW + timedelta(days=9))], NOW)
+
+    answer = result.as_json()
+    assert (answer["exclusion"], answer["excluded"], answer["until"], answer["until_further_notice"]) == ("Y", True, "2026-06-10", False)
+    assert sorted(answer["scope"]["types"]) == ["ADS", "GAMES"] and answer["scope"]["games"] == ["SLOTS"]
+    assert set(result.scope.types) == {ExclusionType.GAMES, ExclusionType.ADS}
+    assert check([summary(ends=None)], NOW).until_further_notice is True
+    assert check([], NOW).as_json()["scope"] is None
+
+
+def test_an_older_version_never_replaces_a_newer_one_in_the_lookup():
+    newer = summary(ExclusionState.LIFTED, version=3, exclusion_id="x-1")
+    older = summary(ExclusionState.ACTIVE, version=2, exclusion_id="x-1")
+    other = summary(exclusion_id="x-2")
+
+    entries, changed = merged([newer.stored(), other.stored()], older)
+    assert not changed and entries == [newer.stored(), other.stored()]
+
+    entries, changed = merged([older.stored()], newer)
+    assert changed and entries == [newer.stored()]
+
+    entries, changed = merged([newer.stored()], newer)
+    assert not changed
+
+
+def test_a_summary_round_trips_through_its_stored_form():
+    original = summary(ends=None, minimum=NOW, lift_at=NOW + timedelta(days=1), scope=SLOTS, version=7)
+
+    assert Summary.from_stored(original.stored()) == original
+
+
+def test_unique_keeps_the_newest_summary_of_each_exclusion():
+    assert unique([summary(version=1, exclusion_id="a"), summary(version=4, exclusion_id="a"), summary(exclusion_id="b")])[0].version == 4
+
+
+def test_a_token_bucket_refills_at_its_rate():
+    now = [0.0]
+    buckets = TokenBuckets(rate=2.0, burst=2, clock=lambda: now[0])
+
+    assert [buckets.take("op") for _ in range(3)] == [0.0, 0.0, 0.5]
+    assert buckets.take("other") == 0.0
+    now[0] = 0.5
+    assert buckets.take("op") == 0.0
+    assert buckets.take("op") == pytest.approx(0.5)
+
+
+def test_keys_are_random_and_only_their_hash_identifies_them():
+    key, other = new_key(), new_key()
+
+    assert key != other and key.startswith("sx_") and len(key) > 40
+    assert key_hash(key) != key_hash(other) and len(key_hash(key)) == 64
+    assert fingerprint(key) == key_hash(key)[:12]
+
+
+def test_scopes_parse_from_a_comma_list():
+    assert parse_scopes("check, exclude") == {KeyScope.CHECK, KeyScope.EXCLUDE}
+    with pytest.raises(ValueError):
+        parse_scopes("check,admin")
+    with pytest.raises(ValueError):
+        parse_scopes("")
+
+
+def test_a_validation_location_becomes_a_field_name():
+    assert field_name(("body", "persons", 3, "identity", "email")) == "persons[3].identity.email"
+    assert field_name(("query", "limit")) == "limit"
+    assert field_name(("body",)) == "body"
+
+
+def test_chipout_all_takes_precedence_over_the_other_games():
+    payload = exclusion_requested(
+        {"uid": "a" * 64, "type": ["GAMES", "DM"], "games": ["SLOTS", "ALL"], "duration": "+4m", "year": 1985, "gender": "U"},
+        load_policies()["SE"],
+        2026,
+    )
+
+    assert payload.scope == Scope(types=frozenset({ExclusionType.GAMES, ExclusionType.DM}), games=frozenset({Game.ALL}))
+    assert payload.attested and payload.jurisdiction == "SE" and payload.year_of_birth == 1985
+
+
+def test_chipout_names_the_first_wrong_field():
+    with pytest.raises(Problem) as raised:
+        exclusion_requested({"uid": "a" * 64, "type": ["ADS"], "duration": "+1x", "year": "1985", "gender": "M"}, load_policies()["SE"], 2026)
+
+    assert raised.value.field == "duration"

@@ -1,0 +1,196 @@
+"""The native /v1 API over HTTP: exclusions and their lifecycle, people, checks, decisions, reviews."""
+
+import uuid
+
+import pytest
+
+from shared import topics
+from shared.events import AccountEventKind, DecisionMade, DecisionPayload, Outcome
+from tests.gateway.conftest import new_uid
+from tests.support import Publisher, TopicReader, eventually
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+
+def someone(**fields) -> dict:
+    tag = uuid.uuid4().hex[:8]
+    identity = {"first_name": "Astrid", "last_name": f"Berg{tag}", "date_of_birth": "1979-11-02", "postcode": "111 22", "email": f"astrid.{tag}@example.se"}
+    identity.update(fields)
+    return identity
+
+
+def headers(gw, name: str) -> dict:
+    return {"X-API-Key": gw.keys[name]}
+
+
+async def create(gw, identity: dict, **fields) -> dict:
+    body = {"identity": identity, "duration": "+6m", "jurisdiction": "UK", **fields}
+    answer = await gw.client.post("/v1/exclusions", json=body, headers=headers(gw, "excluder"))
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+async def test_an_exclusion_is_created_in_force_and_readable(gw):
+    identity = someone()
+
+    created = await gw.client.post(
+        "/v1/exclusions",
+        json={"identity": identity, "duration": "+6m", "jurisdiction": "UK", "scope": {"types": ["GAMES", "ADS"]}, "year_of_birth": 1979, "gender": "F"},
+        headers={"Authorization": f"Bearer {gw.keys['excluder']}"},
+    )
+    view = created.json()
+    shown = await gw.client.get(created.headers["Location"], headers=headers(gw, "checker"))
+
+    assert created.status_code == 201
+    assert view["state"] == "active" and view["in_force"] is True
+    assert view["jurisdiction"] == "UK" and view["channel"] == "operator"
+    assert sorted(view["scope"]["types"]) == ["ADS", "GAMES"]
+    assert shown.status_code == 200 and shown.json()["exclusion_id"] == view["exclusion_id"]
+    assert "identifiers" not in view and "person_id" not in view
+
+
+async def test_status_and_history_name_the_persons_exclusions(gw):
+    identity = someone()
+    view = await create(gw, identity)
+
+    status = await gw.client.post("/v1/persons/status", json={"identity": {"email": identity["email"]}}, headers=headers(gw, "checker"))
+    history = await gw.client.post("/v1/persons/history", json={"identity": identity}, headers=headers(gw, "checker"))
+    nobody = await gw.client.post("/v1/persons/status", json={"identity": {"uid": new_uid()}}, headers=headers(gw, "checker"))
+
+    assert status.json()["exclusion"] == "Y" and status.json()["excluded"] is True
+    assert [e["exclusion_id"] for e in status.json()["in_force"]] == [view["exclusion_id"]]
+    assert [e["exclusion_id"] for e in history.json()["exclusions"]] == [view["exclusion_id"]]
+    assert nobody.json() == {"exclusion": "N", "excluded": False, "in_force": []}
+
+
+async def test_an_extension_lengthens_the_running_exclusion(gw):
+    identity = someone()
+    view = await create(gw, identity)
+
+    extended = await gw.client.post(
+        f"/v1/exclusions/{view['exclusion_id']}/extend", json={"identity": {"email": identity["email"]}, "duration": "+12m"}, headers=headers(gw, "excluder")
+    )
+
+    assert extended.status_code == 200, extended.text
+    assert extended.json()["exclusion_id"] == view["exclusion_id"]
+    assert extended.json()["version"] > view["version"]
+    assert extended.json()["duration"] == "+12m"
+    assert (extended.json()["minimum_until"] or extended.json()["ends_at"]) > (view["minimum_until"] or view["ends_at"])
+
+
+async def test_a_lift_before_the_minimum_is_refused_with_the_reason(gw):
+    identity = someone()
+    view = await create(gw, identity)
+
+    refused = await gw.client.post(f"/v1/exclusions/{view['exclusion_id']}/lift", json={"identity": identity}, headers=headers(gw, "excluder"))
+
+    assert refused.status_code == 409, refused.text
+    assert "minimum" in refused.json()["reason"]
+    assert refused.json()["exclusion"]["state"] == "active"
+
+
+async def test_extend_and_lift_need_the_persons_identity(gw):
+    view = await create(gw, someone())
+
+    lift = await gw.client.post(f"/v1/exclusions/{view['exclusion_id']}/lift", json={"identity": someone()}, headers=headers(gw, "excluder"))
+    extend = await gw.client.post(
+        f"/v1/exclusions/{view['exclusion_id']}/extend", json={"identity": {"uid": new_uid()}, "duration": "+12m"}, headers=headers(gw, "excluder")
+    )
+
+    assert lift.status_code == extend.status_code == 404
+
+
+async def test_a_check_says_from_what_and_until_when(gw):
+    identity = someone()
+    await create(gw, identity, duration="+12m", scope={"types": ["GAMES"], "games": ["SLOTS"]})
+
+    found = await gw.client.post("/v1/checks", json={"identity": {"email": identity["email"]}}, headers=headers(gw, "checker"))
+    nobody = await gw.client.post("/v1/checks", json={"identity": {"email": "nobody@example.com"}}, headers=headers(gw, "checker"))
+
+    assert found.json() == {"exclusion": "Y", "excluded": True, "scope": {"types": ["GAMES"], "games": ["SLOTS"]}, "until": None, "until_further_notice": True}
+    assert nobody.json()["exclusion"] == "N" and nobody.json()["scope"] is None
+
+
+async def test_a_batch_check_of_10000_answers_in_order_and_10001_is_refused(gw):
+    excluded = someone()
+    await create(gw, excluded)
+    persons = [{"ref": f"crm-{i}", "identity": {"email": f"list-{i}-{uuid.uuid4().hex[:6]}@example.com"}} for i in range(10_000)]
+    persons[4321] = {"ref": "crm-4321", "identity": {"email": excluded["email"]}}
+
+    answer = await gw.client.post("/v1/checks/batch", json={"persons": persons}, headers=headers(gw, "checker"))
+    over = await gw.client.post("/v1/checks/batch", json={"persons": persons + persons[:1]}, headers=headers(gw, "checker"))
+
+    assert answer.status_code == 200, answer.text[:500]
+    results = answer.json()["results"]
+    assert [r["ref"] for r in results] == [p["ref"] for p in persons]
+    assert [i for i, r in enumerate(results) if r["excluded"]] == [4321]
+    assert over.status_code == 400 and over.json()["field"] == "persons"
+
+
+async def test_a_check_only_key_cannot_create_extend_or_lift(gw):
+    identity = someone()
+    view = await create(gw, identity)
+    checker = headers(gw, "checker")
+
+    create_answer = await gw.client.post("/v1/exclusions", json={"identity": someone(), "duration": "+6m", "jurisdiction": "UK"}, headers=checker)
+    extend_answer = await gw.client.post(f"/v1/exclusions/{view['exclusion_id']}/extend", json={"identity": identity, "duration": "+12m"}, headers=checker)
+    lift_answer = await gw.client.post(f"/v1/exclusions/{view['exclusion_id']}/lift", json={"identity": identity}, headers=checker)
+
+    assert create_answer.status_code == extend_answer.status_code == lift_answer.status_code == 403
+    assert create_answer.json()["field"] == "scope"
+
+
+async def test_an_operator_reads_only_its_own_decisions(gw):
+    mine, theirs = gw.operator_ids["checker"], gw.operator_ids["excluder"]
+    decisions = [decision(mine, "acc-1"), decision(theirs, "acc-2"), decision(mine, "acc-3")]
+    async with Publisher(gw.settings) as publish:
+        for made in decisions:
+            await publish.event(made)
+
+    async def both_of_mine():
+        answer = await gw.client.get("/v1/decisions", headers=headers(gw, "checker"))
+        return answer.json()["decisions"] if len(answer.json()["decisions"]) == 2 else None
+
+    seen = await eventually(both_of_mine, what="the operator's two decisions")
+    others = (await gw.client.get("/v1/decisions", headers=headers(gw, "excluder"))).json()["decisions"]
+
+    assert {d["account_id"] for d in seen} == {"acc-1", "acc-3"}
+    assert [d["account_id"] for d in others] == ["acc-2"]
+    assert (await gw.client.get("/v1/decisions", params={"limit": 1}, headers=headers(gw, "checker"))).json()["next_before"]
+
+
+def decision(operator_id: str, account: str) -> DecisionMade:
+    return DecisionMade(
+        source="blocking",
+        operator_id=operator_id,
+        payload=DecisionPayload(
+            account_event_id=uuid.uuid4(), operator_event_id=f"evt-{account}", account_id=account, kind=AccountEventKind.LOGIN, outcome=Outcome.ALLOW
+        ),
+    )
+
+
+async def test_compliance_staff_review_a_document(gw):
+    view = await create(gw, someone())
+    path = f"/v1/verifications/{view['exclusion_id']}/documents/doc-123/review"
+
+    async with TopicReader(gw.settings, topics.VERIFICATION_INPUTS) as inputs:
+        refused = await gw.client.post(path, json={"approved": True}, headers=headers(gw, "excluder"))
+        accepted = await gw.client.post(path, json={"approved": True, "note": "passport matches"}, headers=headers(gw, "compliance"))
+        [review] = await inputs.wait_for(lambda m: m["type"] == "verification.document_reviewed")
+
+    assert refused.status_code == 403
+    assert accepted.status_code == 202
+    assert review["id"] == accepted.json()["review_id"]
+    assert review["payload"] == {
+        "exclusion_id": view["exclusion_id"], "document_id": "doc-123", "approved": True, "reviewer": f"compliance-{gw.settings.mongo_db}", "note": "passport matches"
+    }
+    assert review["operator_id"] == gw.operator_ids["compliance"]
+
+
+async def test_the_openapi_schema_and_docs_are_served(gw):
+    schema = (await gw.client.get("/openapi.json")).json()
+    docs = await gw.client.get("/docs")
+
+    assert {"/v1/exclusions", "/v1/checks/batch", "/api/v1.3/exclude-customers", "/"} <= set(schema["paths"])
+    assert schema["components"]["schemas"]["ExclusionCreate"]["examples"]
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()

@@ -1,0 +1,107 @@
+"""``selfex operator``: keys printed once, stored only as a hash, revoked and rotated for real."""
+
+import asyncio
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from services.gateway.access import key_hash
+from services.gateway.operators import DEMO_OPERATOR, demo_operator
+from tests.gateway.conftest import new_person, world
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+SELFEX = str(Path(sys.executable).parent / "selfex")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def gw(servers):
+    async with world(servers, registration=False) as the_world:
+        yield the_world
+
+
+async def selfex(gw, *args: str) -> tuple[int, str]:
+    """Run ``selfex operator ...``; its stdout, then its stderr."""
+    env = {**os.environ, "SELFEX_MONGO_URI": gw.settings.mongo_uri, "SELFEX_MONGO_DB": gw.settings.mongo_db}
+    process = await asyncio.create_subprocess_exec(
+        SELFEX, "operator", *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    output, errors = await process.communicate()
+    return process.returncode, output.decode() + errors.decode()
+
+
+def key_in(output: str) -> str:
+    return re.search(r"sx_[A-Za-z0-9_-]{40,}", output).group(0)
+
+
+async def checks(gw, key: str) -> int:
+    return (await gw.client.post("/", data=new_person(), headers={"X-API-Key": key})).status_code
+
+
+async def test_add_prints_a_working_key_once_and_stores_only_its_hash(gw):
+    code, output = await selfex(gw, "add", "Acme Gaming Ltd", "--scopes", "check,exclude")
+    key = key_in(output)
+    stored = await gw.database["operators"].find_one({"name": "Acme Gaming Ltd"})
+
+    assert code == 0 and "shown once" in output
+    assert stored["key_hash"] == key_hash(key) and key not in str(stored)
+    assert sorted(stored["scopes"]) == ["check", "exclude"]
+    assert await checks(gw, key) == 200
+
+
+async def test_a_second_operator_of_the_same_name_is_refused(gw):
+    await selfex(gw, "add", "Twice Ltd")
+
+    code, output = await selfex(gw, "add", "Twice Ltd")
+
+    assert code == 1 and "exists" in output
+
+
+async def test_unknown_scopes_are_refused(gw):
+    code, output = await selfex(gw, "add", "Scoped Ltd", "--scopes", "check,admin")
+
+    assert code == 2 and "scopes" in output
+
+
+async def test_list_shows_operators_without_their_keys(gw):
+    _, added = await selfex(gw, "add", "Listed Ltd", "--scopes", "compliance")
+
+    code, output = await selfex(gw, "list")
+
+    assert code == 0
+    assert re.search(r"Listed Ltd\s+op-\w+\s+compliance\s+sx_\S+\s+active", output)
+    assert key_in(added) not in output
+
+
+async def test_a_revoked_key_stops_working(gw):
+    key = key_in((await selfex(gw, "add", "Revoked Ltd", "--quiet"))[1])
+    assert await checks(gw, key) == 200
+
+    code, output = await selfex(gw, "revoke", "Revoked Ltd")
+
+    assert code == 0 and "revoked" in output
+    assert await checks(gw, key) == 403
+    assert (await selfex(gw, "revoke", "Nobody Ltd"))[0] == 1
+
+
+async def test_rotating_replaces_the_key(gw):
+    old = key_in((await selfex(gw, "add", "Rotated Ltd", "--quiet"))[1])
+
+    code, output = await selfex(gw, "rotate", "Rotated Ltd", "--quiet")
+    new = key_in(output)
+
+    assert code == 0 and new != old
+    assert await checks(gw, new) == 200 and await checks(gw, old) == 403
+
+
+async def test_the_demo_operator_is_created_then_rekeyed(gw):
+    first = await demo_operator(gw.settings)
+    second = await demo_operator(gw.settings)
+
+    assert first.created and not second.created
+    assert first.operator.id == second.operator.id and first.operator.name == DEMO_OPERATOR
+    assert second.operator.scopes == {"check", "exclude", "compliance"}
+    assert await checks(gw, second.key) == 200 and await checks(gw, first.key) == 403
