@@ -128,9 +128,15 @@ async def test_a_redelivered_command_or_verification_has_one_effect_and_one_even
         await twice(uk_lift, b"p2")
 
         portal = (await reg.handle(request(person(3), "+30d", channel=Channel.PORTAL)))["payload"]["exclusion_id"]
-        await twice(verified(portal), portal.encode())
+        proved = verified(portal)
+        await twice(proved, portal.encode())
         failing = (await reg.handle(request(person(4), "+30d", channel=Channel.PORTAL)))["payload"]["exclusion_id"]
-        await twice(failed(failing), failing.encode())
+        gave_up = failed(failing)
+        await twice(gave_up, failing.encode())
+        # The markers travel on the commands topic, the verification outcomes on their own: wait for
+        # the outcomes' effects before counting.
+        await reg.caused_by(proved)
+        await reg.caused_by(gave_up)
 
         await reg.lifecycle._drain()
         events = reg.lifecycle.messages()
