@@ -392,7 +392,7 @@ def print_report(report: dict) -> None:
             print(f"  {label:34} {rate['per_second']:8,.0f} {rate['p50_ms']:8.2f} {rate['p99_ms']:8.2f} {rate['wrong_answers']:6}")
         ratio = figures["check_over_constant"]
         print(
-            f"  check / constant = {ratio:.0%} (target ≥ 60%): {'met' if ratio >= 0.6 else 'NOT met'};"
+            f"  check / constant = {ratio:.1%} (target ≥ 60%): {'met' if ratio >= 0.6 else 'NOT met'};"
             f" p99 at {rate['offered_per_second']:g} req/s = {rate['p99_ms']:.2f} ms (target ≤ 10 ms): {'met' if rate['p99_ms'] <= 10 else 'NOT met'}"
         )
 
