@@ -11,6 +11,12 @@ from shared.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # Delegated commands parse their own arguments, --help included.
+    if argv[:1] == ["operator"]:
+        return _delegate(DELEGATED["operator"], argv[1:])
+    if argv[:1] == ["bench"] and argv[1:2] and argv[1] in DELEGATED["bench"]:
+        return _delegate(DELEGATED["bench"][argv[1]], argv[2:])
     parser = argparse.ArgumentParser(prog="selfex", description="Selfex, the gambling self-exclusion platform.")
     commands = parser.add_subparsers(dest="command", required=True)
 
