@@ -94,33 +94,10 @@ class DeadLetters:
         self.consumer = consumer
 
     async def park(self, message: StreamMessage[Any], error: BaseException) -> None:
-        if isinstance(message.raw_message, tuple):  # a batch: each record is parked on its own
-            for each in message.raw_message:
-                await self.park_record(each, error)
-            return
-        record = message.raw_message
-        key = getattr(record, "key", None)
-        event = MessageDeadLettered(
-            source=self.consumer,
-            payload=MessageDeadLetteredPayload(
-                topic=getattr(record, "topic", "?"),
-                partition=getattr(record, "partition", None),
-                offset=getattr(record, "offset", None),
-                key=key.decode(errors="replace") if isinstance(key, bytes) else None,
-                consumer=self.consumer,
-                error=describe(error),
-                original=base64.b64encode(message.body or b"").decode(),
-            ),
-        )
-        await publish(self.broker, self.settings, event)
-        log.warning(
-            "message_dead_lettered",
-            topic=event.payload.topic,
-            partition=event.payload.partition,
-            offset=event.payload.offset,
-            error=event.payload.error,
-            dead_letter_id=str(event.id),
-        )
+        """Park a message; a batch's records are parked one by one."""
+        records = message.raw_message if isinstance(message.raw_message, tuple) else (message.raw_message,)
+        for record in records:
+            await self.park_record(record, error)
 
     async def park_record(self, record: Any, error: BaseException) -> None:
         """Park one Kafka record, e.g. the one bad record of a batch whose others were handled."""
