@@ -89,10 +89,12 @@ class EmbeddedInfra:
         ]
 
     def _mongo_command(self) -> list[str]:
-        database = "memory" if self.mongo_in_memory else str(self.data_dir / "mongo.db")
+        # --data-dir keeps each database apart (one SQLite file each); a single --db file would
+        # share every collection between database names.
+        databases = "memory" if self.mongo_in_memory else str(self.data_dir / "mongo")
         return [
             sys.executable, "-m", "shared.embedded_mongo",
-            "--db", database,
+            "--data-dir", databases,
             "--host", "127.0.0.1",
             "-p", str(self.mongo_port),
             "--log-file", str(self.data_dir / "nx-27017.log"),
