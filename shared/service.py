@@ -3,7 +3,10 @@
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 import structlog
@@ -85,3 +88,36 @@ class Service:
         return FastStream(
             self.broker, on_startup=[start], after_shutdown=[stop], logger=logging.getLogger("selfex.faststream")
         )
+
+
+class Ticker:
+    """A background loop calling ``tick()`` every ``interval`` seconds; 0 leaves the ticking to the caller.
+
+    A failing round is logged and the next one retries: timers must outlive a store hiccup.
+    """
+
+    def __init__(self, name: str, tick: Callable[[], Awaitable[Any]], interval: float) -> None:
+        self.name = name
+        self._tick = tick
+        self.interval = interval
+        self._task: asyncio.Task | None = None
+        self.log = structlog.get_logger(name)
+
+    def start(self) -> None:
+        if self.interval > 0 and self._task is None:
+            self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._tick()
+            except Exception:  # noqa: BLE001 — a failed round is retried on the next one
+                self.log.exception("timer_round_failed")
+            await asyncio.sleep(self.interval)

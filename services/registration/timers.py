@@ -6,15 +6,13 @@ several replicas each exclusion is claimed by one; the write is conditional on t
 ``tick(now)`` is one pass of the loop: tests call it to move time instead of sleeping.
 """
 
-import asyncio
-import contextlib
 import uuid
 from datetime import datetime, timedelta
 
 import structlog
 
 from shared.policies import Policy, PolicyError, policy_for
-from shared.service import Clock
+from shared.service import Clock, Ticker
 
 from services.registration import transitions
 from services.registration.outbox import Outbox, entries
@@ -36,7 +34,7 @@ class Timers:
         self.interval = interval
         self.claimer = f"registration-{uuid.uuid4().hex[:8]}"
         self.log = structlog.get_logger("registration.timers")
-        self._task: asyncio.Task | None = None
+        self._ticker = Ticker("registration-timers", self.tick, interval)
 
     async def tick(self, now: datetime | None = None) -> int:
         """Apply every transition due at ``now`` (default: the clock) and relay stale outbox entries."""
@@ -73,20 +71,7 @@ class Timers:
 
     def start(self) -> None:
         """Run the loop in the background; an interval of 0 leaves the ticking to the caller."""
-        if self.interval > 0:
-            self._task = asyncio.create_task(self._run(), name="registration-timers")
+        self._ticker.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except Exception:  # noqa: BLE001 — a failing pass must not end the loop; the next one retries
-                self.log.exception("timer_tick_failed")
-            await asyncio.sleep(self.interval)
+        await self._ticker.stop()
