@@ -1,7 +1,7 @@
 """The machine's limit for the decisions bench: a bare aiokafka consumer that forwards every record to
 an output topic with no logic at all. Consumes, sends and commits in batches exactly as blocking does
-(same fetch settings, one record batch per partition, every batch sent before any is awaited, commit
-after the sends are acknowledged).
+(same fetch settings, the same remembered partitioner, one record batch per partition, every batch
+sent before any is awaited, commit after the sends are acknowledged).
 
     python -m services.blocking.forwarder BOOTSTRAP SOURCE_TOPIC TARGET_TOPIC GROUP
 """
@@ -11,9 +11,8 @@ import signal
 import sys
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
-
 from services.blocking.handlers import BATCH_WAIT_MS, FETCH_MAX_WAIT_MS, MAX_BATCH
+from services.blocking.outbox import KeyPartitions
 
 
 async def forward(bootstrap: str, source: str, target: str, group: str) -> None:
@@ -34,7 +33,7 @@ async def forward(bootstrap: str, source: str, target: str, group: str) -> None:
         loop.add_signal_handler(signum, stop.set)
     await producer.start()
     await consumer.start()
-    partitions, partitioner = sorted(await producer.partitions_for(target)), DefaultPartitioner()
+    partition_of = KeyPartitions(sorted(await producer.partitions_for(target)))  # as blocking's outbox does
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=BATCH_WAIT_MS, max_records=MAX_BATCH)
@@ -44,7 +43,7 @@ async def forward(bootstrap: str, source: str, target: str, group: str) -> None:
             sent = []
             for records in batches.values():
                 for record in records:
-                    partition = partitioner(record.key, partitions, partitions)
+                    partition = partition_of(record.key)
                     batch = packed.get(partition)
                     if batch is None or batch.append(key=record.key, value=record.value, timestamp=None, headers=[]) is None:
                         if batch is not None:

@@ -20,6 +20,7 @@ from shared.service import Service
 
 from services.blocking import domain
 from services.blocking.accounts import SeenAccounts
+from services.blocking.identities import AccountIdentifiers
 from services.blocking.outbox import Outbox
 from services.blocking.repository import MongoExclusionProjection
 
@@ -42,6 +43,7 @@ async def records_of(message: StreamMessage[Any]) -> Any:
 
 def register(service: Service, hasher: Hasher, view: domain.ExclusionView, accounts: SeenAccounts, outbox: Outbox) -> None:
     dead_letters = DeadLetters(service.settings, consumer=service.name, broker=service.broker)
+    account_identifiers = AccountIdentifiers(hasher)
     batches = {"batch": True, "max_records": MAX_BATCH, "batch_timeout_ms": BATCH_WAIT_MS, "decoder": records_of}
 
     @service.subscriber(
@@ -54,9 +56,10 @@ def register(service: Service, hasher: Hasher, view: domain.ExclusionView, accou
         for record in records:
             try:
                 event = AccountEventOccurred.model_validate_json(record.value)
-                identifiers = hasher.identifiers(event.payload.identity)  # raw identity ends here
+                payload = event.payload
+                identifiers = account_identifiers.of(event.operator_id, payload.account_id, payload.identity)  # raw identity ends here
                 decisions.append(domain.decide(event, identifiers, view, now))
-                accounts.note(event.operator_id, event.payload.account_id, identifiers.values())
+                accounts.note(event.operator_id, payload.account_id, identifiers.values())
             except Exception as error:  # noqa: BLE001 — a bad record is parked, the batch goes on
                 refused.append((record, error))
         # The decisions go out while the newly seen accounts are stored, both before the commit.

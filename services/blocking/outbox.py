@@ -19,6 +19,7 @@ class Outbox:
         self._client_id = client_id
         self._producer: AIOKafkaProducer | None = None
         self._topics: dict[str, str] = {}
+        self._partitions: dict[str, KeyPartitions] = {}
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(
@@ -44,16 +45,17 @@ class Outbox:
         assert producer is not None, "the outbox starts in the app's lifespan"
         batches: dict[tuple[str, int], object] = {}
         sent = []
-        partitions: dict[str, list[int]] = {}
+        partitions_of: dict[str, KeyPartitions] = {}
         for event in events:
             topic = self._topics.get(event.topic) or self._topics.setdefault(event.topic, self._settings.topic(event.topic))
-            if topic not in partitions:
-                partitions[topic] = sorted(await producer.partitions_for(topic))
+            partition_of = partitions_of.get(topic)
+            if partition_of is None:  # once per call and topic: the topic may have grown partitions
+                partition_of = partitions_of[topic] = self._partitions_of(topic, await producer.partitions_for(topic))
             key = event.key()
-            partition = _partitioner(key, partitions[topic], partitions[topic])
+            partition = partition_of(key)
             value = event.model_dump_json().encode()
             headers = [
-                ("content-type", b"application/json"),
+                _CONTENT_TYPE,
                 ("type", event.type.encode()),
                 ("correlation_id", str(event.correlation_id or event.id).encode()),
             ]
@@ -69,5 +71,32 @@ class Outbox:
             sent.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*sent)
 
+    def _partitions_of(self, topic: str, partitions: set[int]) -> "KeyPartitions":
+        known = self._partitions.get(topic)
+        if known is None or known.partitions != sorted(partitions):
+            known = self._partitions[topic] = KeyPartitions(sorted(partitions))
+        return known
 
+
+_CONTENT_TYPE = ("content-type", b"application/json")
 _partitioner = DefaultPartitioner()  # the producer's own: the same key lands on the same partition
+KEYS_REMEMBERED = 100_000
+
+
+class KeyPartitions:
+    """Which partition each key goes to, remembered: the producer's partitioner is murmur2 in pure
+    Python, and an account's events (and so its decisions) keep coming with the same key."""
+
+    def __init__(self, partitions: list[int]) -> None:
+        self.partitions = partitions
+        self._of: dict[bytes | None, int] = {}
+
+    def __call__(self, key: bytes | None) -> int:
+        if key is None:  # no key: the partitioner spreads them, nothing to remember
+            return _partitioner(key, self.partitions, self.partitions)
+        partition = self._of.get(key)
+        if partition is None:
+            if len(self._of) >= KEYS_REMEMBERED:
+                self._of.clear()
+            partition = self._of[key] = _partitioner(key, self.partitions, self.partitions)
+        return partition

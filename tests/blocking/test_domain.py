@@ -119,6 +119,26 @@ def test_the_decision_answers_the_account_event_it_was_made_for():
     assert made.key() == b"op-1:acc-1"
 
 
+@pytest.mark.parametrize(
+    ("event", "view"),
+    [
+        pytest.param(account_event(identity=BERIT), view_of(exclusion()), id="allow"),
+        pytest.param(account_event(), view_of(exclusion()), id="block-until-a-date"),
+        pytest.param(account_event(), view_of(exclusion(ends_at=None)), id="block-until-further-notice"),
+        pytest.param(account_event(AccountEventKind.BET, game=Game.SLOTS), view_of(exclusion(scope=SLOTS)), id="block-a-game"),
+        pytest.param(account_event(AccountEventKind.REGISTRATION, identity=ANNAS_DEVICE), view_of(exclusion()), id="circumvention"),
+    ],
+)
+def test_a_decision_built_without_validation_is_exactly_what_the_contract_reads_back(event, view):
+    made = decide(event, HASHER.identifiers(event.payload.identity), view, NOW)
+
+    read_back = DecisionMade.model_validate_json(made.model_dump_json())
+
+    assert read_back == made
+    assert read_back.model_dump() == made.model_dump()
+    assert DecisionMade.model_validate(made.model_dump()).model_dump_json() == made.model_dump_json()
+
+
 def test_the_same_account_event_redelivered_gets_the_same_decision_id():
     event, view = account_event(), view_of(exclusion())
 
