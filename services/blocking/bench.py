@@ -4,13 +4,15 @@ machine's limit.
 Starts embedded servers on free ports unless SELFEX_KAFKA_BOOTSTRAP and SELFEX_MONGO_URI name real
 ones. Then, in one run:
 
-for each size N: N active exclusions written to blocking's projection; ``selfex run blocking``
-started as its own process (it loads its view from the projection) and, beside it on topics of its
-own, the machine's limit: a bare aiokafka forwarder (``services.blocking.forwarder``) that passes
-each record on with no logic. Account events are driven through the broker into each and the
-answers read back: sustained throughput in rounds taking turns (the machine is shared, so the
-ratio is taken round by round), p50/p95/p99 end-to-end latency at a fixed offered rate; the
-service's memory; the view's lookup cost timed in-process.
+for each size N: N active exclusions written to blocking's projection; blocking started as it is
+deployed, ``--instances`` processes of ``selfex run blocking`` sharing the account events (each
+loads the whole view from the projection), and, beside them on topics of their own, the machine's
+limit: a bare aiokafka forwarder (``services.blocking.forwarder``) that passes each record on with
+no logic. Account events are driven through the broker into each and the answers read back:
+sustained throughput in rounds taking turns (the machine is shared, so the ratio is taken round by
+round), the events produced in record batches so that the bench outruns what it measures;
+p50/p95/p99 end-to-end latency at a fixed offered rate; the service's memory; the view's lookup
+cost timed in-process.
 
 A benchmark, not a test: it reports what it measures and asserts nothing.
 """
@@ -28,7 +30,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from shared import topics
@@ -56,9 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-seconds", type=float, default=10.0, help="length of each latency run")
     parser.add_argument("--accounts", type=int, default=10_000, help="operator accounts the events come from")
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds (blocking, then the forwarder)")
+    parser.add_argument("--instances", type=int, default=2,
+                        help="blocking instances sharing the work, as deployed (deploy/blocking.yaml runs 2)")
+    parser.add_argument("--partitions", type=int, default=6, help="partitions per topic (a multiple of the instances spreads evenly)")
     args = parser.parse_args(argv)
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
-    settings = Settings()
+    settings = Settings().model_copy(update={"topic_partitions": args.partitions})
     with tempfile.TemporaryDirectory(prefix="selfex-bench-") as workdir, servers(settings, Path(workdir)) as (settings, kind):
         return asyncio.run(run(args, sizes, settings, kind, Path(workdir)))
 
@@ -79,7 +84,7 @@ def servers(settings: Settings, workdir: Path) -> Iterator[tuple[Settings, str]]
 async def run(args, sizes: list[int], settings: Settings, kind: str, workdir: Path) -> int:
     tag = uuid.uuid4().hex[:6]
     print(f"selfex bench decisions: {os.cpu_count()} CPUs, Python {platform.python_version()}, servers: {kind}, "
-          f"{settings.topic_partitions} partitions per topic", flush=True)
+          f"{settings.topic_partitions} partitions per topic, {args.instances} blocking instance(s)", flush=True)
     print(f"throughput: {args.rounds} rounds of {args.events:,} account events sent as fast as they can be, blocking and "
           f"the bare forwarder (aiokafka, no logic) taking turns; latency: {args.rate:,.0f} events/s offered for "
           f"{args.latency_seconds:g} s to each", flush=True)
@@ -88,7 +93,7 @@ async def run(args, sizes: list[int], settings: Settings, kind: str, workdir: Pa
         run_settings = settings.model_copy(update={"topic_prefix": f"bench{tag}.{n}.", "mongo_db": f"bench_{tag}_{n}"})
         r = results[size] = await bench_size(args, run_settings, size, workdir)
         print(f"\n{size:,} active exclusions: stored in {r['store_s']:.1f} s; service ready in {r['ready_s']:.1f} s "
-              f"(view loaded in {r['view_load_s']:.1f} s); service memory RSS {r['rss_mb']:,.0f} MB "
+              f"(view loaded in {r['view_load_s']:.1f} s); service memory RSS {r['rss_mb']:,.0f} MB, all instances "
               f"(peak {r['peak_mb']:,.0f} MB)", flush=True)
         print(f"  sustained decisions/s: {r['throughput']:,.0f} = {r['ratio']:.0%} of the bare forwarder's {r['limit']:,.0f} msg/s "
               f"(medians; per round {', '.join(f'{x:.0%}' for x in r['ratios'])})", flush=True)
@@ -119,32 +124,37 @@ async def bench_size(args, settings: Settings, size: int, workdir: Path) -> dict
         store_s, view = await store_exclusions(MongoExclusionProjection(database), workload)
         decide_us, match_us = measure.lookup_cost(view, workload.probes(LOOKUP_PROBES), workload.now)
         del view
-        log_path = workdir / f"blocking-{size}.log"
+        log_paths = [workdir / f"blocking-{size}-{n}.log" for n in range(args.instances)]
         forwarder = [sys.executable, "-m", "services.blocking.forwarder", settings.kafka,
                      forwarding.topic(topics.ACCOUNT_EVENTS), forwarding.topic(topics.DECISIONS), f"{forwarding.topic_prefix}forwarder"]
-        with (
-            child([sys.executable, "-m", "shared.cli", "run", "blocking"], service_environment(settings), log_path) as service,
-            child(forwarder, dict(os.environ), workdir / f"forwarder-{size}.log"),
-        ):
+        with ExitStack() as running:
+            started = time.perf_counter()
+            services = [
+                running.enter_context(child([sys.executable, "-m", "shared.cli", "run", "blocking"], service_environment(settings), path))
+                for path in log_paths
+            ]
+            running.enter_context(child(forwarder, dict(os.environ), workdir / f"forwarder-{size}.log"))
             blocking, limit = Driven(settings, workload), Driven(forwarding, workload)
             async with blocking, limit:
-                ready_s = await blocking.ready()
+                await measure.until_group_stable(settings.kafka, account_events_group(settings), len(services), READY_TIMEOUT_SECONDS)
+                await blocking.ready()
+                ready_s = time.perf_counter() - started
                 await limit.ready()
                 await blocking.warm_up()
                 await limit.warm_up()
-                rss_mb, _ = measure.memory_mb(service.pid)
+                rss_mb = sum(measure.memory_mb(service.pid)[0] for service in services)
                 rounds = []
                 for n in range(args.rounds):
                     events = workload.events(args.events, f"throughput-{n}")
                     rounds.append((await blocking.throughput(events), await limit.throughput(events)))
                 latency = await blocking.latency(workload.events(int(args.rate * args.latency_seconds), "latency"), args.rate)
                 limit_latency = await limit.latency(workload.events(int(args.rate * args.latency_seconds), "latency"), args.rate)
-                _, peak_mb = measure.memory_mb(service.pid)
+                peak_mb = sum(measure.memory_mb(service.pid)[1] for service in services)
     finally:
         await client.drop_database(settings.mongo_db)
         await client.close()
     return {
-        "store_s": store_s, "ready_s": ready_s, "view_load_s": view_load_seconds(log_path), "rss_mb": rss_mb,
+        "store_s": store_s, "ready_s": ready_s, "view_load_s": max(view_load_seconds(path) for path in log_paths), "rss_mb": rss_mb,
         "peak_mb": peak_mb, "decide_us": decide_us, "match_us": match_us, "latency": latency, "limit_latency": limit_latency,
         "throughput": statistics.median(b for b, _ in rounds), "limit": statistics.median(f for _, f in rounds),
         "ratio": statistics.median(b / f for b, f in rounds), "ratios": [b / f for b, f in rounds],
@@ -193,6 +203,11 @@ async def store_exclusions(projection: MongoExclusionProjection, workload: Workl
     for task in writing:
         await task
     return time.perf_counter() - started, view
+
+
+def account_events_group(settings: Settings) -> str:
+    """The consumer group blocking's instances share for account events (``Service.subscriber``'s naming)."""
+    return f"{settings.topic_prefix}blocking.{topics.ACCOUNT_EVENTS}"
 
 
 def service_environment(settings: Settings) -> dict[str, str]:

@@ -34,6 +34,7 @@ they get ``lift``, unless another exclusion in force still covers games for the 
 import hashlib
 import uuid
 from collections.abc import Iterable
+from typing import Any
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -92,9 +93,18 @@ def is_personal(identifier_hash: str) -> bool:
 
 def decide(event: AccountEventOccurred, identifiers: dict[IdentifierKind, str], view: ExclusionView, now: datetime) -> DecisionMade:
     """One decision for one account event; its id derives from the event, so redelivery repeats it."""
+    return DecisionMade.model_validate(decision_fields(event, identifiers, view, now))
+
+
+def decision_fields(event: AccountEventOccurred, identifiers: dict[IdentifierKind, str], view: ExclusionView, now: datetime) -> dict[str, Any]:
+    """The decision as the fields of a ``DecisionMade``, in the contract's order, not yet validated.
+
+    Blocking publishes these without building the model (see ``decision_record``): every value
+    comes from the validated account event, the view or the rules here, with the contract's types.
+    """
     candidates = view.matching(identifiers.values())
     if not candidates:
-        return _decision(event, _payload(event, outcome=Outcome.ALLOW), now)
+        return _fields(event, now, Outcome.ALLOW)
     refusing: list[tuple[ActiveExclusion, list[str]]] = []
     for exclusion_id, matched in candidates.items():
         exclusion = view.by_id[exclusion_id]
@@ -107,24 +117,20 @@ def decide(event: AccountEventOccurred, identifiers: dict[IdentifierKind, str], 
         else:
             refusing = []  # a shared device or card alone does not refuse an existing account
     if not refusing:
-        return _decision(event, _payload(event, outcome=Outcome.ALLOW), now)
+        return _fields(event, now, Outcome.ALLOW)
     # The exclusion that lasts longest is the one to report; "until further notice" outlasts all.
     exclusion, _ = max(refusing, key=lambda pair: (pair[0].ends_at is None, pair[0].ends_at or now))
-    matched = sorted({kind_of(h).value for _, hashes in refusing for h in hashes})
     ends_on = exclusion.ends_at.date() if exclusion.ends_at else None
-    return _decision(
+    return _fields(
         event,
-        _payload(
-            event,
-            outcome=Outcome.BLOCK,
-            code=CODE,
-            message=block_message(ends_on),
-            ends_on=ends_on,
-            scope=exclusion.scope,
-            matched=matched,
-            flags=flags,
-        ),
         now,
+        Outcome.BLOCK,
+        code=CODE,
+        message=block_message(ends_on),
+        ends_on=ends_on,
+        scope=exclusion.scope,
+        matched=sorted({kind_of(h).value for _, hashes in refusing for h in hashes}),
+        flags=flags,
     )
 
 
@@ -133,50 +139,67 @@ def block_message(ends_on: date | None) -> str:
     return f"Your account is blocked as part of the responsible gambling programme until {until}"
 
 
-def _payload(event: AccountEventOccurred, **fields) -> dict:
+def _fields(
+    event: AccountEventOccurred,
+    now: datetime,
+    outcome: Outcome,
+    *,
+    code: str | None = None,
+    message: str | None = None,
+    ends_on: date | None = None,
+    scope: Scope | None = None,
+    matched: list[str] | None = None,
+    flags: list[str] | None = None,
+) -> dict[str, Any]:
+    # What DecisionMade.caused_by would build, every field present and in order. The event id is
+    # made text once: it is the cause, the payload's reference and the seed of the decision's id.
+    event_id = str(event.id)
     payload = event.payload
     return {
-        "account_event_id": event.id,
-        "operator_event_id": payload.operator_event_id,
-        "account_id": payload.account_id,
-        "kind": payload.kind,
-        **fields,
+        "id": _decision_id_text(event_id),
+        "type": DECISION_TYPE,
+        "version": 1,
+        "occurred_at": now,
+        "source": SOURCE,
+        "correlation_id": str(event.correlation_id) if event.correlation_id else event_id,
+        "causation_id": event_id,
+        "subject": None,
+        "operator_id": event.operator_id,
+        "payload": {
+            "account_event_id": event_id,
+            "operator_event_id": payload.operator_event_id,
+            "account_id": payload.account_id,
+            "kind": payload.kind,
+            "outcome": outcome,
+            "code": code,
+            "message": message,
+            "ends_on": ends_on,
+            "scope": scope,
+            "matched": matched or [],
+            "flags": flags or [],
+        },
     }
 
 
-def _decision(event: AccountEventOccurred, payload: dict, now: datetime) -> DecisionMade:
-    # What DecisionMade.caused_by builds, validated in one pass and with the id derived the fast
-    # way: this runs for every account event.
-    return DecisionMade.model_validate(
-        {
-            "id": _decision_id_bytes(event.id),  # 16 bytes: the validator makes the UUID
-            "source": SOURCE,
-            "correlation_id": event.correlation_id or event.id,
-            "causation_id": event.id,
-            "operator_id": event.operator_id,
-            "payload": payload,
-            "occurred_at": now,
-        }
-    )
-
-
+DECISION_TYPE = DecisionMade.model_fields["type"].default
 _DERIVED = hashlib.sha1(EVENT_NAMESPACE.bytes, usedforsecurity=False)
-_DECISION_SUFFIX = "/" + DecisionMade.model_fields["type"].default
+_DECISION_SUFFIX = "/" + DECISION_TYPE
 
 
 def decision_id(event_id: uuid.UUID) -> uuid.UUID:
     """``derived_id(event_id, "decision.made")`` (uuid5) without uuid5's per-call overhead."""
-    return uuid.UUID(bytes=_decision_id_bytes(event_id))
+    return uuid.UUID(_decision_id_text(str(event_id)))
 
 
-def _decision_id_bytes(event_id: uuid.UUID) -> bytes:
+def _decision_id_text(event_id: str) -> str:
     # uuid5: SHA-1 of namespace and name, cut to 16 bytes, version 5 and the RFC 4122 variant set.
     digest = _DERIVED.copy()
     digest.update(f"{event_id}{_DECISION_SUFFIX}".encode())
     raw = bytearray(digest.digest()[:16])
     raw[6] = (raw[6] & 0x0F) | 0x50
     raw[8] = (raw[8] & 0x3F) | 0x80
-    return bytes(raw)
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 # --- the view follows the lifecycle ----------------------------------------------------------

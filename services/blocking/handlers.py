@@ -21,7 +21,7 @@ from shared.service import Service
 from services.blocking import domain
 from services.blocking.accounts import SeenAccounts
 from services.blocking.identities import AccountIdentifiers
-from services.blocking.outbox import Outbox
+from services.blocking.outbox import Outbox, Record
 from services.blocking.repository import MongoExclusionProjection
 
 # An account-events batch: up to this many records; an empty poll waits this long before the next.
@@ -58,12 +58,12 @@ def register(service: Service, hasher: Hasher, view: domain.ExclusionView, accou
                 event = AccountEventOccurred.model_validate_json(record.value)
                 payload = event.payload
                 identifiers = account_identifiers.of(event.operator_id, payload.account_id, payload.identity)  # raw identity ends here
-                decisions.append(domain.decide(event, identifiers, view, now))
+                decisions.append(Record.decision(domain.decision_fields(event, identifiers, view, now)))
                 accounts.note(event.operator_id, payload.account_id, identifiers.values())
             except Exception as error:  # noqa: BLE001 — a bad record is parked, the batch goes on
                 refused.append((record, error))
         # The decisions go out while the newly seen accounts are stored, both before the commit.
-        await asyncio.gather(outbox.publish_all(decisions), accounts.flush_or_keep())
+        await asyncio.gather(outbox.publish_records(decisions), accounts.flush_or_keep())
         for record, error in refused:
             await dead_letters.park_record(record, error)
 

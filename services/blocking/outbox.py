@@ -5,11 +5,14 @@ framework's per-message publishing path (middlewares, command objects) stays off
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
+import pydantic_core
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from shared.events import Event
+from shared.events import DecisionMade, Event
 from shared.settings import Settings
 
 
@@ -39,26 +42,24 @@ class Outbox:
 
     async def publish_all(self, events: Sequence[Event]) -> None:
         """Publish every event on its contract's topic, keyed as it says; return once all are acknowledged."""
-        if not events:
+        await self.publish_records([Record.of(event) for event in events])
+
+    async def publish_records(self, records: Sequence["Record"]) -> None:
+        """Publish records already serialised; return once all are acknowledged."""
+        if not records:
             return
         producer = self._producer
         assert producer is not None, "the outbox starts in the app's lifespan"
         batches: dict[tuple[str, int], object] = {}
         sent = []
         partitions_of: dict[str, KeyPartitions] = {}
-        for event in events:
-            topic = self._topics.get(event.topic) or self._topics.setdefault(event.topic, self._settings.topic(event.topic))
+        for record in records:
+            topic = self._topics.get(record.topic) or self._topics.setdefault(record.topic, self._settings.topic(record.topic))
             partition_of = partitions_of.get(topic)
             if partition_of is None:  # once per call and topic: the topic may have grown partitions
                 partition_of = partitions_of[topic] = self._partitions_of(topic, await producer.partitions_for(topic))
-            key = event.key()
+            key, value, headers = record.key, record.value, record.headers
             partition = partition_of(key)
-            value = event.model_dump_json().encode()
-            headers = [
-                _CONTENT_TYPE,
-                ("type", event.type.encode()),
-                ("correlation_id", str(event.correlation_id or event.id).encode()),
-            ]
             batch = batches.get((topic, partition))
             if batch is not None and batch.append(key=key, value=value, timestamp=None, headers=headers) is not None:
                 continue
@@ -66,7 +67,7 @@ class Outbox:
                 sent.append(await producer.send_batch(batch, topic, partition=partition))
             batch = batches[(topic, partition)] = producer.create_batch()
             if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                raise ValueError(f"a {event.type} event larger than a record batch")
+                raise ValueError(f"a record of {len(value)} bytes for {topic} is larger than a record batch")
         for (topic, partition), batch in batches.items():
             sent.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*sent)
@@ -79,6 +80,37 @@ class Outbox:
 
 
 _CONTENT_TYPE = ("content-type", b"application/json")
+_DECISION_TYPE = ("type", DecisionMade.model_fields["type"].default.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A record ready to send: the contract's topic (unprefixed), key, JSON value and headers."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+    @classmethod
+    def of(cls, event: Event) -> "Record":
+        return cls(event.topic, event.key(), event.model_dump_json().encode(), _headers(event.type, event.correlation_id or event.id))
+
+    @classmethod
+    def decision(cls, fields: dict[str, Any]) -> "Record":
+        """A decision from ``domain.decision_fields``, serialised without building the model: the
+        same bytes as ``DecisionMade.model_validate(fields).model_dump_json()`` (tests/blocking/test_domain.py)."""
+        return cls(
+            DecisionMade.topic,
+            f"{fields['operator_id']}:{fields['payload']['account_id']}".encode(),  # DecisionMade.key()
+            pydantic_core.to_json(fields),
+            [_CONTENT_TYPE, _DECISION_TYPE, ("correlation_id", fields["correlation_id"].encode())],
+        )
+
+
+def _headers(event_type: str, correlation_id: object) -> list[tuple[str, bytes]]:
+    return [_CONTENT_TYPE, ("type", event_type.encode()), ("correlation_id", str(correlation_id).encode())]
+
 _partitioner = DefaultPartitioner()  # the producer's own: the same key lands on the same partition
 KEYS_REMEMBERED = 100_000
 

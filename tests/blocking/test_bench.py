@@ -28,10 +28,11 @@ def test_the_decisions_bench_runs_and_prints_every_figure(settings, monkeypatch,
     out = capsys.readouterr().out
     assert code == 0, out
     assert "servers: external" in out, "named servers are used as they are"
+    assert "6 partitions per topic, 2 blocking instance(s)" in out, "blocking runs as deployed, two instances"
     for size in ("50", "100"):
         assert re.search(
             rf"\n{size} active exclusions: stored in {NUMBER} s; service ready in {NUMBER} s \(view loaded in {NUMBER} s\); "
-            rf"service memory RSS {NUMBER} MB \(peak {NUMBER} MB\)\n"
+            rf"service memory RSS {NUMBER} MB, all instances \(peak {NUMBER} MB\)\n"
             rf"  sustained decisions/s: {NUMBER} = \d+% of the bare forwarder's {NUMBER} msg/s \(medians; per round \d+%, \d+%\)\n"
             rf"  end-to-end latency at 200 events/s: blocking {LATENCY}; bare forwarder {LATENCY}\n"
             rf"  lookup in-process: decide {NUMBER} µs/event, view match {NUMBER} µs/event\n", out

@@ -13,11 +13,13 @@ from services.blocking.domain import (
     Known,
     blocks,
     decide,
+    decision_fields,
     decision_id,
     enforcements,
     follow,
     follow_view,
 )
+from services.blocking.outbox import Record
 from shared.events import (
     SCOPE_ALL,
     AccountEventKind,
@@ -129,14 +131,22 @@ def test_the_decision_answers_the_account_event_it_was_made_for():
         pytest.param(account_event(AccountEventKind.REGISTRATION, identity=ANNAS_DEVICE), view_of(exclusion()), id="circumvention"),
     ],
 )
-def test_a_decision_built_without_validation_is_exactly_what_the_contract_reads_back(event, view):
-    made = decide(event, HASHER.identifiers(event.payload.identity), view, NOW)
+def test_a_decision_published_without_building_the_model_is_byte_for_byte_the_contracts(event, view):
+    fields = decision_fields(event, HASHER.identifiers(event.payload.identity), view, NOW)
+    model = DecisionMade.model_validate(fields)
 
-    read_back = DecisionMade.model_validate_json(made.model_dump_json())
+    published = Record.decision(fields)
 
-    assert read_back == made
-    assert read_back.model_dump() == made.model_dump()
-    assert DecisionMade.model_validate(made.model_dump()).model_dump_json() == made.model_dump_json()
+    assert published == Record.of(model)  # topic, key, value and headers
+    assert DecisionMade.model_validate_json(published.value) == model == decide(event, HASHER.identifiers(event.payload.identity), view, NOW)
+
+
+def test_a_decision_answers_an_event_that_carries_its_own_correlation_id():
+    event = account_event().model_copy(update={"correlation_id": uuid.uuid4()})
+    fields = decision_fields(event, HASHER.identifiers(ANNA), view_of(exclusion()), NOW)
+
+    assert Record.decision(fields) == Record.of(DecisionMade.model_validate(fields))
+    assert DecisionMade.model_validate(fields).correlation_id == event.correlation_id
 
 
 def test_the_same_account_event_redelivered_gets_the_same_decision_id():
