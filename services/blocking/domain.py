@@ -169,8 +169,8 @@ def _fields(
             "account_event_id": event_id,
             "operator_event_id": payload.operator_event_id,
             "account_id": payload.account_id,
-            "kind": payload.kind,
-            "outcome": outcome,
+            "kind": payload.kind._value_,  # plain text: serialised without a call back into Python
+            "outcome": outcome._value_,
             "code": code,
             "message": message,
             "ends_on": ends_on,

@@ -57,9 +57,10 @@ def register(service: Service, hasher: Hasher, view: domain.ExclusionView, accou
             try:
                 event = AccountEventOccurred.model_validate_json(record.value)
                 payload = event.payload
-                identifiers = account_identifiers.of(event.operator_id, payload.account_id, payload.identity)  # raw identity ends here
+                identifiers, new = account_identifiers.of(event.operator_id, payload.account_id, payload.identity)  # raw identity ends here
                 decisions.append(Record.decision(domain.decision_fields(event, identifiers, view, now)))
-                accounts.note(event.operator_id, payload.account_id, identifiers.values())
+                if new:  # an account seen before with the same identity was noted then
+                    accounts.note(event.operator_id, payload.account_id, identifiers.values())
             except Exception as error:  # noqa: BLE001 — a bad record is parked, the batch goes on
                 refused.append((record, error))
         # The decisions go out while the newly seen accounts are stored, both before the commit.

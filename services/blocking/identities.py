@@ -22,18 +22,19 @@ class AccountIdentifiers:
         self._max = max_accounts
         self._known: dict[tuple[str, str], tuple[int, dict[IdentifierKind, str]]] = {}
 
-    def of(self, operator_id: str, account_id: str, identity: Identity) -> dict[IdentifierKind, str]:
-        """The keyed hashes of this account's identity: remembered if it is the one last seen."""
+    def of(self, operator_id: str, account_id: str, identity: Identity) -> tuple[dict[IdentifierKind, str], bool]:
+        """The keyed hashes of this account's identity, and whether they are new: False when this
+        account came with this identity before (the hashes are then the remembered ones)."""
         fingerprint = hash(tuple(identity.__dict__.values()))
         key = (operator_id, account_id)
         known = self._known.get(key)
         if known is not None and known[0] == fingerprint:
-            return known[1]
+            return known[1], False
         identifiers = self._hasher.identifiers(identity)
         if len(self._known) >= self._max:
             self._known.clear()
         self._known[key] = (fingerprint, identifiers)
-        return identifiers
+        return identifiers, True
 
     def __len__(self) -> int:
         return len(self._known)

@@ -24,10 +24,11 @@ def test_an_accounts_identity_is_hashed_once_and_the_hashes_are_those_of_the_has
     hasher = CountingHasher()
     remembered = AccountIdentifiers(hasher)
 
-    first = remembered.of("op-1", "acc-1", ANNA)
-    again = remembered.of("op-1", "acc-1", Identity(**ANNA.model_dump()))  # equal fields, another object
+    first, first_new = remembered.of("op-1", "acc-1", ANNA)
+    again, again_new = remembered.of("op-1", "acc-1", Identity(**ANNA.model_dump()))  # equal fields, another object
 
     assert first == again == HASHER.identifiers(ANNA)
+    assert (first_new, again_new) == (True, False)
     assert hasher.calls == 1
 
 
@@ -36,8 +37,9 @@ def test_a_changed_identity_is_hashed_again():
     remembered = AccountIdentifiers(hasher)
     remembered.of("op-1", "acc-1", ANNA)
 
-    moved = remembered.of("op-1", "acc-1", ANNA.model_copy(update={"email": "anna@elsewhere.se"}))
+    moved, new = remembered.of("op-1", "acc-1", ANNA.model_copy(update={"email": "anna@elsewhere.se"}))
 
+    assert new
     assert moved[IdentifierKind.EMAIL] == HASHER.hash(IdentifierKind.EMAIL, "anna@elsewhere.se")
     assert hasher.calls == 2
 
@@ -48,9 +50,9 @@ def test_accounts_are_told_apart_by_operator_and_account():
     berit = Identity(uid=uid_from_personnummer("198505051234"))
 
     remembered.of("op-1", "acc-1", ANNA)
-    assert remembered.of("op-2", "acc-1", berit) == HASHER.identifiers(berit)
-    assert remembered.of("op-1", "acc-2", berit) == HASHER.identifiers(berit)
-    assert remembered.of("op-1", "acc-1", ANNA) == HASHER.identifiers(ANNA)
+    assert remembered.of("op-2", "acc-1", berit) == (HASHER.identifiers(berit), True)
+    assert remembered.of("op-1", "acc-2", berit) == (HASHER.identifiers(berit), True)
+    assert remembered.of("op-1", "acc-1", ANNA) == (HASHER.identifiers(ANNA), False)
     assert hasher.calls == 3
 
 
@@ -60,7 +62,7 @@ def test_past_its_limit_the_memory_starts_again():
         remembered.of("op-1", f"acc-{n}", ANNA)
 
     assert len(remembered) <= 2
-    assert remembered.of("op-1", "acc-0", ANNA) == HASHER.identifiers(ANNA)
+    assert remembered.of("op-1", "acc-0", ANNA) == (HASHER.identifiers(ANNA), True)
 
 
 def test_a_remembered_partition_is_the_producers_own_choice():
