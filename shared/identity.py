@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Annotated
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 NAME_SIGNIFICANT_CHARS = 20
 
@@ -54,17 +54,12 @@ class Identity(BaseModel):
     last_name: Text | None = None
     date_of_birth: date | None = None
     postcode: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=16)] | None = None
-    email: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=254)] | None = None
+    email: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=254, pattern="@")] | None = Field(
+        default=None, description="an e-mail address: it must contain '@'"
+    )
     mobile: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=32)] | None = None
     device_fingerprint: Text | None = None
     payment_fingerprint: Text | None = None
-
-    @field_validator("email")
-    @classmethod
-    def _email_has_at(cls, value: str | None) -> str | None:
-        if value is not None and "@" not in value:
-            raise ValueError("email must contain '@'")
-        return value
 
 
 def uid_from_personnummer(personnummer: str) -> str:

@@ -29,6 +29,9 @@ MAX_BATCH = 1000
 BATCH_WAIT_MS = 2
 # How long the broker may hold a fetch with no data: short, so a lone event is not kept waiting.
 FETCH_MAX_WAIT_MS = 5
+# Lifecycle events are few and nobody waits on them by the millisecond: an empty poll waits longer,
+# so an instance does not wake 250 times a second for them while it is busy deciding.
+LIFECYCLE_WAIT_MS = 100
 
 
 def lifecycle_group(settings) -> str:
@@ -69,7 +72,10 @@ def register(service: Service, hasher: Hasher, view: domain.ExclusionView, accou
             await dead_letters.park_record(record, error)
 
     @service.subscriber(
-        topics.EXCLUSION_LIFECYCLE, **batches, group_id=lifecycle_group(service.settings), title="blocking.exclusion_lifecycle"
+        topics.EXCLUSION_LIFECYCLE,
+        **{**batches, "batch_timeout_ms": LIFECYCLE_WAIT_MS},
+        group_id=lifecycle_group(service.settings),
+        title="blocking.exclusion_lifecycle",
     )
     async def on_exclusion_lifecycle(records: Sequence[ConsumerRecord]) -> None:
         """Record each exclusion's newest snapshot, enforce its start and its end, and bring the view up to it.

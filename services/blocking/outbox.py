@@ -5,8 +5,7 @@ framework's per-message publishing path (middlewares, command objects) stays off
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import pydantic_core
 from aiokafka import AIOKafkaProducer
@@ -83,9 +82,9 @@ _CONTENT_TYPE = ("content-type", b"application/json")
 _DECISION_TYPE = ("type", DecisionMade.model_fields["type"].default.encode())
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A record ready to send: the contract's topic (unprefixed), key, JSON value and headers."""
+class Record(NamedTuple):
+    """A record ready to send: the contract's topic (unprefixed), key, JSON value and headers.
+    (A tuple: one is made per decision, and a tuple is the cheapest immutable thing to make.)"""
 
     topic: str
     key: bytes | None
