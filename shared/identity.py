@@ -72,8 +72,11 @@ def uid_from_personnummer(personnummer: str) -> str:
 
 def normalise_name(name: str) -> str:
     """Case, accents and inner spaces do not count; only the first 20 characters do."""
-    decomposed = unicodedata.normalize("NFKD", name)
-    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
+    if name.isascii():  # most names: nothing to decompose, no accents to drop
+        plain = name
+    else:
+        decomposed = unicodedata.normalize("NFKD", name)
+        plain = "".join(c for c in decomposed if not unicodedata.combining(c))
     return " ".join(plain.casefold().split())[:NAME_SIGNIFICANT_CHARS].rstrip()
 
 

@@ -31,6 +31,7 @@ MAX_BATCH = 1000
 MAX_FIELDS = 20
 DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+POSTCODE = re.compile(r"[A-Za-z0-9 ]+")
 REQUIRED = ("firstName", "lastName", "dateOfBirth", "email", "postcode")
 FORM = "application/x-www-form-urlencoded"
 
@@ -93,8 +94,9 @@ def _invalid(field: str) -> Problem:
 async def check(request: Request) -> Response:
     await admitted(request, request.headers.get("x-api-key"), access.Scope.CHECK, refused=_refused)
     the_gateway = gateway(request)
-    identity = gamstop_identity(await _form(request), the_gateway.clock().date())
-    answer = gamstop_answer(await the_gateway.summaries_of(identity), the_gateway.clock())
+    now = the_gateway.clock()
+    identity = gamstop_identity(await _form(request), now.date())
+    answer = gamstop_answer(await the_gateway.summaries_of(identity), now)
     note(request).outcome = answer
     request_id = request.scope["state"]["request_id"]
     return Response(status_code=200, headers={"X-Exclusion": answer, "X-Unique-Id": request_id})
@@ -198,7 +200,7 @@ def gamstop_identity(fields: dict[str, Any], today: date) -> Identity:
     if len(email) > 254 or not EMAIL.fullmatch(email):
         raise _invalid("email")
     postcode = fields["postcode"].strip()
-    if len(postcode) > 16 or not re.fullmatch(r"[A-Za-z0-9 ]+", postcode):
+    if len(postcode) > 16 or not POSTCODE.fullmatch(postcode):
         raise _invalid("postcode")
     mobile = fields.get("mobile")
     if mobile is not None and not isinstance(mobile, str):
