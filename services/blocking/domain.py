@@ -192,14 +192,15 @@ def decision_id(event_id: uuid.UUID) -> uuid.UUID:
 
 
 def _decision_id_text(event_id: str) -> str:
-    # uuid5: SHA-1 of namespace and name, cut to 16 bytes, version 5 and the RFC 4122 variant set.
+    # uuid5: SHA-1 of namespace and name, the first 16 bytes, with the version nibble 5 and the
+    # RFC 4122 variant bits set (10xx in the first nibble of the fourth group); as hex text.
     digest = _DERIVED.copy()
     digest.update(f"{event_id}{_DECISION_SUFFIX}".encode())
-    raw = bytearray(digest.digest()[:16])
-    raw[6] = (raw[6] & 0x0F) | 0x50
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = digest.hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+_VARIANT = {digit: format((int(digit, 16) & 0x3) | 0x8, "x") for digit in "0123456789abcdef"}
 
 
 # --- the view follows the lifecycle ----------------------------------------------------------
