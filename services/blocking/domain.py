@@ -99,12 +99,19 @@ def decide(event: AccountEventOccurred, identifiers: dict[IdentifierKind, str], 
 def decision_fields(event: AccountEventOccurred, identifiers: dict[IdentifierKind, str], view: ExclusionView, now: datetime) -> dict[str, Any]:
     """The decision as the fields of a ``DecisionMade``, in the contract's order, not yet validated.
 
-    Blocking publishes these without building the model (see ``decision_record``): every value
-    comes from the validated account event, the view or the rules here, with the contract's types.
+    Blocking publishes these without building the model (``outbox.Record.decision``; an ALLOW even
+    without these fields, ``outbox.Allowed``): every value comes from the validated account event,
+    the view or the rules here, with the contract's types.
     """
+    refused = refusal(event, identifiers, view, now)
+    return refused if refused is not None else event_fields(event, now, Outcome.ALLOW)
+
+
+def refusal(event: AccountEventOccurred, identifiers: dict[IdentifierKind, str], view: ExclusionView, now: datetime) -> dict[str, Any] | None:
+    """The BLOCK decision's fields if an exclusion refuses this event, else None (ALLOW)."""
     candidates = view.matching(identifiers.values())
     if not candidates:
-        return _fields(event, now, Outcome.ALLOW)
+        return None
     refusing: list[tuple[ActiveExclusion, list[str]]] = []
     for exclusion_id, matched in candidates.items():
         exclusion = view.by_id[exclusion_id]
@@ -117,11 +124,11 @@ def decision_fields(event: AccountEventOccurred, identifiers: dict[IdentifierKin
         else:
             refusing = []  # a shared device or card alone does not refuse an existing account
     if not refusing:
-        return _fields(event, now, Outcome.ALLOW)
+        return None
     # The exclusion that lasts longest is the one to report; "until further notice" outlasts all.
     exclusion, _ = max(refusing, key=lambda pair: (pair[0].ends_at is None, pair[0].ends_at or now))
     ends_on = exclusion.ends_at.date() if exclusion.ends_at else None
-    return _fields(
+    return event_fields(
         event,
         now,
         Outcome.BLOCK,
@@ -139,11 +146,38 @@ def block_message(ends_on: date | None) -> str:
     return f"Your account is blocked as part of the responsible gambling programme until {until}"
 
 
-def _fields(
-    event: AccountEventOccurred,
-    now: datetime,
-    outcome: Outcome,
+def event_fields(event: AccountEventOccurred, now: datetime, outcome: Outcome, **outcome_fields: Any) -> dict[str, Any]:
+    """The decision on this event: its references to the event, then the outcome's own fields.
+
+    The event id is made text once: it is the cause, the payload's reference and the seed of the
+    decision's id."""
+    event_id = str(event.id)
+    payload = event.payload
+    return decision_layout(
+        decision_id=decision_id_text(event_id),
+        occurred_at=now,
+        correlation_id=str(event.correlation_id) if event.correlation_id else event_id,
+        event_id=event_id,
+        operator_id=event.operator_id,
+        operator_event_id=payload.operator_event_id,
+        account_id=payload.account_id,
+        kind=payload.kind._value_,  # plain text: serialised without a call back into Python
+        outcome=outcome._value_,
+        **outcome_fields,
+    )
+
+
+def decision_layout(
     *,
+    decision_id: str,
+    occurred_at: Any,
+    correlation_id: str,
+    event_id: str,
+    operator_id: str,
+    operator_event_id: str,
+    account_id: str,
+    kind: str,
+    outcome: str,
     code: str | None = None,
     message: str | None = None,
     ends_on: date | None = None,
@@ -151,26 +185,23 @@ def _fields(
     matched: list[str] | None = None,
     flags: list[str] | None = None,
 ) -> dict[str, Any]:
-    # What DecisionMade.caused_by would build, every field present and in order. The event id is
-    # made text once: it is the cause, the payload's reference and the seed of the decision's id.
-    event_id = str(event.id)
-    payload = event.payload
+    """What ``DecisionMade.caused_by`` would build, every field present and in the contract's order."""
     return {
-        "id": _decision_id_text(event_id),
+        "id": decision_id,
         "type": DECISION_TYPE,
         "version": 1,
-        "occurred_at": now,
+        "occurred_at": occurred_at,
         "source": SOURCE,
-        "correlation_id": str(event.correlation_id) if event.correlation_id else event_id,
+        "correlation_id": correlation_id,
         "causation_id": event_id,
         "subject": None,
-        "operator_id": event.operator_id,
+        "operator_id": operator_id,
         "payload": {
             "account_event_id": event_id,
-            "operator_event_id": payload.operator_event_id,
-            "account_id": payload.account_id,
-            "kind": payload.kind._value_,  # plain text: serialised without a call back into Python
-            "outcome": outcome._value_,
+            "operator_event_id": operator_event_id,
+            "account_id": account_id,
+            "kind": kind,
+            "outcome": outcome,
             "code": code,
             "message": message,
             "ends_on": ends_on,
@@ -188,10 +219,11 @@ _DECISION_SUFFIX = "/" + DECISION_TYPE
 
 def decision_id(event_id: uuid.UUID) -> uuid.UUID:
     """``derived_id(event_id, "decision.made")`` (uuid5) without uuid5's per-call overhead."""
-    return uuid.UUID(_decision_id_text(str(event_id)))
+    return uuid.UUID(decision_id_text(str(event_id)))
 
 
-def _decision_id_text(event_id: str) -> str:
+def decision_id_text(event_id: str) -> str:
+    """``decision_id`` as text, from the event id as text."""
     # uuid5: SHA-1 of namespace and name, the first 16 bytes, with the version nibble 5 and the
     # RFC 4122 variant bits set (10xx in the first nibble of the fourth group); as hex text.
     digest = _DERIVED.copy()

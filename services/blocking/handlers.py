@@ -21,7 +21,7 @@ from shared.service import Service
 from services.blocking import domain
 from services.blocking.accounts import SeenAccounts
 from services.blocking.identities import AccountIdentifiers
-from services.blocking.outbox import Outbox, Record
+from services.blocking.outbox import Allowed, Outbox, Record
 from services.blocking.repository import MongoExclusionProjection
 
 # An account-events batch: up to this many records; an empty poll waits this long before the next.
@@ -32,6 +32,10 @@ FETCH_MAX_WAIT_MS = 5
 # Lifecycle events are few and nobody waits on them by the millisecond: an empty poll waits longer,
 # so an instance does not wake 250 times a second for them while it is busy deciding.
 LIFECYCLE_WAIT_MS = 100
+
+
+# AccountEventOccurred.model_validate_json without its Python wrapper: called for every account event.
+parse_account_event = AccountEventOccurred.__pydantic_validator__.validate_json
 
 
 def lifecycle_group(settings) -> str:
@@ -47,6 +51,7 @@ async def records_of(message: StreamMessage[Any]) -> Any:
 def register(service: Service, hasher: Hasher, view: domain.ExclusionView, accounts: SeenAccounts, outbox: Outbox) -> None:
     dead_letters = DeadLetters(service.settings, consumer=service.name, broker=service.broker)
     account_identifiers = AccountIdentifiers(hasher)
+    allowed = Allowed()
     batches = {"batch": True, "max_records": MAX_BATCH, "batch_timeout_ms": BATCH_WAIT_MS, "decoder": records_of}
 
     @service.subscriber(
@@ -55,20 +60,21 @@ def register(service: Service, hasher: Hasher, view: domain.ExclusionView, accou
     async def on_account_events(records: Sequence[ConsumerRecord]) -> None:
         """Decide ALLOW or BLOCK for each account event of a batch; publish the decisions together."""
         now = service.clock()
-        decisions, refused = [], []
+        decisions, parked = [], []
         for record in records:
             try:
-                event = AccountEventOccurred.model_validate_json(record.value)
+                event = parse_account_event(record.value)
                 payload = event.payload
                 identifiers, new = account_identifiers.of(event.operator_id, payload.account_id, payload.identity)  # raw identity ends here
-                decisions.append(Record.decision(domain.decision_fields(event, identifiers, view, now)))
+                refused = domain.refusal(event, identifiers, view, now)
+                decisions.append(allowed.record(event, now) if refused is None else Record.decision(refused))
                 if new:  # an account seen before with the same identity was noted then
                     accounts.note(event.operator_id, payload.account_id, identifiers.values())
             except Exception as error:  # noqa: BLE001 — a bad record is parked, the batch goes on
-                refused.append((record, error))
+                parked.append((record, error))
         # The decisions go out while the newly seen accounts are stored, both before the commit.
         await asyncio.gather(outbox.publish_records(decisions), accounts.flush_or_keep())
-        for record, error in refused:
+        for record, error in parked:
             await dead_letters.park_record(record, error)
 
     @service.subscriber(

@@ -4,15 +4,20 @@ are sent before any is awaited. One request per partition instead of a round tri
 framework's per-message publishing path (middlewares, command objects) stays off the hot path."""
 
 import asyncio
+import re
 from collections.abc import Sequence
+from datetime import datetime
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import pydantic_core
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from shared.events import DecisionMade, Event
+from shared.events import AccountEventKind, AccountEventOccurred, DecisionMade, Event, Outcome
 from shared.settings import Settings
+
+from services.blocking.domain import decision_id_text, decision_layout
 
 
 class Outbox:
@@ -104,6 +109,55 @@ class Record(NamedTuple):
             f"{fields['operator_id']}:{fields['payload']['account_id']}".encode(),  # DecisionMade.key()
             pydantic_core.to_json(fields),
             [_CONTENT_TYPE, _DECISION_TYPE, ("correlation_id", fields["correlation_id"].encode())],
+        )
+
+
+class Allowed:
+    """ALLOW decisions straight to their bytes, with no dictionary in between: most account events
+    are allowed, and this is the whole cost of answering them after the lookup.
+
+    The wire form is not written by hand: it is ``decision_layout`` of an ALLOW serialised once by
+    pydantic-core with a sentinel in each place that varies, cut at the sentinels into a template.
+    Each value then goes in serialised by pydantic-core too, so the bytes are exactly those of
+    ``Record.decision(decision_fields(...))`` (tests/blocking/test_outbox.py).
+    """
+
+    SLOTS = ("decision_id", "occurred_at", "correlation_id", "event_id", "operator_id", "operator_event_id", "account_id", "kind")
+
+    def __init__(self) -> None:
+        sentinels = {name: f"\x00{n}\x00" for n, name in enumerate(self.SLOTS)}
+        text = pydantic_core.to_json(decision_layout(**sentinels, outcome=Outcome.ALLOW.value))
+        encoded = {pydantic_core.to_json(sentinel): n for n, sentinel in enumerate(sentinels.values())}
+        found = list(re.finditer(b"|".join(re.escape(e) for e in encoded), text))
+        literals = [text[end:start] for end, start in zip([0] + [m.end() for m in found], [m.start() for m in found] + [len(text)])]
+        self._template = b"%s".join(literal.replace(b"%", b"%%") for literal in literals)
+        self._order = itemgetter(*(encoded[m.group()] for m in found))
+        self._kinds = {kind.value: pydantic_core.to_json(kind.value) for kind in AccountEventKind}
+        self._now: datetime | None = None
+        self._now_json = b""
+
+    def record(self, event: AccountEventOccurred, now: datetime) -> Record:
+        if now is not self._now:  # one clock reading per batch: serialised once
+            self._now, self._now_json = now, pydantic_core.to_json(now)
+        event_id = str(event.id)
+        correlation_id = str(event.correlation_id) if event.correlation_id else event_id
+        payload = event.payload
+        operator_id, account_id = event.operator_id, payload.account_id
+        values = (
+            b'"%s"' % decision_id_text(event_id).encode(),
+            self._now_json,
+            b'"%s"' % correlation_id.encode(),
+            b'"%s"' % event_id.encode(),
+            pydantic_core.to_json(operator_id),
+            pydantic_core.to_json(payload.operator_event_id),
+            pydantic_core.to_json(account_id),
+            self._kinds[payload.kind._value_],
+        )
+        return Record(
+            DecisionMade.topic,
+            f"{operator_id}:{account_id}".encode(),
+            self._template % self._order(values),
+            [_CONTENT_TYPE, _DECISION_TYPE, ("correlation_id", correlation_id.encode())],
         )
 
 
