@@ -66,10 +66,10 @@ def register(service: Service, hasher: Hasher, view: domain.ExclusionView, accou
                 event = parse_account_event(record.value)
                 payload = event.payload
                 identifiers, new = account_identifiers.of(event.operator_id, payload.account_id, payload.identity)  # raw identity ends here
-                refused = domain.refusal(event, identifiers, view, now)
-                decisions.append(allowed.record(event, now) if refused is None else Record.decision(refused))
                 if new:  # an account seen before with the same identity was noted then
                     accounts.note(event.operator_id, payload.account_id, identifiers.values())
+                refused = domain.refusal(event, identifiers, view, now)
+                decisions.append(allowed.record(event, now) if refused is None else Record.decision(refused))
             except Exception as error:  # noqa: BLE001 — a bad record is parked, the batch goes on
                 parked.append((record, error))
         # The decisions go out while the newly seen accounts are stored, both before the commit.

@@ -129,6 +129,16 @@ class Running:
     async def verification(self, exclusion_id: uuid.UUID) -> Verification:
         return await self.verifications.get(exclusion_id)
 
+    async def settled(self, exclusion_id: uuid.UUID) -> Verification:
+        """The verification once its outbox went out: clearing the outbox is a write of its own
+        (the version moves on), which lands just after the outcome is recorded."""
+
+        async def flushed() -> Verification | None:
+            verification = await self.verifications.get(exclusion_id)
+            return verification if verification is not None and not verification.outbox else None
+
+        return await eventually(flushed, what="the verification's outbox to be published")
+
     async def results_for(self, exclusion_id: uuid.UUID, *, count: int = 0, type: str | None = None) -> list[dict]:
         """Messages on verification.events about one exclusion (at least ``count`` of them)."""
 

@@ -44,7 +44,7 @@ async def test_the_same_code_again_is_refused_and_changes_nothing(running):
     exclusion_id = (await running.request()).payload.exclusion_id
     code = await running.code(exclusion_id)
     assert (await running.submit(exclusion_id, code)).status is Status.VERIFIED
-    before = await running.verification(exclusion_id)
+    before = await running.settled(exclusion_id)
 
     again = await running.submit(exclusion_id, code)
 
@@ -111,7 +111,7 @@ async def test_an_expired_code_fails_the_request_once_on_the_timer(running):
 async def test_a_late_code_before_the_timer_ran_is_refused_and_changes_nothing(running):
     exclusion_id = (await running.request()).payload.exclusion_id
     code = await running.code(exclusion_id)
-    before = await running.verification(exclusion_id)
+    before = await running.settled(exclusion_id)
     running.clock.advance(minutes=16)
 
     outcome = await running.submit(exclusion_id, code)
@@ -190,7 +190,7 @@ async def test_redelivered_messages_change_nothing_twice_and_repeat_the_same_eve
     again = code_submitted(running.sealer, exclusion_id, code)
     for command in (wrong, right, again):
         await running.send(command)
-    settled = await running.verification(exclusion_id)
+    settled = await running.settled(exclusion_id)
 
     for redelivered in (request, wrong, right, again):
         await running.publisher.event(redelivered)
