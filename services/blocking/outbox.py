@@ -164,6 +164,7 @@ class Allowed:
 def _headers(event_type: str, correlation_id: object) -> list[tuple[str, bytes]]:
     return [_CONTENT_TYPE, ("type", event_type.encode()), ("correlation_id", str(correlation_id).encode())]
 
+
 _partitioner = DefaultPartitioner()  # the producer's own: the same key lands on the same partition
 KEYS_REMEMBERED = 100_000
 
