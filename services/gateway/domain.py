@@ -67,33 +67,27 @@ class Summary:
     @classmethod
     def from_exclusion(cls, document: Mapping[str, Any]) -> "Summary":
         """From registration's ``exclusions`` document."""
-        return cls(
-            exclusion_id=str(document["_id"]),
-            person_id=document.get("person_id"),
-            state=ExclusionState(document["state"]),
-            scope=Scope.model_validate(document["scope"]),
-            jurisdiction=document.get("jurisdiction", ""),
-            starts_at=as_datetime(document.get("starts_at")),
-            ends_at=as_datetime(document.get("ends_at")),
-            minimum_until=as_datetime(document.get("minimum_until")),
-            lift_effective_at=as_datetime(document.get("lift_effective_at")),
-            version=int(document.get("version", 1)),
-        )
+        return cls._of(document, exclusion_id=str(document["_id"]))
 
     @classmethod
     def from_stored(cls, stored: Mapping[str, Any]) -> "Summary":
         """From the lookup's own JSON form (see ``stored``)."""
+        return cls._of(stored, exclusion_id=stored["id"])
+
+    @classmethod
+    def _of(cls, fields: Mapping[str, Any], *, exclusion_id: str) -> "Summary":
+        # Both forms carry the same fields under the same names; only the id's key differs.
         return cls(
-            exclusion_id=stored["id"],
-            person_id=stored.get("person_id"),
-            state=ExclusionState(stored["state"]),
-            scope=Scope.model_validate(stored["scope"]),
-            jurisdiction=stored.get("jurisdiction", ""),
-            starts_at=as_datetime(stored.get("starts_at")),
-            ends_at=as_datetime(stored.get("ends_at")),
-            minimum_until=as_datetime(stored.get("minimum_until")),
-            lift_effective_at=as_datetime(stored.get("lift_effective_at")),
-            version=int(stored.get("version", 1)),
+            exclusion_id=exclusion_id,
+            person_id=fields.get("person_id"),
+            state=ExclusionState(fields["state"]),
+            scope=Scope.model_validate(fields["scope"]),
+            jurisdiction=fields.get("jurisdiction", ""),
+            starts_at=as_datetime(fields.get("starts_at")),
+            ends_at=as_datetime(fields.get("ends_at")),
+            minimum_until=as_datetime(fields.get("minimum_until")),
+            lift_effective_at=as_datetime(fields.get("lift_effective_at")),
+            version=int(fields.get("version", 1)),
         )
 
     def stored(self) -> dict[str, Any]:
