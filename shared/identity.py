@@ -99,6 +99,11 @@ def normalise_mobile(mobile: str, default_region: str = "GB") -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def name_dob_postcode(first_name: str, last_name: str, date_of_birth: date, postcode: str) -> str:
+    """GAMSTOP's match, normalised: both names (first 20 characters), the birth date, the postcode."""
+    return "|".join((normalise_name(first_name), normalise_name(last_name), date_of_birth.isoformat(), normalise_postcode(postcode)))
+
+
 def normalised_identifiers(identity: Identity, default_region: str = "GB") -> dict[IdentifierKind, str]:
     """Each identifier kind the identity carries, normalised; composite kinds need all their parts."""
     found: dict[IdentifierKind, str] = {}
@@ -107,13 +112,8 @@ def normalised_identifiers(identity: Identity, default_region: str = "GB") -> di
     elif identity.national_id:
         found[IdentifierKind.NATIONAL_ID] = uid_from_personnummer(identity.national_id)
     if identity.first_name and identity.last_name and identity.date_of_birth and identity.postcode:
-        found[IdentifierKind.NAME_DOB_POSTCODE] = "|".join(
-            (
-                normalise_name(identity.first_name),
-                normalise_name(identity.last_name),
-                identity.date_of_birth.isoformat(),
-                normalise_postcode(identity.postcode),
-            )
+        found[IdentifierKind.NAME_DOB_POSTCODE] = name_dob_postcode(
+            identity.first_name, identity.last_name, identity.date_of_birth, identity.postcode
         )
     if identity.email:
         found[IdentifierKind.EMAIL] = normalise_email(identity.email)

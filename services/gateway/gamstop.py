@@ -11,13 +11,13 @@ import json
 import re
 from datetime import date
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
-from shared.identity import Identity, IdentityError, normalise_mobile
+from shared.identity import Hasher, IdentifierKind, IdentityError, name_dob_postcode, normalise_email, normalise_mobile
 
 from services.gateway import access
 from services.gateway.context import admitted, gateway
@@ -95,8 +95,8 @@ async def check(request: Request) -> Response:
     await admitted(request, request.headers.get("x-api-key"), access.Scope.CHECK, refused=_refused)
     the_gateway = gateway(request)
     now = the_gateway.clock()
-    identity = gamstop_identity(await _form(request), now.date())
-    answer = gamstop_answer(await the_gateway.summaries_of(identity), now)
+    identifiers = gamstop_identifiers(await _form(request), now.date(), the_gateway.hasher)
+    answer = gamstop_answer(unique(await the_gateway.checks.summaries(identifiers)), now)
     note(request).outcome = answer
     request_id = request.scope["state"]["request_id"]
     return Response(status_code=200, headers={"X-Exclusion": answer, "X-Unique-Id": request_id})
@@ -139,15 +139,14 @@ async def check_batch(request: Request) -> Response:
     note(request).count = len(records)
     the_gateway = gateway(request)
     today = the_gateway.clock().date()
-    identities = []
+    hashes = []
     for index, record in enumerate(records):
         if not isinstance(record, dict):
             raise Problem(400, f"record {index} is not an object", f"[{index}]")
         try:
-            identities.append(gamstop_identity(record, today))
+            hashes.append(gamstop_identifiers(record, today, the_gateway.hasher))
         except Problem as problem:
             raise Problem(400, problem.error, f"[{index}].{problem.field}") from None
-    hashes = [list(the_gateway.hasher.identifiers(identity).values()) for identity in identities]
     found = await the_gateway.lookup.summaries_by_identifier(h for person in hashes for h in person)
     now = the_gateway.clock()
     request_id = request.scope["state"]["request_id"]
@@ -166,13 +165,9 @@ async def _form(request: Request) -> dict[str, Any]:
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type == FORM:
         try:
-            pairs = parse_qsl((await request.body()).decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FIELDS)
+            return form_fields((await _body(request)).decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             raise _invalid("body") from None
-        fields: dict[str, Any] = {}
-        for name, value in pairs:
-            fields.setdefault(name, value)
-        return fields
     if content_type == "multipart/form-data":
         try:
             form = await request.form(max_files=0, max_fields=MAX_FIELDS)
@@ -182,8 +177,42 @@ async def _form(request: Request) -> dict[str, Any]:
     raise _invalid("Content-Type")
 
 
-def gamstop_identity(fields: dict[str, Any], today: date) -> Identity:
-    """The five required fields and the optional mobile, checked; the first wrong field is named."""
+async def _body(request: Request) -> bytes:
+    """The whole body, straight from the ASGI messages: a check's small body comes in one."""
+    chunks = []
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def form_fields(text: str) -> dict[str, str]:
+    """An URL-encoded form's fields, the first value of each name: what ``parse_qsl`` gives (blank
+    values kept, at most ``MAX_FIELDS``), without unquoting the fields that need none (most do not).
+    """
+    if text.count("&") >= MAX_FIELDS:
+        raise ValueError(f"more than {MAX_FIELDS} fields")
+    fields: dict[str, str] = {}
+    for pair in text.split("&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        if "%" in name or "+" in name:
+            name = unquote_plus(name)
+        if "%" in value or "+" in value:
+            value = unquote_plus(value)
+        if name not in fields:
+            fields[name] = value
+    return fields
+
+
+def gamstop_identifiers(fields: dict[str, Any], today: date, hasher: Hasher) -> list[str]:
+    """The five required fields and the optional mobile, checked (the first wrong one is named), as
+    the keyed hashes a check looks up: what ``hasher.identifiers`` gives for the same ``Identity``.
+    """
     for name in REQUIRED:
         value = fields.get(name)
         if not isinstance(value, str) or not value.strip() or len(value) > 200 or not value.isprintable():
@@ -206,21 +235,15 @@ def gamstop_identity(fields: dict[str, Any], today: date) -> Identity:
     if mobile is not None and not isinstance(mobile, str):
         raise _invalid("mobile")
     mobile = mobile.strip() if mobile else None
+    identifiers = [
+        hasher.hash(IdentifierKind.NAME_DOB_POSTCODE, name_dob_postcode(fields["firstName"], fields["lastName"], born, postcode)),
+        hasher.hash(IdentifierKind.EMAIL, normalise_email(email)),
+    ]
     if mobile:
-        if len(mobile) > 32:
+        if not 3 <= len(mobile) <= 32:
             raise _invalid("mobile")
         try:
-            normalise_mobile(mobile)
+            identifiers.append(hasher.hash(IdentifierKind.MOBILE, normalise_mobile(mobile)))
         except IdentityError:
             raise _invalid("mobile") from None
-    try:
-        return Identity(
-            first_name=fields["firstName"],
-            last_name=fields["lastName"],
-            date_of_birth=born,
-            postcode=postcode,
-            email=email,
-            mobile=mobile,
-        )
-    except ValidationError as exc:
-        raise _invalid(str(exc.errors()[0]["loc"][0])) from None
+    return identifiers
