@@ -93,7 +93,9 @@ def create_app(
             gc.collect()
             gc.freeze()  # what start-up made lives as long as the process: keep it out of every collection
             try:
-                yield
+                # Lifespan state: the server copies it into each request's scope, where a route finds
+                # the gateway with one dict lookup (``app.state`` costs a property and a __getattr__).
+                yield {"gateway": app.state.gateway}
             finally:
                 await requests.stop()
 

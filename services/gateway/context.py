@@ -1,4 +1,4 @@
-"""What the gateway's routes work with, built once in the app's lifespan: ``request.app.state.gateway``."""
+"""What the gateway's routes work with, built once in the app's lifespan: ``gateway(request)``."""
 
 import asyncio
 import time
@@ -70,7 +70,7 @@ class Gateway:
 
 
 def gateway(request: Request) -> Gateway:
-    return request.app.state.gateway
+    return request.scope["state"]["gateway"]
 
 
 async def admitted(request: Request, key: str | None, scope: access.Scope, *, refused: Callable[[Exception], Problem]) -> Operator:

@@ -11,7 +11,7 @@ import json
 import re
 from datetime import date
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote, unquote_to_bytes
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -201,12 +201,20 @@ def form_fields(text: str) -> dict[str, str]:
             continue
         name, _, value = pair.partition("=")
         if "%" in name or "+" in name:
-            name = unquote_plus(name)
+            name = _unquoted(name)
         if "%" in value or "+" in value:
-            value = unquote_plus(value)
+            value = _unquoted(value)
         if name not in fields:
             fields[name] = value
     return fields
+
+
+def _unquoted(part: str) -> str:
+    """``unquote_plus``; for ASCII (what a client's encoder sends) without its split into ASCII runs."""
+    part = part.replace("+", " ")
+    if "%" not in part:
+        return part
+    return unquote_to_bytes(part).decode("utf-8", "replace") if part.isascii() else unquote(part)
 
 
 def gamstop_identifiers(fields: dict[str, Any], today: date, hasher: Hasher) -> list[str]:
