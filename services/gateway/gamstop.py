@@ -243,15 +243,17 @@ def gamstop_identifiers(fields: dict[str, Any], today: date, hasher: Hasher) -> 
     if mobile is not None and not isinstance(mobile, str):
         raise _invalid("mobile")
     mobile = mobile.strip() if mobile else None
+    if mobile:
+        if not 3 <= len(mobile) <= 32:
+            raise _invalid("mobile")
+        try:
+            mobile = normalise_mobile(mobile)
+        except IdentityError:
+            raise _invalid("mobile") from None
     identifiers = [
         hasher.hash(IdentifierKind.NAME_DOB_POSTCODE, name_dob_postcode(fields["firstName"], fields["lastName"], born, postcode)),
         hasher.hash(IdentifierKind.EMAIL, normalise_email(email)),
     ]
     if mobile:
-        if not 3 <= len(mobile) <= 32:
-            raise _invalid("mobile")
-        try:
-            identifiers.append(hasher.hash(IdentifierKind.MOBILE, normalise_mobile(mobile)))
-        except IdentityError:
-            raise _invalid("mobile") from None
+        identifiers.append(hasher.hash(IdentifierKind.MOBILE, mobile))
     return identifiers
