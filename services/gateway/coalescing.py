@@ -50,7 +50,8 @@ class CoalescingLookup:
         answered = 0  # checks in the query that just came back
         try:
             while self._waiting:
-                batch = self._next_batch(-(-(answered + len(self._waiting)) // 2) if answered else len(self._waiting))
+                # Half of the checks in turn (rounded up); all of them when none is in flight.
+                batch = self._next_batch((answered + len(self._waiting) + 1) // 2 if answered else len(self._waiting))
                 answered = len(batch)
                 ids = {identifier for wanted, _ in batch for identifier in wanted}
                 try:
