@@ -17,6 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.broker import create_broker, ensure_topics, publish
 from shared.events import Event, utcnow
+from shared.health import HealthServer, Readiness
 from shared.logging import configure_logging
 from shared.settings import Settings
 from shared.store import Indexes, ensure_indexes, open_database
@@ -34,6 +35,7 @@ class Service:
     clock: Clock = utcnow
     database: AsyncDatabase | None = None
     broker: KafkaBroker = field(init=False)
+    readiness: Readiness = field(default_factory=Readiness)
 
     def __post_init__(self) -> None:
         configure_logging(self.settings.log_level, self.settings.log_format, service=self.name)
@@ -67,8 +69,11 @@ class Service:
         Start-up and shut-down are hooks, so ``async with app:`` in a test does what ``app.run()`` does.
         """
         opened: list[AsyncMongoClient] = []
+        health = HealthServer(self.readiness, self.settings.health_host, self.settings.health_port)
 
         async def start() -> None:
+            self.readiness.not_ready("service", "starting")
+            await health.start()
             await ensure_topics(self.settings)
             if self.database is None:
                 client, self.database = await open_database(self.settings, self.indexes)
@@ -77,9 +82,12 @@ class Service:
                 await ensure_indexes(self.database, self.indexes)
             if on_start is not None:
                 await on_start()
+            self.readiness.ready("service")
             self.log.info("service_starting", topic_prefix=self.settings.topic_prefix)
 
         async def stop() -> None:
+            self.readiness.not_ready("service", "stopping")
+            await health.stop()
             for client in opened:
                 await client.close()
                 self.database = None

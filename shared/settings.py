@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     # How long an accepted key is trusted without asking the store again (a revocation's delay).
     gateway_key_cache_seconds: float = Field(default=5.0, ge=0)
 
+    # A consumer's readiness endpoint (GET /readyz, /healthz) on a port of its own; 0 serves none.
+    health_host: str = "127.0.0.1"
+    health_port: int = Field(default=0, ge=0, le=65535)
+
     log_level: str = "INFO"
     log_format: str = "auto"  # auto | json | console
 
