@@ -1,4 +1,10 @@
-"""``selfex up``: the embedded servers (unless real ones are named) and every service, as processes."""
+"""``selfex up``: the embedded servers (unless real ones are named) and every service, as supervised processes.
+
+A service that dies is started again after a capped, doubling delay (reset once it has run well for
+a while), so one crash never takes the broker, the store or the other services down with it; only
+Ctrl-C or SIGTERM stops the stack. Each stream service serves its readiness on a port of its own,
+which the stack prints and watches.
+"""
 
 import asyncio
 import os
@@ -6,12 +12,15 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
 
 from shared.broker import ensure_topics
-from shared.infra import EmbeddedInfra, embedded_from_settings, environment_for
+from shared.infra import EmbeddedInfra, embedded_from_settings, environment_for, free_port, port_is_open
 from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -25,10 +34,72 @@ SERVICES: dict[str, tuple[str, str]] = {
     "gateway": ("services.gateway.app", "http"),
 }
 STOP_TIMEOUT_SECONDS = 15.0
+SUPERVISE_EVERY_SECONDS = 0.2
+READINESS_EVERY_SECONDS = 1.0
 
 
-class Stopped(Exception):
-    """A signal asked the stack to stop."""
+@dataclass
+class Backoff:
+    """How long to wait before starting a dead service again: doubling from ``first`` up to ``cap``.
+
+    A service that ran for ``stable_after`` seconds before it died starts over from ``first``; one
+    that keeps dying at once waits longer each time instead of spinning.
+    """
+
+    first: float = 0.5
+    cap: float = 30.0
+    stable_after: float = 60.0
+    _next: float = field(default=0.0, init=False, repr=False)
+
+    def after_death(self, ran_for: float) -> float:
+        if not self._next or ran_for >= self.stable_after:
+            self._next = self.first
+        delay = self._next
+        self._next = min(self._next * 2, self.cap)
+        return delay
+
+
+@dataclass
+class Child:
+    """One service process, what it is started with, and when it is due to be started again."""
+
+    name: str
+    env: dict[str, str]
+    health_port: int = 0  # 0: the service serves no readiness of its own
+    health_host: str = "127.0.0.1"
+    backoff: Backoff = field(default_factory=Backoff)
+    process: subprocess.Popen | None = None
+    started_at: float = 0.0
+    restart_at: float = 0.0
+    restarts: int = 0
+    ready: bool | None = None
+    readiness_checked_at: float = 0.0
+
+    @property
+    def readyz(self) -> str | None:
+        return f"http://{self.health_host}:{self.health_port}/readyz" if self.health_port else None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def spawn(self, now: float) -> None:
+        env = dict(self.env)
+        if self.health_port:
+            env["SELFEX_HEALTH_PORT"] = str(self.health_port)
+        self.process = subprocess.Popen([sys.executable, "-m", "shared.cli", "run", self.name], env=env, stdin=subprocess.DEVNULL)
+        self.started_at, self.ready = now, None
+
+    def poll_readiness(self) -> tuple[bool, str]:
+        """Ask the service's ``/readyz``: ready or not, and the answer (or why there was none)."""
+        assert self.readyz is not None
+        try:
+            with urllib.request.urlopen(self.readyz, timeout=0.5) as answer:
+                return answer.status == 200, answer.read(500).decode(errors="replace")
+        except urllib.error.HTTPError as exc:  # 503: not ready, with the reasons
+            return False, exc.read(500).decode(errors="replace")
+        except (OSError, ValueError) as exc:  # not listening (yet)
+            return False, type(exc).__name__
 
 
 @dataclass
@@ -36,12 +107,13 @@ class Stack:
     settings: Settings
     services: tuple[str, ...] = tuple(SERVICES)
     infra: EmbeddedInfra | None = None
-    children: dict[str, subprocess.Popen] = field(default_factory=dict)
+    children: dict[str, Child] = field(default_factory=dict)
     demo_operator: bool = False  # `make run`: create (or re-key) the demo operator and print its key
     demo_key: str | None = None
+    infra_lost: bool = False
 
     def run(self) -> int:
-        """Start everything, wait for a signal or a death, stop everything. The exit code says which."""
+        """Start everything, keep every service running until a signal, then stop everything."""
         stop_requested: list[int] = []
 
         def request_stop(signum, _frame) -> None:
@@ -51,16 +123,16 @@ class Stack:
         try:
             self.start()
             print(f"Selfex is up. Gateway: http://{self.settings.gateway_host}:{self.settings.gateway_port}", flush=True)
+            for child in self.children.values():
+                if child.readyz:
+                    print(f"  {child.name} readiness: {child.readyz}", flush=True)
             if self.demo_key:
                 print(f"Demo operator key (scopes check,exclude,compliance): {self.demo_key}", flush=True)
                 print(f"  also in {self.settings.data_dir}/demo-operator.key", flush=True)
             print("Press Ctrl-C to stop.", flush=True)
             while not stop_requested:
-                dead = self._dead_child()
-                if dead:
-                    log.error("service_died", service=dead, code=self.children[dead].returncode)
-                    return 1
-                time.sleep(0.2)
+                self.supervise(time.monotonic(), stopping=lambda: bool(stop_requested))
+                time.sleep(SUPERVISE_EVERY_SECONDS)
             return 0
         finally:
             self.stop()
@@ -79,11 +151,13 @@ class Stack:
         asyncio.run(ensure_topics(self.settings))
         if self.demo_operator:
             self._issue_demo_key()
+        now = time.monotonic()
         for name in self.services:
-            self.children[name] = subprocess.Popen(
-                [sys.executable, "-m", "shared.cli", "run", name], env=env, stdin=subprocess.DEVNULL
-            )
-            log.info("service_started", service=name, pid=self.children[name].pid)
+            stream = SERVICES[name][1] == "stream"
+            child = Child(name, env, health_port=free_port() if stream else 0, health_host=self.settings.health_host)
+            child.spawn(now)
+            self.children[name] = child
+            log.info("service_started", service=name, pid=child.pid, readyz=child.readyz)
 
     def _issue_demo_key(self) -> None:
         from services.gateway.operators import demo_operator, write_demo_key
@@ -92,21 +166,60 @@ class Stack:
         write_demo_key(self.settings, issued.key)
         self.demo_key = issued.key
 
-    def _dead_child(self) -> str | None:
-        return next((name for name, child in self.children.items() if child.poll() is not None), None)
+    def supervise(self, now: float, stopping: Callable[[], bool] = lambda: False) -> None:
+        """One round: note the dead, start again those whose delay has passed, watch readiness."""
+        for child in self.children.values():
+            if stopping():
+                return  # Ctrl-C reaches the children too: their deaths now are no crash
+            if child.process is None:
+                if now >= child.restart_at:
+                    self._restart(child, now)
+                continue
+            code = child.process.poll()
+            if code is None:
+                self._watch_readiness(child, now)
+                continue
+            delay = child.backoff.after_death(now - child.started_at)
+            log.error(
+                "service_died", service=child.name, pid=child.pid, code=code, ran_for=round(now - child.started_at, 1), restart_in=delay
+            )
+            child.process, child.restart_at, child.ready = None, now + delay, None
+        if self.infra is not None and not self.infra_lost and not self.infra.alive():
+            self.infra_lost = True
+            log.error("infrastructure_died", hint="the embedded broker or store exited; restart `selfex up`")
+
+    def _restart(self, child: Child, now: float) -> None:
+        if child.health_port and port_is_open(child.health_port, child.health_host):
+            child.health_port = free_port()  # someone else took it meanwhile
+        child.spawn(now)
+        child.restarts += 1
+        log.warning("service_restarted", service=child.name, pid=child.pid, restarts=child.restarts, readyz=child.readyz)
+
+    def _watch_readiness(self, child: Child, now: float) -> None:
+        if not child.readyz or now - child.readiness_checked_at < READINESS_EVERY_SECONDS:
+            return
+        child.readiness_checked_at = now
+        ready, answer = child.poll_readiness()
+        if ready != child.ready:
+            if ready:
+                log.info("service_ready", service=child.name, pid=child.pid)
+            elif child.ready is not None:
+                log.warning("service_unready", service=child.name, pid=child.pid, answer=answer)
+            child.ready = ready
 
     def stop(self) -> None:
-        for child in self.children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
+        running = [(child.name, child.process) for child in self.children.values() if child.process is not None]
+        for _, process in running:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-        for name, child in self.children.items():
+        for name, process in running:
             try:
-                child.wait(max(0.1, deadline - time.monotonic()))
+                process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.warning("service_killed", service=name)
-                child.kill()
-                child.wait()
+                process.kill()
+                process.wait()
         self.children.clear()
         if self.infra is not None:
             self.infra.stop()
