@@ -1,9 +1,17 @@
-"""The Kafka broker factory, topic creation, publishing, and dead-lettering for every consumer."""
+"""The Kafka broker factory, topic creation, publishing, and dead-lettering for every consumer.
+
+A consumer's failure is one of two kinds (``is_poison``): the message can never succeed
+(undecodable, or breaking its contract) and is parked once on the dead-letter topic, bounded in size
+and sealed; or something else failed (the store, the broker, the network, or a fault of ours) and
+the message is retried with backoff, its offset held, while the consumer says it is not ready.
+"""
 
 import asyncio
-import base64
+import copy
+import hashlib
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -12,32 +20,48 @@ from faststream import BaseMiddleware
 from faststream.kafka import KafkaBroker
 from faststream.message import StreamMessage
 from pydantic import ValidationError
-from pymongo.errors import ConnectionFailure, NetworkTimeout, PyMongoError, ServerSelectionTimeoutError
+from pymongo.errors import PyMongoError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_before_delay, wait_exponential_jitter
 
 from shared import topics
-from shared.events import Event, MessageDeadLettered, MessageDeadLetteredPayload
+from shared.crypto import Sealer
+from shared.events import Event, MessageDeadLettered, MessageDeadLetteredPayload, derived_id
+from shared.health import Readiness
 from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
-# Failures of the infrastructure, not of the message: retry the message rather than park it.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    ConnectionFailure,
-    NetworkTimeout,
-    ServerSelectionTimeoutError,
-    KafkaError,
-    ConnectionError,
-    asyncio.TimeoutError,
-)
-RETRY_BACKOFF_SECONDS = 1.0
+# Failures of the infrastructure, never of the message: every store error (a primary stepping down,
+# a write concern not met, a duplicate key from two deliveries racing: each a retry resolves), every
+# broker error, the network's (ConnectionError, TimeoutError and the rest of OSError), timeouts.
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (PyMongoError, KafkaError, OSError, asyncio.TimeoutError)
+# What a message that can never succeed raises: JSON and UTF-8 that do not decode, a pydantic
+# ValidationError (a broken contract, a version this code does not know), a contract's own ValueError.
+POISON_ERRORS: tuple[type[BaseException], ...] = (ValueError,)
+KEY_CHARS = 200
 
 
-def create_broker(settings: Settings, *, service: str, **options: Any) -> KafkaBroker:
-    """A broker for one service: every consumer dead-letters what it cannot handle.
+def is_poison(error: BaseException) -> bool:
+    """Whether the message that raised ``error`` can never succeed, and so is parked, not retried.
+
+    Only a message that is undecodable or breaks its contract is; an infrastructure error is retried
+    and so is anything unforeseen (a fault of ours can be fixed and the message then succeeds; parking
+    an exclusion would lose it).
+    """
+    if isinstance(error, BaseExceptionGroup):
+        return all(is_poison(inner) for inner in error.exceptions)
+    if isinstance(error, INFRASTRUCTURE_ERRORS):
+        return False
+    return isinstance(error, POISON_ERRORS)
+
+
+def create_broker(settings: Settings, *, service: str, readiness: Readiness | None = None, **options: Any) -> KafkaBroker:
+    """A broker for one service: every consumer parks what can never succeed and retries the rest.
 
     Producer idempotence follows the settings (on for real Kafka, off for Tansu).
     """
-    dead_letters = DeadLetters(settings, consumer=service)
+    dead_letters = DeadLetters(settings, consumer=service, readiness=readiness)
     broker = KafkaBroker(
         settings.kafka,
         client_id=f"selfex-{service}",
@@ -45,12 +69,31 @@ def create_broker(settings: Settings, *, service: str, **options: Any) -> KafkaB
         acks="all",
         graceful_timeout=10.0,
         middlewares=[dead_letters.middleware()],
+        parser=parse_with_readable_headers,
         logger=logging.getLogger("selfex.faststream"),
         log_level=logging.DEBUG,  # a line per message is too much on the hot path
         **options,
     )
     dead_letters.broker = broker
     return broker
+
+
+async def parse_with_readable_headers(message: Any, original: Callable[[Any], Awaitable[StreamMessage[Any]]]) -> StreamMessage[Any]:
+    """FastStream's parser, which decodes every header as UTF-8; a header that is not is read with
+    replacement characters instead of failing the parse (outside any handler, such a failure would
+    let the record, or its whole batch, be committed past unhandled)."""
+    try:
+        return await original(message)
+    except UnicodeDecodeError:
+        records = message if isinstance(message, tuple) else (message,)
+        readable = tuple(_with_readable_headers(record) for record in records)
+        return await original(readable if isinstance(message, tuple) else readable[0])
+
+
+def _with_readable_headers(record: Any) -> Any:
+    readable = copy.copy(record)  # keeps what FastStream attached to it (its consumer)
+    readable.headers = [(name, value.decode(errors="replace").encode()) for name, value in (record.headers or ())]
+    return readable
 
 
 async def ensure_topics(settings: Settings, names: tuple[str, ...] = topics.ALL) -> None:
@@ -86,78 +129,182 @@ async def publish(broker: KafkaBroker, settings: Settings, event: Event) -> None
 
 
 class DeadLetters:
-    """Parks what a consumer cannot handle on the dead-letter topic, with the reason and the bytes."""
+    """Parks what a consumer can never handle on the dead-letter topic, and retries what it can.
 
-    def __init__(self, settings: Settings, consumer: str, broker: KafkaBroker | None = None) -> None:
+    A dead letter keeps the reason (bounded), where the message was, the SHA-256 and size of its
+    bytes, and their start up to ``dead_letter_max_original_bytes`` sealed with the deployment's key:
+    it is always small enough to publish and shows nothing personal in clear.
+    """
+
+    def __init__(
+        self, settings: Settings, consumer: str, broker: KafkaBroker | None = None, readiness: Readiness | None = None
+    ) -> None:
         self.broker = broker
         self.settings = settings
         self.consumer = consumer
+        self.readiness = readiness or Readiness()
+        self.sealer = Sealer.from_settings(settings)
+        self._failing: dict[str, set[int | None]] = {}  # topic -> partitions whose message is being retried
 
     async def park(self, message: StreamMessage[Any], error: BaseException) -> None:
         """Park a message; a batch's records are parked one by one."""
-        records = message.raw_message if isinstance(message.raw_message, tuple) else (message.raw_message,)
-        for record in records:
+        for record in _records(message.raw_message):
             await self.park_record(record, error)
 
     async def park_record(self, record: Any, error: BaseException) -> None:
-        """Park one Kafka record, e.g. the one bad record of a batch whose others were handled."""
-        key = getattr(record, "key", None)
-        event = MessageDeadLettered(
-            source=self.consumer,
-            payload=MessageDeadLetteredPayload(
-                topic=getattr(record, "topic", "?"),
-                partition=getattr(record, "partition", None),
-                offset=getattr(record, "offset", None),
-                key=key.decode(errors="replace") if isinstance(key, bytes) else None,
-                consumer=self.consumer,
-                error=describe(error),
-                original=base64.b64encode(getattr(record, "value", None) or b"").decode(),
-            ),
-        )
+        """Park one Kafka record, e.g. the one bad record of a batch whose others were handled.
+
+        An error that is not the message's fault is raised again instead: the batch is retried,
+        never a message that matters parked as poison.
+        """
+        if not is_poison(error):
+            raise error
+        event = self.dead_letter(record, error)
         await publish(self.broker, self.settings, event)
         log.warning(
             "message_dead_lettered",
             topic=event.payload.topic,
             partition=event.payload.partition,
             offset=event.payload.offset,
+            size=event.payload.original_size,
             error=event.payload.error,
             dead_letter_id=str(event.id),
         )
 
-    def middleware(self):
-        """A FastStream middleware: park the message on a non-transient error, retry otherwise."""
+    def dead_letter(self, record: Any, error: BaseException) -> MessageDeadLettered:
+        """The dead letter of ``record``: its id derives from the record's position, so parking it again is the same event."""
+        key, original = getattr(record, "key", None), getattr(record, "value", None) or b""
+        bound = self.settings.dead_letter_max_original_bytes
+        payload = MessageDeadLetteredPayload(
+            topic=getattr(record, "topic", "?"),
+            partition=getattr(record, "partition", None),
+            offset=getattr(record, "offset", None),
+            key=key.decode(errors="replace")[:KEY_CHARS] if isinstance(key, bytes) else None,
+            consumer=self.consumer,
+            error=describe(error, self.settings.dead_letter_max_error_chars),
+            original_sha256=hashlib.sha256(original).hexdigest(),
+            original_size=len(original),
+            original_truncated=len(original) > bound,
+        )
+        sealed = self.sealer.seal(original[:bound], payload.sealing_context())
+        position = f"{self.consumer}/{payload.topic}/{payload.partition}/{payload.offset}"
+        return MessageDeadLettered(
+            id=derived_id(position, "dead_lettered"),
+            source=self.consumer,
+            payload=payload.model_copy(update={"sealed_original": sealed}),
+        )
+
+    def open_original(self, dead_letter: MessageDeadLettered) -> bytes:
+        """The original bytes a dead letter sealed (only their start if ``original_truncated``)."""
+        payload = dead_letter.payload
+        if payload.sealed_original is None:
+            import base64
+
+            return base64.b64decode(payload.original or "")
+        return self.sealer.open(payload.sealed_original, payload.sealing_context())
+
+    async def retrying(self, attempt: Callable[[], Awaitable[T]], records: tuple[Any, ...]) -> T:
+        """``attempt()`` until it succeeds or fails for good (a poison error), backing off
+        exponentially with jitter between failures, for one round of ``consumer_retry_round_seconds``.
+
+        While it fails, the consumer of the records' topic is not ready; when it succeeds, it is again.
+        """
+        settings = self.settings
+
+        def failed(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            self._failing_now(records, error)
+            log.warning(
+                "consumer_retrying",
+                error=type(error).__name__,
+                detail=str(error)[:200],
+                attempt=state.attempt_number,
+                retry_in=round(state.upcoming_sleep, 2),
+            )
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(lambda error: isinstance(error, Exception) and not is_poison(error)),
+            wait=wait_exponential_jitter(
+                multiplier=settings.consumer_retry_first_seconds,
+                max=settings.consumer_retry_longest_seconds,
+                jitter=settings.consumer_retry_first_seconds,
+            ),
+            stop=stop_before_delay(settings.consumer_retry_round_seconds),
+            before_sleep=failed,
+            reraise=True,
+        )
+        async def call() -> T:  # a coroutine function: tenacity would not await what a plain lambda returns
+            return await attempt()
+
+        try:
+            result = await retrying(call)
+        except Exception as error:
+            if not is_poison(error):
+                self._failing_now(records, error)
+            raise
+        return result
+
+    def succeeded(self, records: tuple[Any, ...]) -> None:
+        for topic, partition in _positions(records):
+            failing = self._failing.get(topic)
+            if failing is None:
+                continue
+            failing.discard(partition)
+            if not failing:
+                del self._failing[topic]
+                self.readiness.ready(f"consumer:{topic}")
+
+    def _failing_now(self, records: tuple[Any, ...], error: BaseException | None) -> None:
+        for topic, partition in _positions(records):
+            self._failing.setdefault(topic, set()).add(partition)
+            self.readiness.not_ready(f"consumer:{topic}", f"retrying_after_{type(error).__name__}")
+
+    def middleware(self) -> type[BaseMiddleware]:
+        """A FastStream middleware: retry what failed for the infrastructure's sake, park what never can succeed.
+
+        Retries happen here, around the handler, so the message's offset is held for the whole round;
+        after a round the error goes on to FastStream, which (``AckPolicy.NACK_ON_ERROR``) seeks the
+        partition back to it, so it is fetched and retried again. A dead letter that cannot be
+        published is retried the same way: the message is never committed past before it is parked.
+        """
         dead_letters = self
 
         class DeadLetterMiddleware(BaseMiddleware):
             async def consume_scope(self, call_next, msg: StreamMessage[Any]) -> Any:
-                record = msg.raw_message
+                records = _records(msg.raw_message)
+                first = records[0] if records else None
                 structlog.contextvars.bind_contextvars(
-                    topic=getattr(record, "topic", None),
-                    offset=getattr(record, "offset", None),
+                    topic=getattr(first, "topic", None),
+                    offset=getattr(first, "offset", None),
                     correlation_id=msg.correlation_id,
                 )
                 try:
-                    return await call_next(msg)
-                except TRANSIENT_ERRORS:
-                    log.exception("transient_failure_will_retry")
-                    await asyncio.sleep(RETRY_BACKOFF_SECONDS)
-                    raise
-                except PyMongoError as exc:
-                    if getattr(exc, "code", None) is None and exc.has_error_label("RetryableWriteError"):
-                        await asyncio.sleep(RETRY_BACKOFF_SECONDS)
-                        raise
-                    await dead_letters.park(msg, exc)
-                except Exception as exc:  # noqa: BLE001 — a bad message must never stall a partition
-                    await dead_letters.park(msg, exc)
+                    try:
+                        result = await dead_letters.retrying(lambda: call_next(msg), records)
+                    except Exception as error:
+                        if not is_poison(error):
+                            log.warning("consumer_retry_round_over", error=type(error).__name__)
+                            raise
+                        await dead_letters.retrying(lambda: dead_letters.park(msg, error), records)
+                        result = None
+                    dead_letters.succeeded(records)
+                    return result
                 finally:
                     structlog.contextvars.unbind_contextvars("topic", "offset", "correlation_id", "event_id")
-                return None
 
         return DeadLetterMiddleware
 
 
-def describe(error: BaseException) -> str:
-    """The reason a message was refused, without the input: it may hold raw personal data."""
+def _records(raw: Any) -> tuple[Any, ...]:
+    return tuple(raw) if isinstance(raw, (tuple, list)) else (raw,)
+
+
+def _positions(records: tuple[Any, ...]) -> set[tuple[str, int | None]]:
+    return {(getattr(r, "topic", "?"), getattr(r, "partition", None)) for r in records}
+
+
+def describe(error: BaseException, limit: int = 2000) -> str:
+    """The reason a message was refused, without the input (it may hold raw personal data), at most ``limit`` characters."""
     if isinstance(error, ValidationError):
         problems = "; ".join(
             f"{'.'.join(str(part) for part in e['loc']) or 'message'}: {e['msg']}"
@@ -166,4 +313,4 @@ def describe(error: BaseException) -> str:
         text = f"ValidationError: {problems}"
     else:
         text = f"{type(error).__name__}: {error}"
-    return text if len(text) <= 2000 else text[:2000] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"

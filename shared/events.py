@@ -10,7 +10,7 @@ from datetime import date, datetime, timezone
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, Self, Union
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from shared import topics
 from shared.identity import Hasher, Identity
@@ -106,9 +106,14 @@ class Outcome(StrEnum):
 
 
 class Event(Contract):
-    """The envelope: identity of the message, where it came from, and what caused it."""
+    """The envelope: identity of the message, where it came from, and what caused it.
+
+    ``versions`` are the contract versions this code can read; a message of another version is
+    refused (and so dead-lettered), never read as if it were one it knows.
+    """
 
     topic: ClassVar[str]
+    versions: ClassVar[frozenset[int] | None] = frozenset({1})  # None: any (the bare envelope)
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4)
     type: str
@@ -120,6 +125,14 @@ class Event(Contract):
     subject: str | None = Field(default=None, description="pseudonymous person key")
     operator_id: str | None = None
     payload: Any
+
+    @field_validator("version")
+    @classmethod
+    def _a_version_this_code_knows(cls, version: int, info: ValidationInfo) -> int:
+        if cls.versions is not None and version not in cls.versions:
+            known = ", ".join(str(v) for v in sorted(cls.versions))
+            raise ValueError(f"version {version} of {info.data.get('type', cls.__name__)} is unknown here (known: {known})")
+        return version
 
     @classmethod
     def caused_by(cls, cause: "Event", *, source: str, name: str | None = None, **fields: Any) -> Self:
@@ -145,6 +158,7 @@ class Event(Contract):
 class Envelope(Event):
     """Any event, payload unparsed: what audit reads when it meets a type it does not know."""
 
+    versions: ClassVar[frozenset[int] | None] = None
     payload: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -614,29 +628,53 @@ class RequestHandled(Event):
 
 
 class MessageDeadLetteredPayload(Contract):
+    """Where the refused message was, why, and what it was: a digest in clear, the bytes sealed.
+
+    Version 2: the original's bytes, up to the parking consumer's bound, are sealed (AES-GCM, key id
+    kept) in ``sealed_original``, so no raw personal data sits in clear on the dead-letter topic and
+    the dead letter stays small whatever the original's size. Version 1 carried them in clear
+    (``original``, base64); it is still read.
+    """
+
     topic: str
     partition: int | None = None
     offset: int | None = None
-    key: str | None = None
+    key: str | None = Field(default=None, description="the record's key, cut to its first 200 characters")
     consumer: str
-    error: str
-    original: str = Field(description="the original bytes, base64")
+    error: str = Field(description="the reason, bounded; never quotes the input")
+    original: str | None = Field(default=None, description="version 1 only: the original bytes, base64")
+    original_sha256: str | None = Field(default=None, description="hex SHA-256 of the whole original")
+    original_size: int | None = Field(default=None, ge=0, description="bytes in the whole original")
+    sealed_original: str | None = Field(default=None, description="the original, up to the bound, sealed (Sealer)")
+    original_truncated: bool = Field(default=False, description="the sealed bytes are only the original's start")
+
+    def sealing_context(self) -> str:
+        """What the sealed original is bound to: it opens only as the original of this position."""
+        return f"dead-letter/{self.topic}/{self.partition}/{self.offset}"
+
+    def digest(self) -> str:
+        """``sha256:<hex>`` of the whole original, whichever version carried it."""
+        if self.original_sha256 is not None:
+            return f"sha256:{self.original_sha256}"
+        import hashlib
+
+        return "sha256:" + hashlib.sha256(base64.b64decode(self.original or "")).hexdigest()
 
 
 class MessageDeadLettered(Event):
     """A consumer could not handle a message; here it is, with the reason, to be looked at."""
 
     topic: ClassVar[str] = topics.DEAD_LETTER
+    versions: ClassVar[frozenset[int] | None] = frozenset({1, 2})
     type: Literal["message.dead_lettered"] = "message.dead_lettered"
+    version: int = 2
     payload: MessageDeadLetteredPayload
 
     def redacted(self, hasher: Hasher) -> dict[str, Any]:
         # The original bytes may hold raw personal data: the audit log keeps only their digest.
-        import hashlib
-
         data = self.model_dump(mode="json")
-        original = base64.b64decode(self.payload.original)
-        data["payload"]["original"] = "sha256:" + hashlib.sha256(original).hexdigest()
+        data["payload"]["original"] = self.payload.digest()
+        data["payload"].pop("sealed_original", None)
         return data
 
 

@@ -39,7 +39,7 @@ class Service:
 
     def __post_init__(self) -> None:
         configure_logging(self.settings.log_level, self.settings.log_format, service=self.name)
-        self.broker = create_broker(self.settings, service=self.name)
+        self.broker = create_broker(self.settings, service=self.name, readiness=self.readiness)
         self.log = structlog.get_logger(self.name)
 
     def subscriber(self, *topics: str, **options: Any):

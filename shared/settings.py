@@ -54,6 +54,17 @@ class Settings(BaseSettings):
     # How long an accepted key is trusted without asking the store again (a revocation's delay).
     gateway_key_cache_seconds: float = Field(default=5.0, ge=0)
 
+    # Dead letters stay small and hold nothing personal in clear: the original's first bytes up to
+    # this bound are kept sealed (the whole is digested), the reason is cut to this many characters.
+    dead_letter_max_original_bytes: int = Field(default=64 * 1024, ge=0)
+    dead_letter_max_error_chars: int = Field(default=2000, ge=100)
+    # A consumer retries a message that failed for the infrastructure's sake (store or broker away)
+    # with exponential backoff and jitter, holding its offset; after a round of retries the message
+    # is fetched again (a consumer stuck longer than the poll interval would be dropped from its group).
+    consumer_retry_first_seconds: float = Field(default=0.1, gt=0)
+    consumer_retry_longest_seconds: float = Field(default=10.0, gt=0)
+    consumer_retry_round_seconds: float = Field(default=60.0, gt=0)
+
     # A consumer's readiness endpoint (GET /readyz, /healthz) on a port of its own; 0 serves none.
     health_host: str = "127.0.0.1"
     health_port: int = Field(default=0, ge=0, le=65535)

@@ -7,8 +7,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import RecordMetadata
 
-from shared.events import Event
+from shared.broker import DeadLetters
+from shared.events import Event, MessageDeadLettered
+from shared.infra import free_port
 from shared.settings import Settings
 
 T = TypeVar("T")
@@ -62,6 +65,21 @@ class TopicReader:
                 continue
         return out
 
+    async def read_to_end(self) -> list[dict]:
+        """Every message the topic holds now (up to its end offsets as they stand at the call)."""
+        partitions = list(self.consumer.assignment())
+        ends = await self.consumer.end_offsets(partitions)
+
+        async def caught_up():
+            await self._drain()
+            for partition, end in ends.items():
+                if await self.consumer.position(partition) < end:
+                    return None
+            return True
+
+        await eventually(caught_up, what=f"reading {self.topic} to its end")
+        return self.messages()
+
     async def wait_for(self, predicate: Callable[[dict], bool], *, count: int = 1, timeout: float = 30.0) -> list[dict]:
         async def probe():
             await self._drain()
@@ -92,5 +110,70 @@ class Publisher:
             self.settings.topic(event.topic), event.model_dump_json().encode(), key=event.key()
         )
 
-    async def raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
-        await self.producer.send_and_wait(self.settings.topic(topic), value, key=key)
+    async def raw(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: list[tuple[str, bytes]] | None = None
+    ) -> RecordMetadata:
+        return await self.producer.send_and_wait(self.settings.topic(topic), value, key=key, headers=headers)
+
+
+def dead_letter_original(settings: Settings, message: dict) -> bytes:
+    """The original bytes a dead letter (as read from the topic) holds sealed."""
+    return DeadLetters(settings, consumer="test").open_original(MessageDeadLettered.model_validate(message))
+
+
+async def committed_offset(settings: Settings, group: str, topic: str, partition: int) -> int | None:
+    """Where ``group`` has committed on one partition (None: nothing yet), asked without joining the group."""
+    reader = AIOKafkaConsumer(bootstrap_servers=settings.kafka, group_id=group, enable_auto_commit=False)
+    await reader.start()
+    try:
+        return await reader.committed(TopicPartition(settings.topic(topic), partition))
+    finally:
+        await reader.stop()
+
+
+class TcpProxy:
+    """A TCP proxy on a free port to ``target``: a test cuts it to take a server away for real, and may resume it."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit("//", 1)[-1].split("/", 1)[0].split("?", 1)[0].rsplit(":", 1)
+        self.target = (host, int(port))
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> "TcpProxy":
+        await self.resume()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.cut()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        self._writers += [writer, upstream_writer]
+
+        async def copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(copy(reader, upstream_writer), copy(upstream_reader, writer))
+
+    async def cut(self) -> None:
+        """Refuse new connections and drop the open ones."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in self._writers:
+            writer.close()
+        self._writers.clear()
+
+    async def resume(self) -> None:
+        """Accept connections again, on the same port."""
+        if self._server is None:
+            self._server = await asyncio.start_server(self._pipe, "127.0.0.1", self.port, reuse_address=True)

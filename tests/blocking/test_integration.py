@@ -1,7 +1,6 @@
 """Blocking on the real broker and store: decisions for every kind of event and scope, circumvention,
 enforcement pushed when an exclusion starts and ends, redelivery, poison, and the view after a restart."""
 
-import base64
 import json
 from datetime import date, timedelta
 
@@ -27,7 +26,7 @@ from shared.events import (
 )
 from shared.identity import Hasher, Identity, uid_from_personnummer
 from tests.blocking.conftest import T0, Blocking, Clock
-from tests.support import Publisher, TopicReader, eventually
+from tests.support import Publisher, TopicReader, dead_letter_original, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -240,7 +239,7 @@ async def test_poison_events_are_dead_lettered_one_by_one_and_the_batch_is_still
     decided = await blocking.decisions.wait_for(lambda m: m["causation_id"] in {str(good.id), str(after.id)}, count=2)
 
     assert {d["payload"]["outcome"] for d in decided} == {"ALLOW"}
-    assert {base64.b64decode(m["payload"]["original"]) for m in parked} == {NOT_JSON, NO_IDENTITY, bad_mobile.model_dump_json().encode()}
+    assert {dead_letter_original(blocking.settings, m) for m in parked} == {NOT_JSON, NO_IDENTITY, bad_mobile.model_dump_json().encode()}
     assert len({m["payload"]["offset"] for m in parked}) == 3, "each record is parked on its own"
     assert all(m["payload"]["error"] and m["payload"]["consumer"] == "blocking" for m in parked)
     assert not [d for d in blocking.decisions.messages() if d["causation_id"] == str(bad_mobile.id)]

@@ -3,7 +3,6 @@ never shortened, exactly one effect and one event per command however often it i
 event out exactly once after a crash between the write and the publish, and refusals parked with why.
 """
 
-import base64
 import json
 from collections import Counter
 from datetime import datetime, timedelta
@@ -16,7 +15,7 @@ from shared import topics
 from shared.events import Channel, Event
 from shared.identity import Identity
 from tests.registration.harness import START, ManualClock, failed, lift, person, registration, request, verified
-from tests.support import Publisher, TopicReader, eventually
+from tests.support import Publisher, TopicReader, dead_letter_original, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -247,7 +246,7 @@ async def test_a_request_the_policy_refuses_or_a_lift_of_nothing_is_dead_lettere
             await reg.send(command)
         parked = await dead_letters.wait_for(lambda m: m["payload"]["consumer"] == "registration", count=len(refused))
 
-        errors = {json.loads(base64.b64decode(m["payload"]["original"]))["id"]: m["payload"]["error"] for m in parked}
+        errors = {json.loads(dead_letter_original(settings, m))["id"]: m["payload"]["error"] for m in parked}
         assert errors[str(refused[0].id)] == "RequestRefusedError: no policy for jurisdiction 'FR'; known: AU, DE, DK, NL, SE, UK"
         assert errors[str(refused[1].id)].startswith("RequestRefusedError: duration '+30d' is not allowed in UK")
         assert errors[str(refused[2].id)] == "RequestRefusedError: 6 support persons named; AU allows 5"

@@ -81,7 +81,8 @@ PAYLOADS: dict[str, dict] = {
     "enforcement.commanded": {"account_id": "acc-1", "action": "end_sessions", "exclusion_id": EXCLUSION_ID},
     "message.dead_lettered": {
         "topic": "selfex.exclusion.commands", "partition": 0, "offset": 7, "key": "k", "consumer": "registration",
-        "error": "ValueError: bad", "original": base64.b64encode(b"not json {").decode(),
+        "error": "ValueError: bad", "original_sha256": hashlib.sha256(b"not json {").hexdigest(), "original_size": 10,
+        "sealed_original": "e1:c2VhbGVk", "original_truncated": False,
     },
     "gateway.request_handled": {
         "request_id": "8c0e7a52-4f2d-4c55-9a0e-0d6f2b1c3a4e", "method": "POST", "route": "/", "api": "gamstop",
@@ -195,21 +196,53 @@ def test_events_without_raw_identity_are_redacted_as_they_are(type_name):
     assert event.redacted(HASHER) == event.model_dump(mode="json")
 
 
-def test_a_redacted_dead_letter_keeps_a_sha256_digest_instead_of_the_original_bytes():
+def test_a_redacted_dead_letter_keeps_a_sha256_digest_and_not_even_the_sealed_original():
     event = sample("message.dead_lettered")
 
     redacted = event.redacted(HASHER)
 
-    assert re.fullmatch(r"sha256:[0-9a-f]{64}", redacted["payload"]["original"])
-    assert event.payload.original not in json.dumps(redacted)
-    original_bytes = base64.b64decode(event.payload.original)
-    assert redacted["payload"]["original"] == "sha256:" + hashlib.sha256(original_bytes).hexdigest()
-    assert redacted["payload"]["original"] == sample("message.dead_lettered").redacted(HASHER)["payload"]["original"]
-    other = event.model_copy(update={"payload": event.payload.model_copy(update={"original": "b3RoZXI="})})
-    assert other.redacted(HASHER)["payload"]["original"] != redacted["payload"]["original"]
+    assert redacted["payload"]["original"] == "sha256:" + hashlib.sha256(b"not json {").hexdigest()
+    assert "sealed_original" not in redacted["payload"]
+    assert event.payload.sealed_original not in json.dumps(redacted)
     assert {k: v for k, v in redacted.items() if k != "payload"} == {
         k: v for k, v in event.model_dump(mode="json").items() if k != "payload"
     }
+
+
+def test_a_version_1_dead_letter_with_the_original_in_clear_is_still_read_and_redacted_to_its_digest():
+    data = json.loads(sample("message.dead_lettered").model_dump_json())
+    data["version"] = 1
+    data["payload"] = {k: data["payload"][k] for k in ("topic", "partition", "offset", "key", "consumer", "error")}
+    data["payload"]["original"] = base64.b64encode(b"not json {").decode()
+
+    event = parse_event(data)
+
+    assert (type(event), event.version) == (MessageDeadLettered, 1)
+    redacted = event.redacted(HASHER)
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", redacted["payload"]["original"])
+    assert redacted["payload"]["original"] == "sha256:" + hashlib.sha256(b"not json {").hexdigest()
+    assert data["payload"]["original"] not in json.dumps(redacted)
+
+
+def test_a_new_dead_letter_is_version_2():
+    assert sample("message.dead_lettered").version == 2
+
+
+@pytest.mark.parametrize("type_name", sorted(EVENT_TYPES))
+def test_a_message_of_a_version_its_contract_does_not_know_is_refused_not_read_as_version_1(type_name):
+    data = json.loads(sample(type_name).model_dump_json())
+    data["version"] = 99
+
+    with pytest.raises(pydantic.ValidationError) as refused:
+        parse_event(data)
+
+    assert "version 99" in describe(refused.value)
+
+
+def test_a_contract_knows_version_1_unless_it_says_otherwise_and_the_bare_envelope_takes_any():
+    assert RequestExclusion.versions == frozenset({1})
+    assert MessageDeadLettered.versions == frozenset({1, 2})
+    assert parse_event({"type": "exclusion.reinstated", "version": 7, "payload": {}}).version == 7
 
 
 def test_a_dead_letter_for_a_refused_contract_does_not_quote_the_raw_input_in_its_error():
