@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self, Union
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from shared import topics
-from shared.identity import Hasher, Identity
+from shared.identity import Hasher, IdentifierKind, Identity, IdentityError
 
 EVENT_NAMESPACE = uuid.UUID("5e1f0e8c-6b1d-4a8e-9d63-3c51d0c0f3a7")
 
@@ -221,12 +221,33 @@ class ExclusionRequestedPayload(Contract):
         return Channel.OPERATOR if self.attested else Channel.PORTAL
 
 
+# The kind of identifier that keys a person's commands, strongest first (the registers' match order).
+PERSON_KEY_KINDS = (IdentifierKind.NATIONAL_ID, IdentifierKind.NAME_DOB_POSTCODE, IdentifierKind.EMAIL, IdentifierKind.MOBILE)
+
+
+def person_key(hasher: Hasher, identity: Identity, region: str = "GB") -> str | None:
+    """The keyed hash of the identity's strongest personal identifier; None if it names nobody usable.
+
+    Whichever path builds a command for a person (ChipOut, native, portal), it gets this key, so
+    one person's commands share a partition and one registration replica applies them in order.
+    """
+    try:
+        identifiers = hasher.identifiers(identity, region)
+    except IdentityError:
+        return None
+    return next((identifiers[kind] for kind in PERSON_KEY_KINDS if kind in identifiers), None)
+
+
 class RequestExclusion(Event):
     """A person, or an operator or third party on their behalf, asks for an exclusion."""
 
     topic: ClassVar[str] = topics.EXCLUSION_COMMANDS
     type: Literal["exclusion.request"] = "exclusion.request"
     payload: ExclusionRequestedPayload
+
+    def for_person(self, hasher: Hasher, region: str = "GB") -> Self:
+        """This request keyed (``subject``) by its person's strongest identifier hash, never raw data."""
+        return self.model_copy(update={"subject": person_key(hasher, self.payload.identity, region)})
 
     def redacted(self, hasher: Hasher) -> dict[str, Any]:
         data = _redact_identity(self, hasher)
@@ -247,6 +268,11 @@ class RequestLift(Event):
     topic: ClassVar[str] = topics.EXCLUSION_COMMANDS
     type: Literal["exclusion.lift_request"] = "exclusion.lift_request"
     payload: LiftRequestedPayload
+
+    def for_person(self, hasher: Hasher, region: str = "GB", *, identity: Identity | None = None) -> Self:
+        """Keyed like the person's requests: by the person it names, or ``identity`` when it names the exclusion only."""
+        identity = identity or self.payload.identity
+        return self.model_copy(update={"subject": person_key(hasher, identity, region)}) if identity else self
 
     def redacted(self, hasher: Hasher) -> dict[str, Any]:
         return _redact_identity(self, hasher) if self.payload.identity else self.model_dump(mode="json")

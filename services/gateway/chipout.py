@@ -94,6 +94,7 @@ async def exclude_customer(request: Request) -> Response:
     the_gateway = gateway(request)
     payload = exclusion_requested(body, the_gateway.policies[JURISDICTION], the_gateway.clock().year)
     command = RequestExclusion(source="gateway", operator_id=operator.id, payload=payload)
+    command = command.for_person(the_gateway.hasher, the_gateway.policies[JURISDICTION].mobile_region)
     written = await the_gateway.published_and_read(command)
     if written is None:
         note(request).outcome = "processing"

@@ -115,7 +115,7 @@ async def create_exclusion(body: ExclusionCreate, operator: Excluder, request: R
             gender=body.gender,
             locale=body.locale,
         ),
-    )
+    ).for_person(the_gateway.hasher, policy.mobile_region)
     return await _written(request, command, status=201)
 
 
@@ -148,7 +148,7 @@ async def extend_exclusion(body: ExclusionExtend, operator: Excluder, request: R
             attested=True,
             channel=Channel.OPERATOR,
         ),
-    )
+    ).for_person(the_gateway.hasher, policy.mobile_region)
     return await _written(request, command, status=200, known_id=exclusion_id)
 
 
@@ -165,8 +165,9 @@ async def extend_exclusion(body: ExclusionExtend, operator: Excluder, request: R
 )
 async def lift_exclusion(body: LiftRequest, operator: Excluder, request: Request, exclusion_id: Annotated[str, EXCLUSION_ID]) -> JSONResponse:
     the_gateway = gateway(request)
-    await _persons_running_exclusion(the_gateway, exclusion_id, body.identity)
+    document = await _persons_running_exclusion(the_gateway, exclusion_id, body.identity)
     command = RequestLift(source="gateway", operator_id=operator.id, payload=LiftRequestedPayload(exclusion_id=uuid.UUID(exclusion_id)))
+    command = command.for_person(the_gateway.hasher, _policy(the_gateway, document["jurisdiction"]).mobile_region, identity=body.identity.identity())
     written = await the_gateway.published_and_read(command, known_id=exclusion_id)
     if written is None:
         return _processing(request, command.id)

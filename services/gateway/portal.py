@@ -199,7 +199,7 @@ async def request_exclusion(request: Request) -> JSONResponse:
             verify_by=verify_by,
             locale=form.locale,
         ),
-    )
+    ).for_person(state.hasher, policy.mobile_region)
     await state.publish(command)
     log.info("portal_exclusion_requested", request_id=str(command.id), jurisdiction=policy.jurisdiction)
     exclusion = await _within_bound(lambda: state.db["exclusions"].find_one({"request_ids": {"$in": [str(command.id)]}}, {"state": 1}))

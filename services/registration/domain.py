@@ -157,6 +157,14 @@ def person_identifiers(identifiers: dict[IdentifierKind, str]) -> list[str]:
     return personal
 
 
+def primary_identifier(identifiers: list[str]) -> str:
+    """The strongest of a person's identifier hashes (what their commands are keyed by, see ``person_key``)."""
+    for kind in MATCH_PRIORITY:
+        if found := sorted(h for h in identifiers if h.startswith(f"{kind}:")):
+            return found[0]
+    raise IdentityRequiredError("the request carries no national id, name with date of birth, e-mail or mobile")
+
+
 def best_match(candidates: dict[str, list[str]], identifiers: list[str]) -> str | None:
     """Of the persons some identifier matched, the one the strongest kind of identifier matched."""
     wanted = set(identifiers)

@@ -5,6 +5,7 @@ decide (domain, transitions) → one conditional write holding the events → pu
 that loses a race is read again and decided again.
 """
 
+import asyncio
 import uuid
 from datetime import datetime
 
@@ -19,14 +20,24 @@ from shared.service import Clock
 from services.registration import domain, transitions
 from services.registration.domain import NothingToLiftError, RequestRefusedError, Sealed, UnknownExclusionError
 from services.registration.outbox import Outbox, entries
-from services.registration.repository import MongoExclusions, Stored
+from services.registration.repository import AlreadyRunningError, MongoExclusions, Stored
 from services.registration.transitions import Transition
 
 MAX_ATTEMPTS = 10
+FIRST_PAUSE_SECONDS = 0.02  # before looking again for an exclusion another request is storing
+LAST_PAUSE_SECONDS = 0.5
 
 
-class ConflictError(RuntimeError):
-    """An exclusion kept changing under a write: too much contention for one request."""
+class ConflictError(TimeoutError):
+    """An exclusion kept changing under a write: too much contention for one request now.
+
+    A timeout, so the command is retried later (its offset held), never dead-lettered: an
+    exclusion request must not be lost to contention.
+    """
+
+
+class InFlightError(ConflictError):
+    """Another request for the person claimed their identifiers and has not stored its exclusion yet."""
 
 
 class Registrar:
@@ -62,23 +73,30 @@ class Registrar:
             raise
         identifiers = domain.person_identifiers(self.hasher.identifiers(payload.identity, policy.mobile_region))
         person_id, known = await self.exclusions.match_person(identifiers)
-        person_id = person_id or str(derived_id(request.id, "person"))
+        # A new person's id derives from their strongest identifier: two first requests racing agree on it.
+        person_id = person_id or str(derived_id(domain.primary_identifier(identifiers), "person"))
         contacts = self._sealed_contacts(request, person_id, policy)
         await self.exclusions.save_person(
             person_id, identifiers, payload.year_of_birth, payload.gender, contacts=contacts, locale=payload.locale
         )
         identifiers = sorted(set(known) | set(identifiers))
-        for _ in range(MAX_ATTEMPTS):
+        for attempt in range(MAX_ATTEMPTS):
             now = self.clock()
             running = await self.exclusions.running_for(person_id)
             if running is None:
-                await self._open(request, policy, terms, person_id, identifiers, now)
-                return
+                try:
+                    await self._open(request, policy, terms, person_id, identifiers, now)
+                    return
+                except AlreadyRunningError as exc:  # another request won the race: extend what it stored
+                    running = await self.exclusions.load(exc.exclusion_id)
+                    if running is None or not running.exclusion.running:
+                        await asyncio.sleep(min(FIRST_PAUSE_SECONDS * 2**attempt, LAST_PAUSE_SECONDS))
+                        continue
             sealed = self._sealed(request, running.id)
             extension = transitions.extend(running.exclusion, request, terms, policy, now, identifiers=identifiers, sealed=sealed)
             if await self._write(running, extension):
                 return
-        raise ConflictError(f"exclusion of person {person_id} kept changing")
+        raise InFlightError(f"exclusion of person {person_id} kept changing, or another request's is not stored yet")
 
     async def _open(
         self, request: RequestExclusion, policy: Policy, terms: Terms, person_id: str, identifiers: list[str], now: datetime

@@ -6,11 +6,17 @@ was read (``revision``, with ``version`` and ``state``): a transition and the ev
 MongoDB and the embedded nx-27017 store do right: inserts and whole-document replaces for anything
 holding dates (nx-27017 turns a ``$set`` date into a string), ``$in`` for array membership,
 ``$pull``/``$inc``/``$addToSet`` on plain values, and ``$set`` only of strings, numbers and None.
+
+At most one exclusion runs per identifier, whatever races: ``running_exclusions`` holds one
+document per identifier hash (its ``_id``, so the store's own unique key is the guard) naming the
+exclusion that runs for it. A new exclusion claims every identifier before it is stored and the
+claims go when it ends; a claim left by a crash is taken over once its exclusion has ended, or
+when it never came to be stored (a partial unique index would say the same, but nx-27017 has none).
 """
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
@@ -18,6 +24,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.registration.domain import RUNNING_STATES, Exclusion, best_match
+from shared.events import FINAL_STATES
 
 INDEXES = {
     "persons": [IndexModel([("identifiers", ASCENDING)])],
@@ -30,9 +37,22 @@ INDEXES = {
         IndexModel([("next_transition_at", ASCENDING)]),
         IndexModel([("outbox_at", ASCENDING)]),
     ],
+    "running_exclusions": [IndexModel([("exclusion_id", ASCENDING)])],  # _id: the identifier hash
 }
 
 UNCLAIMED = 0.0
+# A claim whose exclusion was never stored after this long was left by a crash (its own request,
+# redelivered, finds it its own well before: the exclusion id derives from the request).
+CLAIM_ABANDONED_AFTER = timedelta(minutes=5)
+FINAL_STATE_VALUES = frozenset(state.value for state in FINAL_STATES)
+
+
+class AlreadyRunningError(Exception):
+    """Another exclusion already runs for one of the new exclusion's identifiers."""
+
+    def __init__(self, exclusion_id: str) -> None:
+        super().__init__(f"exclusion {exclusion_id} already runs for this person")
+        self.exclusion_id = exclusion_id
 
 
 @dataclass(frozen=True)
@@ -60,6 +80,10 @@ class MongoExclusions:
     @property
     def _exclusions(self):
         return self._database["exclusions"]
+
+    @property
+    def _running(self):
+        return self._database["running_exclusions"]
 
     # --- persons ------------------------------------------------------------------------------
 
@@ -138,7 +162,13 @@ class MongoExclusions:
         return _exclusion(existing) if existing else exclusion
 
     async def insert(self, exclusion: Exclusion, outbox: list[str], *, at: datetime) -> bool:
-        """Store a new exclusion with its events; False if its request already made it."""
+        """Store a new exclusion with its events; False if its request already made it.
+
+        A running one first claims its identifiers: ``AlreadyRunningError`` names the exclusion
+        that runs for one of them, and nothing is stored.
+        """
+        if exclusion.running:
+            await self._claim(exclusion, at)
         document = {
             **_document(exclusion),
             "revision": 1,
@@ -168,7 +198,59 @@ class MongoExclusions:
             "claim_until": UNCLAIMED,
         }
         result = await self._exclusions.replace_one(condition, document)
-        return result.matched_count == 1
+        if result.matched_count != 1:
+            return False
+        if not after.running:
+            await self._running.delete_many({"exclusion_id": str(after.id)})
+        elif added := sorted(set(after.identifiers) - set(before.exclusion.identifiers)):
+            for identifier in added:  # an extension's new identifiers, unless another exclusion runs for one
+                try:
+                    await self._running.insert_one(_claim(identifier, after, at))
+                except DuplicateKeyError:
+                    pass
+        return True
+
+    # --- one running exclusion per identifier -------------------------------------------------
+
+    async def running_claims(self, exclusion_id: uuid.UUID | str) -> list[str]:
+        """The identifiers ``exclusion_id`` holds as the one running for them."""
+        found = await self._running.find({"exclusion_id": str(exclusion_id)}, {"_id": 1}).to_list(None)
+        return sorted(document["_id"] for document in found)
+
+    async def _claim(self, exclusion: Exclusion, at: datetime) -> None:
+        """Claim every identifier for ``exclusion`` (in one order, so two claimers meet on the first shared one)."""
+        mine, taken = str(exclusion.id), []
+        for identifier in sorted(exclusion.identifiers):
+            holder = await self._claim_one(identifier, exclusion, at)
+            if holder != mine:
+                if taken:
+                    await self._running.delete_many({"_id": {"$in": taken}, "exclusion_id": mine})
+                raise AlreadyRunningError(holder)
+            taken.append(identifier)
+
+    async def _claim_one(self, identifier: str, exclusion: Exclusion, at: datetime) -> str:
+        """The exclusion running for ``identifier``: this one if it could claim it."""
+        while True:
+            try:
+                await self._running.insert_one(_claim(identifier, exclusion, at))
+                return str(exclusion.id)
+            except DuplicateKeyError:
+                pass
+            held = await self._running.find_one({"_id": identifier})
+            if held is None:
+                continue  # released meanwhile
+            holder = held["exclusion_id"]
+            if holder == str(exclusion.id) or not await self._abandoned(held, at):
+                return holder
+            await self._running.delete_one({"_id": identifier, "exclusion_id": holder})
+
+    async def _abandoned(self, claim: dict[str, Any], at: datetime) -> bool:
+        """A claim whose exclusion has ended, or was never stored (a crash between claim and insert)."""
+        holder = await self._exclusions.find_one({"_id": claim["exclusion_id"]}, {"state": 1})
+        if holder is not None:
+            return holder.get("state") in FINAL_STATE_VALUES
+        claimed_at = claim.get("claimed_at")
+        return not isinstance(claimed_at, datetime) or at - claimed_at > CLAIM_ABANDONED_AFTER
 
     async def claim_due(self, now: datetime, *, until: datetime, claimer: str) -> Stored | None:
         """Take the next exclusion whose timer is due, unless another replica holds it (claims expire)."""
@@ -202,6 +284,10 @@ class MongoExclusions:
         await self._exclusions.update_one(
             {"_id": str(stored.id), "revision": stored.revision}, {"$set": {"outbox_at": None}, "$inc": {"revision": 1}}
         )
+
+
+def _claim(identifier: str, exclusion: Exclusion, at: datetime) -> dict[str, Any]:
+    return {"_id": identifier, "exclusion_id": str(exclusion.id), "person_id": exclusion.person_id, "claimed_at": at}
 
 
 def _document(exclusion: Exclusion) -> dict[str, Any]:
