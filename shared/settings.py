@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     gateway_read_your_write_seconds: float = Field(default=5.0, ge=0)
     # How long an accepted key is trusted without asking the store again (a revocation's delay).
     gateway_key_cache_seconds: float = Field(default=5.0, ge=0)
+    # The gateway answers checks only while its lookup holds everything the lifecycle topic held
+    # this long ago (else 503 / unavailable); the feed is compared with the topic's end this often.
+    gateway_feed_max_lag_seconds: float = Field(default=5.0, gt=0)
+    gateway_feed_poll_seconds: float = Field(default=0.5, gt=0)
 
     # Dead letters stay small and hold nothing personal in clear: the original's first bytes up to
     # this bound are kept sealed (the whole is digested), the reason is cut to this many characters.

@@ -41,7 +41,8 @@ def key_hash(key: str) -> str:
 
 def fingerprint(key: str) -> str:
     """What the audit log keeps of a key it did not accept: enough to see repeats, not to use it."""
-    return key_hash(key)[:12]
+    # A key that is not even text (a lone surrogate from a JSON escape) is still fingerprinted.
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 def parse_scopes(text: str) -> frozenset[Scope]:

@@ -23,6 +23,7 @@ from services.gateway.access import Gatekeeper
 from services.gateway.coalescing import CoalescingLookup
 from services.gateway.context import Gateway
 from services.gateway.edge import Edge
+from services.gateway.feed import LifecycleFeed
 from services.gateway.repository import INDEXES, MongoDecisions, MongoExclusionReads, MongoLookup, MongoOperators
 from services.gateway.requestlog import RequestLog
 
@@ -40,7 +41,12 @@ The HTTP face of Selfex for operators.
 
 Every answer carries `Date` and `X-Request-Id`; every request is written to the audit log (who,
 what, when, outcome, trace id; never the personal data in it). Keys are rate limited (`429` with
-`Retry-After`); bodies are size limited (`413`).
+`Retry-After`); bodies are size limited (`413`) and JSON bodies nested at most 32 deep (`400`).
+
+**Fail closed.** When Selfex cannot tell (its view of exclusions is starting, lagging or stopped, or
+a server it needs is away) it says so instead of answering "not excluded": GAMSTOP checks `503` with
+`Retry-After`, ChipOut's status `500`, native checks `503` with `"status": "unavailable"`, and
+`GET /readyz` answers `503` with the reasons. Treat each of these as a block, and retry.
 """
 
 
@@ -58,7 +64,8 @@ def create_app(
     if clock is not None:
         service.clock = clock
     policies = policies or load_policies()
-    handlers.register(service)
+    lifecycle = handlers.register(service)
+    feed = LifecycleFeed(settings, service.readiness, lambda: lifecycle, group=handlers.lifecycle_group(service))
     stream = service.app()
 
     async def publish(event: Event) -> None:
@@ -70,6 +77,7 @@ def create_app(
     async def lifespan(app: FastAPI):
         async with stream:
             await requests.start()
+            await feed.start()
             db = service.db
             app.state.settings = settings
             app.state.db = db
@@ -88,7 +96,9 @@ def create_app(
                 exclusions=MongoExclusionReads(db),
                 decisions=MongoDecisions(db),
                 publish=publish,
+                feed=feed,
             )
+            app.state.feed = feed
             app.state.record_request = requests.record
             log.info("gateway_started", host=settings.gateway_host, port=settings.gateway_port)
             gc.collect()
@@ -98,6 +108,7 @@ def create_app(
                 # the gateway with one dict lookup (``app.state`` costs a property and a __getattr__).
                 yield {"gateway": app.state.gateway}
             finally:
+                await feed.stop()
                 await requests.stop()
 
     app = FastAPI(title="Selfex", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
@@ -127,6 +138,20 @@ def create_app(
         except PyMongoError as exc:
             return JSONResponse({"status": "unavailable", "store": type(exc).__name__}, status_code=503)
         return JSONResponse({"status": "ok"})
+
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        responses={
+            200: {"description": "ready: the lookup holds every exclusion the lifecycle topic held a moment ago"},
+            503: {"description": "cannot decide now (feed starting, lagging or stopped, …); the reasons are named. Checks answer 503 meanwhile"},
+        },
+    )
+    async def readyz() -> JSONResponse:
+        """200 when the gateway can answer checks, 503 with the reasons when it cannot."""
+        feed.reason()
+        status, body = service.readiness.answer()
+        return JSONResponse(body, status_code=status, headers={"Retry-After": problems.RETRY_AFTER} if status == 503 else None)
 
     problems.install(app)
 

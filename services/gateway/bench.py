@@ -363,12 +363,12 @@ async def _healthy(port: int, process: subprocess.Popen, timeout: float = 120.0)
             if process.poll() is not None:
                 raise RuntimeError(f"the gateway exited with {process.returncode}")
             try:
-                if (await client.get(f"http://{HOST}:{port}/healthz", timeout=1.0)).status_code == 200:
+                if (await client.get(f"http://{HOST}:{port}/readyz", timeout=1.0)).status_code == 200:  # ready: checks are answered
                     return
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.1)
-    raise RuntimeError("the gateway did not become healthy")
+    raise RuntimeError("the gateway did not become ready")
 
 
 def _cpu(processes: dict[str, int]) -> dict[str, float]:

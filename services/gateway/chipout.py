@@ -3,10 +3,10 @@
 Exactly as PROTOCOLS.md says, under both host prefixes: the key in the JSON body (exclude) or in
 the query (status); ``201`` once the exclusion exists (a status call right after answers ``200``),
 ``202`` if registration has not written it within the bound; ``400`` naming the field, ``401`` for
-a wrong key. A key without the needed scope is a wrong key for this API (it knows no ``403``).
+a wrong key; ``500`` (ChipOut's only failure) when Selfex cannot tell a status, never a ``204``. A
+key without the needed scope is a wrong key for this API (it knows no ``403``).
 """
 
-import json
 import re
 from typing import Any, Literal
 
@@ -19,7 +19,8 @@ from shared.identity import IdentifierKind, Identity
 from shared.policies import DurationError, Policy
 
 from services.gateway import access
-from services.gateway.context import admitted, gateway
+from services.gateway.bodies import json_value
+from services.gateway.context import admitted, gateway, lookup_current
 from services.gateway.domain import chipout_status, unique
 from services.gateway.edge import note
 from services.gateway.problems import Problem
@@ -76,6 +77,7 @@ def _refused(exc: Exception) -> Problem:
         400: {"description": "a parameter is missing or wrong; the body names it"},
         401: {"description": "wrong API key"},
         429: {"description": "rate limited; see Retry-After"},
+        500: {"description": "internal error, or a server Selfex needs is away: try again"},
     },
     openapi_extra={
         "requestBody": {
@@ -115,6 +117,12 @@ async def exclude_customer(request: Request) -> Response:
         204: {"description": "no exclusion in force"},
         400: {"description": "a parameter is missing or wrong; the body names it"},
         401: {"description": "wrong API key"},
+        429: {"description": "rate limited; see Retry-After"},
+        500: {
+            "description": "Selfex cannot tell now (its view of exclusions is not known to be current, or a server it needs "
+            "is away); never a 204 it cannot vouch for: treat the customer as excluded and retry after Retry-After",
+            "content": {"application/json": {"example": {"status": "unavailable", "exclusion": "unavailable", "error": "…", "reason": "…"}}},
+        },
     },
     openapi_extra={
         "parameters": [
@@ -130,6 +138,7 @@ async def customer_status(request: Request) -> Response:
     uid = _uid(params.get("uid"))
     the_gateway = gateway(request)
     identifier = the_gateway.hasher.hash(IdentifierKind.NATIONAL_ID, uid)
+    lookup_current(request, the_gateway, status=500)  # ChipOut knows no 503; never a 204 it cannot vouch for
     excluded = chipout_status(unique(await the_gateway.checks.summaries([identifier])), the_gateway.clock())
     if not excluded:
         note(request).outcome = "none"
@@ -142,10 +151,7 @@ async def customer_status(request: Request) -> Response:
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        raise Problem(400, "the body is not valid JSON", "body") from None
+    body = json_value(await request.body())
     if not isinstance(body, dict):
         raise Problem(400, "the body must be a JSON object", "body")
     return body

@@ -19,7 +19,8 @@ from services.gateway.access import Gatekeeper, Operator
 from services.gateway.coalescing import CoalescingLookup
 from services.gateway.domain import Summary, unique
 from services.gateway.edge import note
-from services.gateway.problems import Problem
+from services.gateway.feed import LifecycleFeed
+from services.gateway.problems import Problem, Unavailable
 from services.gateway.repository import MongoDecisions, MongoExclusionReads, MongoLookup
 
 FIRST_POLL_SECONDS = 0.01
@@ -39,6 +40,7 @@ class Gateway:
     exclusions: MongoExclusionReads
     decisions: MongoDecisions
     publish: Callable[[Event], Awaitable[None]]
+    feed: LifecycleFeed
 
     async def summaries_of(self, identity: Identity, region: str = "GB") -> list[Summary]:
         """Every exclusion any of the identity's identifiers belongs to."""
@@ -71,6 +73,15 @@ class Gateway:
 
 def gateway(request: Request) -> Gateway:
     return request.scope["state"]["gateway"]
+
+
+def lookup_current(request: Request, the_gateway: Gateway, *, status: int = 503) -> None:
+    """Nothing, when the lookup is known current; else the refusal to guess (a wrong "not excluded"
+    is harm): ``status`` (503; ChipOut knows only 500) with ``Retry-After``, saying unavailable."""
+    if the_gateway.feed.current():
+        return
+    note(request).outcome = "unavailable"
+    raise Unavailable(status, the_gateway.feed.reason() or "the lookup is not known to be current")
 
 
 async def admitted(request: Request, key: str | None, scope: access.Scope, *, refused: Callable[[Exception], Problem]) -> Operator:

@@ -2,12 +2,12 @@
 
 ``POST /`` and ``POST /gamstop/v2``; ``X-API-Key``; ``X-Trace-Id`` goes to the audit log. A ``200``
 carries ``X-Exclusion`` (``Y``/``N``/``P``), ``X-Unique-Id`` (this request's id, also in the audit
-log) and ``Date``. Errors are bare status codes: ``400``, ``403``, ``405``, ``429`` (``Retry-After``).
+log) and ``Date``. Errors are bare status codes: ``400``, ``403``, ``405``, ``429`` (``Retry-After``),
+and ``503`` (``Retry-After``) whenever Selfex cannot tell: never an ``N`` it cannot vouch for.
 Names count to their first 20 characters after normalisation, postcodes without spaces (the
 identity hashing does both).
 """
 
-import json
 import re
 from datetime import date
 from typing import Any
@@ -20,7 +20,8 @@ from starlette.requests import ClientDisconnect
 from shared.identity import Hasher, IdentifierKind, IdentityError, name_dob_postcode, normalise_email, normalise_mobile
 
 from services.gateway import access
-from services.gateway.context import admitted, gateway
+from services.gateway.bodies import json_value
+from services.gateway.context import admitted, gateway, lookup_current
 from services.gateway.domain import gamstop_answer, unique
 from services.gateway.edge import note
 from services.gateway.problems import Problem
@@ -50,6 +51,11 @@ CHECK_DOC = {
         403: {"description": "invalid API key (no body)"},
         405: {"description": "a method other than POST (no body)"},
         429: {"description": "rate limited; see Retry-After (no body)"},
+        503: {
+            "description": "Selfex cannot tell now (its view of exclusions is not known to be current, or a server it "
+            "needs is away): no X-Exclusion; treat the person as excluded and retry after Retry-After (no body)",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        },
     },
     "openapi_extra": {
         "parameters": [
@@ -89,13 +95,15 @@ def _invalid(field: str) -> Problem:
     return Problem(400, f"{field} is missing or invalid", field)
 
 
-@router.post("/", **CHECK_DOC)
-@router.post("/gamstop/v2", include_in_schema=False)
+# The answer is in the headers of a 200 with no body (as GAMSTOP's): no content type is documented.
+@router.post("/", response_class=Response, **CHECK_DOC)
+@router.post("/gamstop/v2", response_class=Response, include_in_schema=False)
 async def check(request: Request) -> Response:
     await admitted(request, request.headers.get("x-api-key"), access.Scope.CHECK, refused=_refused)
     the_gateway = gateway(request)
     now = the_gateway.clock()
     identifiers = gamstop_identifiers(await _form(request), now.date(), the_gateway.hasher)
+    lookup_current(request, the_gateway)
     answer = gamstop_answer(unique(await the_gateway.checks.summaries(identifiers)), now)
     note(request).outcome = answer
     request_id = request.scope["state"]["request_id"]
@@ -113,6 +121,7 @@ async def check(request: Request) -> Response:
         400: {"description": "not an array of valid records, or more than 1,000 (no body)"},
         403: {"description": "invalid API key (no body)"},
         429: {"description": "rate limited; see Retry-After (no body)"},
+        503: {"description": "Selfex cannot tell now: no answers; treat every record as excluded and retry after Retry-After (no body)"},
     },
     openapi_extra={
         "parameters": CHECK_DOC["openapi_extra"]["parameters"],
@@ -128,10 +137,7 @@ async def check(request: Request) -> Response:
 )
 async def check_batch(request: Request) -> Response:
     await admitted(request, request.headers.get("x-api-key"), access.Scope.CHECK, refused=_refused)
-    try:
-        records = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        raise Problem(400, "the body is not valid JSON", "body") from None
+    records = json_value(await request.body())
     if not isinstance(records, list):
         raise Problem(400, "the body must be a JSON array", "body")
     if len(records) > MAX_BATCH:
@@ -143,10 +149,13 @@ async def check_batch(request: Request) -> Response:
     for index, record in enumerate(records):
         if not isinstance(record, dict):
             raise Problem(400, f"record {index} is not an object", f"[{index}]")
+        if record.get("mobile", "") is None:  # optional means left out: the schema's mobile is a string
+            raise Problem(400, "mobile is null", f"[{index}].mobile")
         try:
             hashes.append(gamstop_identifiers(record, today, the_gateway.hasher))
         except Problem as problem:
             raise Problem(400, problem.error, f"[{index}].{problem.field}") from None
+    lookup_current(request, the_gateway)
     found = await the_gateway.lookup.summaries_by_identifier(h for person in hashes for h in person)
     now = the_gateway.clock()
     request_id = request.scope["state"]["request_id"]

@@ -12,7 +12,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AwareDatetime
 
 from shared.events import (
     FINAL_STATES,
@@ -30,7 +29,8 @@ from shared.policies import DurationError, Policy, PolicyError, policy_for
 
 from services.gateway import access
 from services.gateway.access import Operator
-from services.gateway.context import Gateway, admitted, gateway
+from services.gateway.bodies import JsonCheckedRoute
+from services.gateway.context import Gateway, admitted, gateway, lookup_current
 from services.gateway.domain import Summary, check, gamstop_answer
 from services.gateway.edge import note
 from services.gateway.problems import Problem
@@ -39,13 +39,14 @@ from services.gateway.schemas import (
     ExclusionCreate,
     ExclusionExtend,
     LiftRequest,
+    Moment,
     PersonIdentity,
     PersonQuery,
     Review,
     exclusion_view,
 )
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=JsonCheckedRoute)
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="the operator's API key")
 BEARER = HTTPBearer(auto_error=False, description="the operator's API key as a bearer token")
 EXCLUSION_ID = Path(description="the exclusion's id (a UUID)", max_length=64)
@@ -55,6 +56,14 @@ KEY_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"description": "the key lacks the scope this needs"},
     429: {"description": "rate limited; see Retry-After"},
 }
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {
+        "description": "Selfex cannot tell now (its view of exclusions is not known to be current, or a server it needs is "
+        "away): status and exclusion are \"unavailable\"; treat the person as excluded and retry after Retry-After",
+        "content": {"application/json": {"example": {"status": "unavailable", "exclusion": "unavailable", "error": "…", "reason": "…"}}},
+    }
+}
+CHECK_RESPONSES = {**KEY_RESPONSES, **UNAVAILABLE}
 
 
 def _refused(exc: Exception) -> Problem:
@@ -182,10 +191,10 @@ async def lift_exclusion(body: LiftRequest, operator: Excluder, request: Request
 # --- people and checks --------------------------------------------------------------------------
 
 
-@router.post("/persons/status", tags=["people"], summary="A person's exclusions in force, and the GAMSTOP-style answer", responses=KEY_RESPONSES)
+@router.post("/persons/status", tags=["people"], summary="A person's exclusions in force, and the GAMSTOP-style answer", responses=CHECK_RESPONSES)
 async def person_status(body: PersonQuery, operator: Checker, request: Request) -> JSONResponse:
     the_gateway = gateway(request)
-    documents = await _persons_exclusions(the_gateway, body.identity)
+    documents = await _persons_exclusions(request, the_gateway, body.identity)
     now = the_gateway.clock()
     summaries = [Summary.from_exclusion(d) for d in documents]
     answer = gamstop_answer(summaries, now)
@@ -194,18 +203,20 @@ async def person_status(body: PersonQuery, operator: Checker, request: Request) 
     return JSONResponse({"exclusion": answer, "excluded": answer == "Y", "in_force": in_force})
 
 
-@router.post("/persons/history", tags=["people"], summary="Every exclusion of a person, oldest first", responses=KEY_RESPONSES)
+@router.post("/persons/history", tags=["people"], summary="Every exclusion of a person, oldest first", responses=CHECK_RESPONSES)
 async def person_history(body: PersonQuery, operator: Checker, request: Request) -> JSONResponse:
     the_gateway = gateway(request)
-    documents = await _persons_exclusions(the_gateway, body.identity)
+    documents = await _persons_exclusions(request, the_gateway, body.identity)
     note(request).count = len(documents)
     return JSONResponse({"exclusions": [_view(the_gateway, d) for d in documents]})
 
 
-@router.post("/checks", tags=["checks"], summary="Check one person: excluded, from what, until when", responses=KEY_RESPONSES)
+@router.post("/checks", tags=["checks"], summary="Check one person: excluded, from what, until when", responses=CHECK_RESPONSES)
 async def check_person(body: PersonQuery, operator: Checker, request: Request) -> JSONResponse:
     the_gateway = gateway(request)
-    result = check(await the_gateway.summaries_of(_personal(body.identity)), the_gateway.clock())
+    identity = _personal(body.identity)
+    lookup_current(request, the_gateway)
+    result = check(await the_gateway.summaries_of(identity), the_gateway.clock())
     note(request).outcome = result.exclusion
     return JSONResponse(result.as_json())
 
@@ -214,12 +225,13 @@ async def check_person(body: PersonQuery, operator: Checker, request: Request) -
     "/checks/batch",
     tags=["checks"],
     summary="Check up to 10,000 people at once (e.g. to suppress a marketing list); answers in order",
-    responses=KEY_RESPONSES,
+    responses=CHECK_RESPONSES,
 )
 async def check_batch(body: BatchCheck, operator: Checker, request: Request) -> JSONResponse:
     the_gateway = gateway(request)
     identities = [_personal(person.identity, field=f"persons[{i}].identity") for i, person in enumerate(body.persons)]
     hashes = [list(the_gateway.hasher.identifiers(identity).values()) for identity in identities]
+    lookup_current(request, the_gateway)
     found = await the_gateway.lookup.summaries_by_identifier(h for person in hashes for h in person)
     now = the_gateway.clock()
     results = []
@@ -239,7 +251,7 @@ async def own_decisions(
     operator: Checker,
     request: Request,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: Annotated[AwareDatetime | None, Query(description="only decisions made before this moment (for paging)")] = None,
+    before: Annotated[Moment | None, Query(description="only decisions made before this moment (for paging; 1970 to 9999)")] = None,
 ) -> JSONResponse:
     found = await gateway(request).decisions.of(operator.id, limit=limit, before=before)
     decisions = [
@@ -357,8 +369,10 @@ async def _persons_running_exclusion(the_gateway: Gateway, exclusion_id: str, pe
     return document
 
 
-async def _persons_exclusions(the_gateway: Gateway, person: PersonIdentity) -> list[dict[str, Any]]:
-    summaries = await the_gateway.summaries_of(_personal(person))
+async def _persons_exclusions(request: Request, the_gateway: Gateway, person: PersonIdentity) -> list[dict[str, Any]]:
+    identity = _personal(person)
+    lookup_current(request, the_gateway)
+    summaries = await the_gateway.summaries_of(identity)
     return await the_gateway.exclusions.many(s.exclusion_id for s in summaries)
 
 

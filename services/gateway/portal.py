@@ -9,7 +9,6 @@ the problem. Writes are commands on Kafka; each route then reads its own write (
 
 import asyncio
 import functools
-import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -20,7 +19,7 @@ import structlog
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pymongo.errors import PyMongoError
 
 from services.verification.codes import submission_context, well_formed
@@ -43,6 +42,10 @@ from shared.events import (
 )
 from shared.identity import PERSONAL_KINDS, Identity, IdentityError, normalise_mobile, uid_from_personnummer
 from shared.policies import DurationError
+
+from services.gateway.bodies import json_value
+from services.gateway.problems import Problem as GatewayProblem
+from services.gateway.schemas import born_on
 
 router = APIRouter(prefix="/v1/portal", tags=["portal"])
 log = structlog.get_logger("gateway.portal")
@@ -94,6 +97,11 @@ class PortalExclusionRequest(BaseModel):
     scope: Scope | None = None
     verify_by: Literal["email", "sms"] | None = Field(default=None, description="default: e-mail if given, else SMS")
     locale: str | None = Field(default=None, max_length=16)
+
+    @field_validator("date_of_birth")
+    @classmethod
+    def _born(cls, value: date | None) -> date | None:
+        return born_on(value) if value is not None else None
 
     def identity(self) -> Identity:
         fields = ("national_id", "first_name", "last_name", "date_of_birth", "postcode", "email", "mobile")
@@ -312,9 +320,9 @@ async def show_exclusion(exclusion_id: str, request: Request) -> JSONResponse:
 
 async def _json_object(request: Request) -> dict[str, Any]:
     try:
-        body = json.loads(await request.body() or b"{}")
-    except ValueError:
-        raise Problem(400, "the body must be a JSON object", "body") from None
+        body = json_value(await request.body() or b"{}")
+    except GatewayProblem as problem:
+        raise Problem(400, problem.error, "body") from None
     if not isinstance(body, dict):
         raise Problem(400, "the body must be a JSON object", "body")
     return body

@@ -34,6 +34,25 @@ class Problem(Exception):
         return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
+RETRY_AFTER = "5"
+
+
+class Unavailable(Problem):
+    """Selfex cannot tell now, and says so rather than guess: operators treat it as a block."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(
+            status,
+            "Selfex cannot tell now whether this person is excluded: treat them as excluded and try again shortly",
+            headers={"Retry-After": RETRY_AFTER},
+        )
+        self.reason = reason
+
+    def response(self) -> JSONResponse:
+        body = {"status": "unavailable", "exclusion": "unavailable", "error": self.error, "reason": self.reason}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
 def field_name(location: tuple[Any, ...] | list[Any]) -> str:
     """``("body", "persons", 3, "identity", "email")`` → ``persons[3].identity.email``."""
     parts = [part for part in location if part not in ("body", "query", "path", "header")]

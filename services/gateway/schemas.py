@@ -1,14 +1,40 @@
 """The native API's request bodies and answers (HTTP models, not events). Strict: a wrongly typed or
 unknown field is a ``400`` naming it, never a guess."""
 
-from datetime import date
+from datetime import date, datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints, field_validator
 
 from shared.events import SCOPE_ALL, ExclusionType, Game, Scope
 from shared.identity import Identity
 
+EARLIEST_BIRTH = date(1900, 1, 1)
+EARLIEST_MOMENT = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST_MOMENT = datetime(9999, 12, 30, tzinfo=timezone.utc)  # a day short of the end: any offset still converts
+
+
+def born_on(value: date) -> date:
+    """A date of birth that can be one: from 1900 to today."""
+    if value < EARLIEST_BIRTH:
+        raise ValueError("the date of birth is before 1900")
+    if value > date.today():
+        raise ValueError("the date of birth is in the future")
+    return value
+
+
+def bounded_moment(value: datetime) -> datetime:
+    """An aware moment between 1970 and 9999, in UTC (a far offset can push a moment off the calendar)."""
+    try:
+        utc = value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("the moment is out of range") from None
+    if not EARLIEST_MOMENT <= utc <= LATEST_MOMENT:
+        raise ValueError(f"the moment must be between {EARLIEST_MOMENT.date()} and {LATEST_MOMENT.date()}")
+    return utc
+
+
+Moment = Annotated[AwareDatetime, AfterValidator(bounded_moment)]
 Text = Annotated[str, StringConstraints(strict=True, strip_whitespace=True, min_length=1, max_length=200)]
 MAX_BATCH_CHECKS = 10_000
 
@@ -47,9 +73,7 @@ class PersonIdentity(Strict):
     @classmethod
     def _real_date(cls, value: str | None) -> str | None:
         if value is not None:
-            born = date.fromisoformat(value)  # ValueError → a 400 naming the field
-            if born.year < 1900:
-                raise ValueError("date_of_birth is before 1900")
+            born_on(date.fromisoformat(value))  # ValueError → a 400 naming the field
         return value
 
     def identity(self) -> Identity:

@@ -59,6 +59,7 @@ class World:
     client: httpx.AsyncClient
     keys: dict[str, str] = field(default_factory=dict)
     operator_ids: dict[str, str] = field(default_factory=dict)
+    app: object = None  # the gateway's FastAPI app (its state holds the feed and the gateway)
 
     async def operator(self, name: str, scopes: set[Scope]) -> str:
         """A new operator with these scopes; returns its key. Names are made unique to the world:
@@ -111,12 +112,14 @@ async def world(
     audit: bool = False,
     clock: Clock | None = None,
     gateway_mongo_uri: str | None = None,
+    ready: bool = True,
     **overrides,
 ) -> AsyncIterator[World]:
     """The gateway (and registration, and audit if asked) on the real servers, one database.
 
     ``gateway_mongo_uri``: the gateway alone reaches the store there (e.g. through a proxy the test
-    cuts), giving up on a server after a second.
+    cuts), giving up on a server after a second. ``ready``: yield once ``/readyz`` answers 200 (the
+    gateway answers checks only once its feed has caught up with the lifecycle topic).
     """
     settings = settings_for(servers, **overrides)
     client = create_client(settings)
@@ -135,12 +138,19 @@ async def world(
                 from services.audit.app import create_app as audit_app
 
                 await stack.enter_async_context(audit_app(settings, database=database))
-            await stack.enter_async_context(serving(create_app(settings, database=gateway_database, clock=clock), port))
+            app = create_app(settings, database=gateway_database, clock=clock)
+            await stack.enter_async_context(serving(app, port))
             http = await stack.enter_async_context(httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60))
-            the_world = World(settings, database, f"http://127.0.0.1:{port}", http)
+            the_world = World(settings, database, f"http://127.0.0.1:{port}", http, app=app)
             await the_world.operator("checker", {Scope.CHECK})
             await the_world.operator("excluder", {Scope.CHECK, Scope.EXCLUDE})
             await the_world.operator("compliance", {Scope.COMPLIANCE})
+            if ready:
+
+                async def is_ready():
+                    return (await http.get("/readyz")).status_code == 200
+
+                await eventually(is_ready, timeout=60, what="the gateway to be ready")
             yield the_world
     finally:
         if gateway_client is not None:

@@ -1,6 +1,7 @@
 """Bad input, one row per way to get it wrong: each is answered with the right code (and, outside
 the GAMSTOP paths, a JSON body naming the field), and nothing reaches registration or the store."""
 
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from services.gateway.access import Scope
 from shared import topics
 from tests.gateway.conftest import new_person, new_uid, world
 from tests.support import TopicReader
@@ -76,6 +78,8 @@ def keyed(key="checker", **kwargs) -> Callable[[Any], dict]:
 
 
 DROP = object()
+DEEP = b"[" * 30_000 + b"]" * 30_000  # 60 kB: under the body limit
+DEEP_OBJECTS = b'{"a":' * 10_000 + b"1" + b"}" * 10_000
 EXCLUDE, STATUS = "/api/v1.3/exclude-customers", "/v1.3/customer-status"
 MISSING_ID = str(uuid.uuid4())
 
@@ -169,6 +173,30 @@ CASES = [
     Bad("gamstop batch not an array", "POST", "/gamstop/v2/batch", keyed(json={"firstName": "A"}), 400),
     Bad("gamstop batch of strings", "POST", "/gamstop/v2/batch", keyed(json=["Harriet"]), 400),
     Bad("gamstop batch not JSON", "POST", "/gamstop/v2/batch", keyed(content=b"[{", headers={"content-type": "application/json"}), 400),
+    # Found by walking the OpenAPI document with hostile input: each was a 500 (or a wrong 200)
+    Bad("chipout JSON nested 30,000 deep", "POST", EXCLUDE, lambda w: {"content": DEEP, "headers": {"content-type": "application/json"}}, 400, "body"),
+    Bad("chipout JSON objects nested deep", "POST", EXCLUDE, lambda w: {"content": DEEP_OBJECTS, "headers": {"content-type": "application/json"}}, 400, "body"),
+    Bad("chipout key a lone surrogate", "POST", EXCLUDE, lambda w: {"content": b'{"key": "\\ud800"}', "headers": {"content-type": "application/json"}}, 401, "key"),
+    Bad("chipout year NaN", "POST", EXCLUDE, lambda w: {"content": b'{"key": "k", "year": NaN}', "headers": {"content-type": "application/json"}}, 400, "body"),
+    Bad("chipout year a huge number", "POST", EXCLUDE, lambda w: {"content": b'{"year": ' + b"9" * 5000 + b"}", "headers": {"content-type": "application/json"}}, 400, "body"),
+    Bad("chipout body not UTF-8", "POST", EXCLUDE, lambda w: {"content": b'{"key": "\xff\xfe"}', "headers": {"content-type": "application/json"}}, 400, "body"),
+    Bad("chipout body empty", "POST", EXCLUDE, lambda w: {"content": b"", "headers": {"content-type": "application/json"}}, 400, "body"),
+    Bad("portal JSON nested 30,000 deep", "POST", "/v1/portal/exclusions", lambda w: {"content": DEEP, "headers": {"content-type": "application/json"}}, 400, "body"),
+    Bad("portal birth date in the future", "POST", "/v1/portal/exclusions", lambda w: {"json": {"first_name": "A", "last_name": "B", "date_of_birth": "2999-01-01", "postcode": "GU1 1AA", "email": "a@example.com", "duration": "+6m", "jurisdiction": "UK"}}, 400, "date_of_birth"),
+    Bad("native JSON nested 30,000 deep", "POST", "/v1/exclusions", keyed("excluder", content=DEEP, headers={"content-type": "application/json"}), 400, "body"),
+    Bad("native check JSON nested deep", "POST", "/v1/checks", keyed(content=b'{"identity": ' + DEEP_OBJECTS + b"}", headers={"content-type": "application/json"}), 400, "body"),
+    Bad("native birth date before 1900", "POST", "/v1/exclusions", native(identity_changes={"date_of_birth": "1899-12-31"}), 400, "identity.date_of_birth"),
+    Bad("native birth date in the future", "POST", "/v1/checks", keyed(json={"identity": {"first_name": "A", "last_name": "B", "postcode": "GU1 1AA", "date_of_birth": "2999-01-01"}}), 400, "identity.date_of_birth"),
+    Bad("decisions before off the calendar in UTC", "GET", "/v1/decisions", keyed(params={"before": "0001-01-01T00:01:04+03:43"}), 400, "before"),
+    Bad("decisions before past year 9999 in UTC", "GET", "/v1/decisions", keyed(params={"before": "9999-12-31T23:59:59-14:00"}), 400, "before"),
+    Bad("decisions before year 1", "GET", "/v1/decisions", keyed(params={"before": "0001-01-01T00:00:00Z"}), 400, "before"),
+    Bad("decisions limit huge", "GET", "/v1/decisions", keyed(params={"limit": "9" * 40}), 400, "limit"),
+    Bad("gamstop batch mobile null", "POST", "/gamstop/v2/batch", keyed(json=[{**new_person(), "mobile": None}]), 400),
+    Bad("gamstop batch nested 30,000 deep", "POST", "/gamstop/v2/batch", keyed(content=DEEP, headers={"content-type": "application/json"}), 400),
+    Bad("gamstop batch NaN", "POST", "/gamstop/v2/batch", keyed(content=b'[{"firstName": NaN}]', headers={"content-type": "application/json"}), 400),
+    Bad("gamstop form not UTF-8", "POST", "/", keyed(content=b"firstName=%ff%fe&lastName=\xff", headers={"content-type": "application/x-www-form-urlencoded"}), 400),
+    Bad("gamstop body empty", "POST", "/", keyed(content=b"", headers={"content-type": "application/x-www-form-urlencoded"}), 400),
+    Bad("gamstop multipart without boundary", "POST", "/", keyed(content=b"abc", headers={"content-type": "multipart/form-data"}), 400),
 ]
 
 
@@ -208,3 +236,80 @@ async def test_bad_input_is_refused_with_the_right_code_and_nothing_is_stored(gu
     await commands._drain()
     assert commands.messages() == []
     assert await the_world.database["exclusions"].count_documents({}) == 0
+
+
+# --- every documented route, hostile input ------------------------------------------------------
+
+HOSTILE_BODIES = {
+    "nested 30,000 deep": (DEEP, "application/json"),
+    "objects nested deep": (DEEP_OBJECTS, "application/json"),
+    "deep inside an array": (b"[" + b"[" * 5_000 + b"]" * 5_000 + b"]", "application/json"),
+    "huge integers": (b'{"key": ' + b"9" * 5_000 + b', "year": 1' + b"0" * 400 + b', "limit": -1}', "application/json"),
+    "NaN and Infinity": (b'{"key": NaN, "year": Infinity, "approved": -Infinity}', "application/json"),
+    "a float past the range": (b'{"year": 1e999, "approved": 1e-999}', "application/json"),
+    "not UTF-8": (b'\xff\xfe{"a": "\xc3\x28"}', "application/json"),
+    "a form not UTF-8": (b"firstName=\xff\xfe&lastName=%ff%fe", "application/x-www-form-urlencoded"),
+    "an empty JSON body": (b"", "application/json"),
+    "an empty body, no type": (b"", None),
+    "plain text": (b"hello", "text/plain"),
+    "JSON sent as a form": (b'{"a": 1}', "application/x-www-form-urlencoded"),
+    "multipart cut short": (b'--x\r\nContent-Disposition: form-data; name="a"\r\n\r\n', "multipart/form-data; boundary=x"),
+    "multipart without a boundary": (b"abc", "multipart/form-data"),
+    "duplicate keys": (b'{"key": "a", "key": 1, "identity": {}, "identity": []}', "application/json"),
+    "null": (b"null", "application/json"),
+    "a bare string": (b'"x"', "application/json"),
+    "nulls": (b"[null, null]", "application/json"),
+    "lone surrogates": (b'{"key": "\\ud800", "first_name": "\\udfff", "email": "\\ud800@x.y", "uid": "\\ud800"}', "application/json"),
+    "NUL characters": (b'{"key": "a\\u0000b", "email": "a\\u0000@b.c"}', "application/json"),
+}
+HOSTILE_QUERIES = [
+    "before=0001-01-01T00:01:04%2B03:43",
+    "before=9999-12-31T23:59:59-14:00",
+    "before=NaN",
+    "before=99999999999999999999",
+    "limit=99999999999999999999999999",
+    "limit=NaN",
+    "limit=1e999",
+    "key=%ff%fe&uid=%ff",
+    "uid=" + "a" * 5_000,
+]
+
+
+async def test_every_documented_route_answers_hostile_input_with_a_4xx_never_a_500(servers):
+    """Walks the OpenAPI document: each route, each method, every hostile body and query above."""
+    async with world(servers) as the_world:
+        key = await the_world.operator("everything", set(Scope))
+        document = (await the_world.client.get("/openapi.json")).json()
+        failures = []
+        for path, methods in document["paths"].items():
+            concrete = re.sub(r"\{[^}]+\}", str(uuid.uuid4()), path)
+            for method in methods:
+                for name, (body, content_type) in HOSTILE_BODIES.items():
+                    headers = {"X-API-Key": key, **({"content-type": content_type} if content_type else {})}
+                    answer = await the_world.client.request(method.upper(), concrete, content=body, headers=headers, params={"key": key})
+                    if answer.status_code >= 500 or (method != "get" and answer.status_code < 400):  # a GET ignores its body
+                        failures.append(f"{method.upper()} {path} with {name}: {answer.status_code} {answer.text[:80]}")
+                for query in HOSTILE_QUERIES:
+                    answer = await the_world.client.request(method.upper(), f"{concrete}?{query}", headers={"X-API-Key": key})
+                    if answer.status_code >= 500:
+                        failures.append(f"{method.upper()} {path}?{query[:40]}: {answer.status_code} {answer.text[:80]}")
+    assert not failures, "\n".join(failures)
+
+
+async def test_the_gamstop_documents_say_what_the_answers_are(servers):
+    """POST / answers with headers and no body, as GAMSTOP's does: its 200 documents no content; the
+    batch's mobile is a string, and the 503 that replaces a guess is documented."""
+    async with world(servers) as the_world:
+        document = (await the_world.client.get("/openapi.json")).json()
+        answer = await the_world.client.post("/", data=new_person(), headers={"X-API-Key": the_world.keys["checker"]})
+    check = document["paths"]["/"]["post"]["responses"]
+    assert "content" not in check["200"] and set(check["200"]["headers"]) >= {"X-Exclusion", "X-Unique-Id", "Date"}
+    assert answer.status_code == 200 and answer.content == b"" and "content-type" not in answer.headers
+    assert "503" in check and "Retry-After" in check["503"]["headers"]
+    batch = document["paths"]["/gamstop/v2/batch"]["post"]
+    assert batch["requestBody"]["content"]["application/json"]["schema"]["items"]["properties"]["mobile"] == {"type": "string", "example": "07700 900123"}
+    assert "503" in batch["responses"]
+    status = document["paths"]["/v1.3/customer-status"]["get"]["responses"]
+    assert "500" in status and "never a 204" in status["500"]["description"]
+    assert "503" in document["paths"]["/v1/checks"]["post"]["responses"]
+    assert "/readyz" in document["paths"]
