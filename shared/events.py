@@ -98,8 +98,12 @@ class MarketingChannel(StrEnum):
 
 
 class Outcome(StrEnum):
+    """A decision's outcome. UNAVAILABLE: Selfex could not tell (its view may be incomplete, or the
+    event's identity names nobody); operators treat it as a block."""
+
     ALLOW = "ALLOW"
     BLOCK = "BLOCK"
+    UNAVAILABLE = "UNAVAILABLE"
 
 
 # --- the envelope ----------------------------------------------------------------------------
@@ -584,16 +588,19 @@ class DecisionPayload(Contract):
     account_id: str
     kind: AccountEventKind
     outcome: Outcome
-    code: Literal["Self-Excluded"] | None = None
+    code: Literal["Self-Excluded", "Unavailable"] | None = None
     message: str | None = None
     ends_on: date | None = None
     scope: Scope | None = None
     matched: list[str] = Field(default_factory=list, description="identifier kinds that matched")
     flags: list[str] = Field(default_factory=list)
+    reason: str | None = Field(
+        default=None, description="why the event could not be checked (UNAVAILABLE, treated as a block)"
+    )
 
 
 class DecisionMade(Event):
-    """Blocking's answer to one account event: ALLOW, or BLOCK and why."""
+    """Blocking's answer to one account event: ALLOW, BLOCK and why, or UNAVAILABLE (treat as a block) and why."""
 
     topic: ClassVar[str] = topics.DECISIONS
     type: Literal["decision.made"] = "decision.made"

@@ -8,10 +8,11 @@ its own app), so an orchestrator and the stack's supervisor can see it.
 
 import asyncio
 import contextlib
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 import structlog
 import uvicorn
+from aiokafka import ConsumerRebalanceListener
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -25,6 +26,12 @@ class Readiness:
 
     def __init__(self) -> None:
         self._reasons: dict[str, str] = {}
+        self._probes: dict[str, Callable[[], str | None]] = {}
+
+    def watch(self, part: str, probe: Callable[[], str | None]) -> None:
+        """Ask ``probe`` at each look for ``part``'s reason not to be ready (None: ready): for a state
+        that ages, such as a view not proven current for too long, which no event would report."""
+        self._probes[part] = probe
 
     def not_ready(self, part: str, reason: str) -> None:
         """``part`` cannot do its work, because of ``reason`` (logged once per change)."""
@@ -39,16 +46,22 @@ class Readiness:
 
     @property
     def is_ready(self) -> bool:
-        return not self._reasons
+        return not self.reasons()
 
     def reasons(self) -> dict[str, str]:
-        return dict(self._reasons)
+        reasons = dict(self._reasons)
+        for part, probe in self._probes.items():
+            reason = probe()
+            if reason is not None:
+                reasons[part] = reason
+        return reasons
 
     def answer(self) -> tuple[int, dict]:
         """The ``/readyz`` answer: 200 when ready, else 503 with every reason."""
-        if self.is_ready:
+        reasons = self.reasons()
+        if not reasons:
             return 200, {"status": "ready"}
-        return 503, {"status": "unavailable", "reasons": self.reasons()}
+        return 503, {"status": "unavailable", "reasons": reasons}
 
 
 def readiness_app(readiness: Readiness) -> Starlette:
@@ -62,6 +75,22 @@ def readiness_app(readiness: Readiness) -> Starlette:
         return JSONResponse({"status": "alive"})
 
     return Starlette(routes=[Route("/readyz", readyz), Route("/healthz", healthz)])
+
+
+class GroupMembership(ConsumerRebalanceListener):
+    """Marks a consumer not ready until it has joined its group and been given its partitions, and
+    while its group rebalances: an instance that never joins says so instead of looking started."""
+
+    def __init__(self, readiness: Readiness, part: str) -> None:
+        self._readiness = readiness
+        self._part = part
+        readiness.not_ready(part, "not_in_consumer_group")
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        self._readiness.not_ready(self._part, "consumer_group_rebalancing")
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        self._readiness.ready(self._part)
 
 
 class _QuietServer(uvicorn.Server):

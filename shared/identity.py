@@ -44,9 +44,12 @@ class IdentityError(ValueError):
 
 
 class Identity(BaseModel):
-    """The raw identity fields a request or account event carries. Never stored or logged as is."""
+    """The raw identity fields a request or account event carries. Never stored or logged as is.
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    A key it does not know (``UID``, ``uid ``, ``personnummer``) is a contract error, not ignored:
+    ignoring it would leave an identity that names nobody, and an excluded person allowed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     uid: Uid | None = Field(default=None, description="SHA-256 hex of the 12-digit personnummer (ChipOut)")
     national_id: Text | None = Field(default=None, description="a national id in clear, hashed on arrival")

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     # seconds between passes; 0 leaves the ticking to the caller.
     registration_timer_seconds: float = Field(default=5.0, ge=0)
 
+    # Blocking decides only from a view known to be current: past this many seconds without proof
+    # that its view has every lifecycle event published, it answers UNAVAILABLE and is not ready.
+    blocking_view_max_lag_seconds: float = Field(default=5.0, gt=0)
+
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
     # Per operator key: a token bucket refilled at this rate, holding at most the burst (429 past it).

@@ -1,11 +1,14 @@
-"""The blocking service's FastStream app: the view is loaded from blocking's projection before the
-first account event is decided, then kept current from the lifecycle events."""
+"""The blocking service's FastStream app: the view is loaded from blocking's projection and brought up
+to the end of the lifecycle topic (as it was at start) before the instance joins the account-events
+group; then it is kept current from the lifecycle events, and an instance whose view may have fallen
+behind answers UNAVAILABLE and is not ready."""
 
 import gc
 import time
 
 from faststream import FastStream
 
+from shared.health import GroupMembership
 from shared.identity import Hasher
 from shared.service import Clock, Service
 from shared.settings import Settings
@@ -19,6 +22,7 @@ from services.blocking.repository import INDEXES, MongoExclusionProjection, Mong
 
 
 VIEW = "blocking_view"
+FOLLOWER = "blocking_follower"
 FREEZE_AT = 50_000  # exclusions: below this, full collections are cheap anyway
 
 
@@ -29,7 +33,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
         service.clock = clock
     view = ExclusionView()
     outbox = Outbox(settings, client_id="selfex-blocking-outbox")
-    follower = ViewFollower(settings, view, lambda: MongoExclusionProjection(service.db), handlers.lifecycle_group(settings))
+    follower = ViewFollower(
+        settings, view, lambda: MongoExclusionProjection(service.db), handlers.lifecycle_group(settings), service.readiness
+    )
 
     async def start() -> None:
         await outbox.start()
@@ -46,11 +52,15 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
             gc.freeze()
         service.log.info("view_loaded", exclusions=len(view), seconds=round(time.perf_counter() - started, 2))
         await follower.start()
+        # Only now do the subscribers start: no account event is decided before the view has caught up.
+        await follower.caught_up()
 
     accounts = SeenAccounts(lambda: MongoSeenAccounts(service.db))
-    handlers.register(service, Hasher.from_settings(settings), view, accounts, outbox)
+    membership = GroupMembership(service.readiness, "group")
+    handlers.register(service, Hasher.from_settings(settings), view, accounts, outbox, follower, listener=membership)
     app = service.app(on_start=start)
     app.context.set_global(VIEW, view)  # for a look from outside (tests, diagnostics); handlers get it directly
+    app.context.set_global(FOLLOWER, follower)
     app.on_shutdown(follower.stop)  # while the store is still open
     app.after_shutdown(outbox.stop)  # after the subscribers stopped: nothing publishes any more
     return app

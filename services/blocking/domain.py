@@ -6,14 +6,21 @@ What each scope refuses (a withdrawal is never refused: a person may always take
 
 | event                               | GAMES, all games | GAMES, some games   | ADS           | DM           |
 |-------------------------------------|------------------|---------------------|---------------|--------------|
-| bet                                 | BLOCK            | BLOCK if its game   | allow         | allow        |
+| bet                                 | BLOCK            | BLOCK if its game,  | allow         | allow        |
+|                                     |                  | or if it names none |               |              |
 | login, registration, deposit, bonus | BLOCK            | allow               | allow         | allow        |
 | marketing                           | BLOCK            | BLOCK               | BLOCK if ADS  | BLOCK if DM  |
 | withdrawal                          | allow            | allow               | allow         | allow        |
 
+A bet that names no game is refused by any games exclusion, as a marketing send that names no
+channel is by any exclusion: when the event does not say, the conservative reading holds.
 Under a partial-games exclusion (e.g. SLOTS only) the person may still use the account for the
 games they are not excluded from, so login, registration, deposit and bonus go ahead and only bets
 on the excluded games are refused. Nobody excluded from any gambling is marketed to, on any channel.
+
+An event that cannot be checked gets neither ALLOW nor BLOCK but UNAVAILABLE, with the reason
+(operators treat it as a block): when the instance's view may be incomplete, and when the event's
+identity carries no personal identifier (nothing it could match a person by).
 
 Identifiers: a match on a personal identifier (national id, name + date of birth + postcode,
 e-mail, mobile) is the person. A device or payment-instrument fingerprint alone only says that
@@ -56,10 +63,14 @@ from shared.identity import PERSONAL_KINDS, IdentifierKind, kind_of
 
 from services.blocking.view import ActiveExclusion, ExclusionView
 
-__all__ = ["ActiveExclusion", "ExclusionView", "Known", "block_message", "blocks", "decide", "enforcement_action", "enforcements", "follow", "follow_view"]
+__all__ = [
+    "ActiveExclusion", "ExclusionView", "Known", "block_message", "blocks", "decide", "enforcement_action", "enforcements",
+    "follow", "follow_view", "names_a_person", "unchecked",
+]
 
 SOURCE = "blocking"
 CODE = "Self-Excluded"
+UNAVAILABLE_CODE = "Unavailable"
 CIRCUMVENTION = "suspected_circumvention"
 END_SESSIONS = "end_sessions"
 LIFT = "lift"
@@ -83,7 +94,8 @@ def blocks(scope: Scope, event: AccountEventOccurred) -> bool:
         channel = event.payload.channel
         return channel is None or ExclusionType(channel.value) in scope.types
     if kind is AccountEventKind.BET:
-        return scope.covers_game(event.payload.game)
+        game = event.payload.game
+        return ExclusionType.GAMES in scope.types if game is None else scope.covers_game(game)
     return covers_all_games(scope)
 
 
@@ -141,6 +153,23 @@ def refusal(event: AccountEventOccurred, identifiers: dict[IdentifierKind, str],
     )
 
 
+UNAVAILABLE_MESSAGE = "Selfex could not check this event; treat it as a block"
+IDENTITY_UNUSABLE = "identity_unusable"
+
+
+def unchecked(event: Any, now: datetime, reason: str) -> dict[str, Any]:
+    """The UNAVAILABLE decision's fields: the event could not be checked, for ``reason`` (never input values).
+
+    ``event`` needs only the references a decision repeats (ids, operator, account, kind), so an
+    event whose identity broke the contract can still be answered."""
+    return event_fields(event, now, Outcome.UNAVAILABLE, code=UNAVAILABLE_CODE, message=UNAVAILABLE_MESSAGE, reason=reason)
+
+
+def names_a_person(identifiers: dict[IdentifierKind, str]) -> bool:
+    """Whether an account's identifiers include one that identifies a person (not only a device or card)."""
+    return any(kind in PERSONAL_KINDS for kind in identifiers)
+
+
 def block_message(ends_on: date | None) -> str:
     until = ends_on.isoformat() if ends_on else "further notice"
     return f"Your account is blocked as part of the responsible gambling programme until {until}"
@@ -184,6 +213,7 @@ def decision_layout(
     scope: Scope | None = None,
     matched: list[str] | None = None,
     flags: list[str] | None = None,
+    reason: str | None = None,
 ) -> dict[str, Any]:
     """What ``DecisionMade.caused_by`` would build, every field present and in the contract's order."""
     return {
@@ -208,6 +238,7 @@ def decision_layout(
             "scope": scope,
             "matched": matched or [],
             "flags": flags or [],
+            "reason": reason,
         },
     }
 
@@ -304,6 +335,16 @@ def enforcements(cause: Event, snapshot: ExclusionSnapshot, action: str, account
         )
         for operator_id, account_id in sorted(set(accounts))
     ]
+
+
+def newest(known: dict, snapshots: Iterable[ExclusionSnapshot]) -> list[ExclusionSnapshot]:
+    """Each exclusion's newest snapshot among these, unless what is known of it is newer still."""
+    found: dict[uuid.UUID, ExclusionSnapshot] = {}
+    for snapshot in snapshots:
+        held = found.get(snapshot.exclusion_id)
+        if (held is None or snapshot.version >= held.version) and not is_stale(known.get(snapshot.exclusion_id), snapshot):
+            found[snapshot.exclusion_id] = snapshot
+    return list(found.values())
 
 
 def follow(view: ExclusionView, known: dict, event_type: str, snapshot: ExclusionSnapshot, now: datetime) -> tuple[bool, str | None]:

@@ -1,4 +1,5 @@
-"""Each blocking instance's view follows every partition of the lifecycle topic.
+"""Each blocking instance's view follows every partition of the lifecycle topic, and knows whether it
+is current.
 
 The lifecycle subscriber's consumer group is shared by the instances, so each of them handles only
 some partitions: enough to write the projection and push enforcement once, not enough for a view.
@@ -6,9 +7,16 @@ So each instance also reads the whole topic with a consumer of its own (no group
 the shared group had committed when the view was loaded from the projection: what came before is in
 the projection, what comes after is followed here. Snapshots carry versions, so reading one twice, or
 late, changes nothing.
+
+Current means proven by the broker: every ``PROBE_SECONDS`` the follower asks the broker for the
+topic's end offsets, and when its own position has reached them the view held everything published
+before the question was asked. A view not proven current within the bound (the follower stopped, its
+connection cut, the store away while applying) may be incomplete: the instance then answers
+UNAVAILABLE and is not ready. A follower that fails starts again by itself.
 """
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import structlog
@@ -18,22 +26,41 @@ from services.blocking import domain
 from services.blocking.repository import MongoExclusionProjection
 from services.blocking.view import ExclusionView
 from shared import topics
+from shared.health import Readiness
 from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
 RETRY_SECONDS = 1.0
+PROBE_SECONDS = 0.5
+PART = "view"
+CATCHING_UP, STOPPED, LAGGING = "view_catching_up", "view_follower_stopped", "view_lagging"
 
 
 class ViewFollower:
-    def __init__(self, settings: Settings, view: ExclusionView, projection: Callable[[], MongoExclusionProjection], group: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        view: ExclusionView,
+        projection: Callable[[], MongoExclusionProjection],
+        group: str,
+        readiness: Readiness,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._settings = settings
         self._view = view
         self._projection = projection
         self._group = group
+        self._readiness = readiness
+        self._clock = clock
+        self._max_lag = settings.blocking_view_max_lag_seconds
         self._topic = settings.topic(topics.EXCLUSION_LIFECYCLE)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
         self._checkpoint: dict[TopicPartition, int] = {}
+        self._current_at: float | None = None  # when the view was last proven to hold everything published
+        self._caught_up = asyncio.Event()
+        self._paused = False
 
     async def checkpoint(self) -> None:
         """Note where the shared group has got to; call it before the view is loaded from the projection."""
@@ -49,6 +76,66 @@ class ViewFollower:
         self._checkpoint = {tp: offset for tp, offset in committed.items() if offset is not None and offset >= 0}
 
     async def start(self) -> None:
+        """Start following; the view is not current (nor the instance ready) until it has caught up."""
+        self._readiness.watch(PART, self.unavailable_reason)
+        self._task = asyncio.create_task(self._run(), name="blocking-view-follower")
+
+    async def caught_up(self) -> None:
+        """Return once the view holds every lifecycle event published before the follower started."""
+        waited = self._clock()
+        while True:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._caught_up.wait()), timeout=10)
+                log.info("view_caught_up", seconds=round(self._clock() - waited, 2), in_view=len(self._view))
+                return
+            except asyncio.TimeoutError:
+                log.warning("view_still_catching_up", seconds=round(self._clock() - waited))
+
+    def unavailable_reason(self) -> str | None:
+        """Why the view may be incomplete now, or None when it is known to be current within the bound."""
+        if self._task is None or self._task.done():
+            return STOPPED
+        if self._current_at is None:
+            return CATCHING_UP
+        if self._clock() - self._current_at > self._max_lag:
+            return LAGGING
+        return None
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def kill(self) -> None:
+        """Stop following as a failure would (for tests and diagnostics): the view is no longer current."""
+        await self.stop()
+
+    def pause(self) -> None:
+        """Stop reaching the broker while still running, as a cut connection would (for tests)."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
+    async def _run(self) -> None:
+        """Follow until cancelled; a failure starts the consumer again from where the view has got to."""
+        positions: dict[TopicPartition, int] = dict(self._checkpoint)
+        while True:
+            consumer = None
+            try:
+                consumer = await self._open(positions)
+                await self._follow(consumer, positions)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 — the broker or store is away: start again
+                log.warning("view_follower_restarting", error=type(error).__name__)
+                await asyncio.sleep(RETRY_SECONDS)
+            finally:
+                if consumer is not None:
+                    await asyncio.shield(consumer.stop())
+
+    async def _open(self, positions: dict[TopicPartition, int]) -> AIOKafkaConsumer:
         consumer = self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._settings.kafka,
             client_id="selfex-blocking-follower",
@@ -56,28 +143,29 @@ class ViewFollower:
             fetch_max_wait_ms=100,
         )
         await consumer.start()
-        await consumer.topics()  # fetches the metadata
-        partitions = [TopicPartition(self._topic, p) for p in sorted(consumer.partitions_for_topic(self._topic) or ())]
-        consumer.assign(partitions)
-        for partition in partitions:
-            if partition in self._checkpoint:
-                consumer.seek(partition, self._checkpoint[partition])
-            else:
-                await consumer.seek_to_beginning(partition)
-        self._task = asyncio.create_task(self._follow(consumer), name="blocking-view-follower")
+        try:
+            await consumer.topics()  # fetches the metadata
+            partitions = [TopicPartition(self._topic, p) for p in sorted(consumer.partitions_for_topic(self._topic) or ())]
+            if not partitions:
+                raise LookupError(f"no partitions for {self._topic}")
+            consumer.assign(partitions)
+            for partition in partitions:
+                if partition in positions:
+                    consumer.seek(partition, positions[partition])
+                else:
+                    await consumer.seek_to_beginning(partition)
+        except BaseException:
+            await consumer.stop()
+            raise
+        return consumer
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
-
-    async def _follow(self, consumer: AIOKafkaConsumer) -> None:
+    async def _follow(self, consumer: AIOKafkaConsumer, positions: dict[TopicPartition, int]) -> None:
+        probed = 0.0
         while True:
-            batches = await consumer.getmany(timeout_ms=200, max_records=1000)
+            if self._paused:
+                await asyncio.sleep(0.05)
+                continue
+            batches = await consumer.getmany(timeout_ms=100, max_records=1000)
             snapshots = []
             for records in batches.values():
                 for record in records:
@@ -92,6 +180,23 @@ class ViewFollower:
                 except Exception as error:  # noqa: BLE001 — the store is away: try the same batch again
                     log.warning("view_follower_retrying", error=type(error).__name__)
                     await asyncio.sleep(RETRY_SECONDS)
+            for partition, records in batches.items():
+                if records:
+                    positions[partition] = records[-1].offset + 1
+            if self._clock() - probed >= PROBE_SECONDS or batches:
+                probed = self._clock()
+                await self._probe(consumer)
+
+    async def _probe(self, consumer: AIOKafkaConsumer) -> None:
+        """Ask the broker where the topic ends; if the view has got there, it was current when asked."""
+        asked = self._clock()
+        partitions = list(consumer.assignment())
+        ends = await asyncio.wait_for(consumer.end_offsets(partitions), timeout=max(1.0, self._max_lag))
+        for partition in partitions:
+            if await consumer.position(partition) < ends[partition]:
+                return
+        self._current_at = asked
+        self._caught_up.set()
 
     async def _apply(self, snapshots: list) -> None:
         view = self._view

@@ -7,19 +7,21 @@ dead-lettered on its own while the rest of its batch is still handled.
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka import ConsumerRecord
 from faststream.message import StreamMessage
+from pydantic import Field, ValidationError
 
 from shared import topics
-from shared.broker import DeadLetters
-from shared.events import AccountEventOccurred
-from shared.identity import Hasher
+from shared.broker import DeadLetters, describe
+from shared.events import AccountEventKind, AccountEventOccurred, Contract, Event
+from shared.identity import Hasher, IdentityError
 from shared.service import Service
 
 from services.blocking import domain
 from services.blocking.accounts import SeenAccounts
+from services.blocking.follower import ViewFollower
 from services.blocking.identities import AccountIdentifiers
 from services.blocking.outbox import Allowed, Outbox, Record
 from services.blocking.repository import MongoExclusionProjection
@@ -38,6 +40,31 @@ LIFECYCLE_WAIT_MS = 100
 parse_account_event = AccountEventOccurred.__pydantic_validator__.validate_json
 
 
+class _References(Contract):
+    operator_event_id: str = Field(min_length=1, max_length=200)
+    account_id: str = Field(min_length=1, max_length=200)
+    kind: AccountEventKind
+
+
+class AccountEventReferences(Event):
+    """What a decision repeats of an account event, read without the rest: an event whose identity
+    (or game, or channel) breaks the contract is still answered, UNAVAILABLE, rather than left unanswered."""
+
+    type: Literal["account.event"] = "account.event"
+    operator_id: str = Field(min_length=1, max_length=100)
+    payload: _References
+
+
+def unchecked_record(value: bytes | None, error: ValidationError, now) -> Record:
+    """The UNAVAILABLE decision for an account event that breaks the contract; raises ``error`` when
+    not even its references can be read (then there is nobody to answer: it is dead-lettered)."""
+    try:
+        references = AccountEventReferences.model_validate_json(value or b"")
+    except ValidationError:
+        raise error from None
+    return Record.decision(domain.unchecked(references, now, f"event_invalid: {describe(error)}"))
+
+
 def lifecycle_group(settings) -> str:
     """The consumer group the instances share for the lifecycle topic (its offsets mark what the projection holds)."""
     return f"{settings.topic_prefix}blocking.{topics.EXCLUSION_LIFECYCLE}"
@@ -48,32 +75,57 @@ async def records_of(message: StreamMessage[Any]) -> Any:
     return list(message.raw_message)
 
 
-def register(service: Service, hasher: Hasher, view: domain.ExclusionView, accounts: SeenAccounts, outbox: Outbox) -> None:
+def register(
+    service: Service, hasher: Hasher, view: domain.ExclusionView, accounts: SeenAccounts, outbox: Outbox, follower: ViewFollower, *, listener=None
+) -> None:
     dead_letters = DeadLetters(service.settings, consumer=service.name, broker=service.broker)
     account_identifiers = AccountIdentifiers(hasher)
     allowed = Allowed()
     batches = {"batch": True, "max_records": MAX_BATCH, "batch_timeout_ms": BATCH_WAIT_MS, "decoder": records_of}
 
     @service.subscriber(
-        topics.ACCOUNT_EVENTS, **batches, fetch_max_wait_ms=FETCH_MAX_WAIT_MS, title="blocking.account_events"
+        topics.ACCOUNT_EVENTS, **batches, fetch_max_wait_ms=FETCH_MAX_WAIT_MS, title="blocking.account_events", listener=listener
     )
     async def on_account_events(records: Sequence[ConsumerRecord]) -> None:
-        """Decide ALLOW or BLOCK for each account event of a batch; publish the decisions together."""
+        """Decide ALLOW, BLOCK or UNAVAILABLE for each account event of a batch; publish the decisions together.
+
+        UNAVAILABLE (operators treat it as a block) when the event cannot be checked: the instance's
+        view may be incomplete and holds no exclusion refusing it, or the identity names nobody.
+        """
         now = service.clock()
+        unavailable = follower.unavailable_reason()  # once per batch: the view's state when deciding it
         decisions, parked = [], []
         for record in records:
             try:
-                event = parse_account_event(record.value)
+                try:
+                    event = parse_account_event(record.value)
+                except ValidationError as error:
+                    decisions.append(unchecked_record(record.value, error, now))
+                    continue
                 payload = event.payload
-                identifiers, new = account_identifiers.of(event.operator_id, payload.account_id, payload.identity)  # raw identity ends here
+                try:
+                    identifiers, new = account_identifiers.of(event.operator_id, payload.account_id, payload.identity)  # raw identity ends here
+                except IdentityError as error:
+                    decisions.append(Record.decision(domain.unchecked(event, now, f"{domain.IDENTITY_UNUSABLE}: {error}")))
+                    continue
+                if not domain.names_a_person(identifiers):
+                    reason = f"{domain.IDENTITY_UNUSABLE}: no personal identifier (national id, name with date of birth and postcode, e-mail or mobile)"
+                    decisions.append(Record.decision(domain.unchecked(event, now, reason)))
+                    continue
                 if new:  # an account seen before with the same identity was noted then
                     accounts.note(event.operator_id, payload.account_id, identifiers.values())
                 refused = domain.refusal(event, identifiers, view, now)
-                decisions.append(allowed.record(event, now) if refused is None else Record.decision(refused))
+                if refused is not None:
+                    decisions.append(Record.decision(refused))
+                elif unavailable is not None:
+                    decisions.append(Record.decision(domain.unchecked(event, now, unavailable)))
+                else:
+                    decisions.append(allowed.record(event, now))
             except Exception as error:  # noqa: BLE001 — a bad record is parked, the batch goes on
                 parked.append((record, error))
-        # The decisions go out while the newly seen accounts are stored, both before the commit.
-        await asyncio.gather(outbox.publish_records(decisions), accounts.flush_or_keep())
+        # The decisions go out while the newly seen accounts are stored, both before the commit: a
+        # failed write fails the batch, which is retried (same decision ids), so no seen account is lost.
+        await asyncio.gather(outbox.publish_records(decisions), accounts.flush())
         for record, error in parked:
             await dead_letters.park_record(record, error)
 
@@ -97,16 +149,16 @@ def register(service: Service, hasher: Hasher, view: domain.ExclusionView, accou
                 refused.append((record, error))
         projection = MongoExclusionProjection(service.db)
         known = await projection.known(e.payload.exclusion_id for e in events)
-        now, newest, commands = service.clock(), {}, []
+        # The projection is saved before the view changes: a failed save fails the batch (retried,
+        # offsets held), and the next start loads the view from a projection that lost nothing.
+        await projection.save_many(domain.newest(known, (e.payload for e in events)))
+        now, commands = service.clock(), []
         for event in events:
             snapshot = event.payload
-            followed, action = domain.follow(view, known, event.type, snapshot, now)
-            if followed:
-                newest[snapshot.exclusion_id] = snapshot
+            _, action = domain.follow(view, known, event.type, snapshot, now)
             if action:
                 commands += domain.enforcements(event, snapshot, action, await accounts.accounts_for(snapshot.identifiers))
         await outbox.publish_all(commands)
-        await projection.save_many(newest.values())
         for record, error in refused:
             await dead_letters.park_record(record, error)
         if events:

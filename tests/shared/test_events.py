@@ -289,12 +289,16 @@ def test_fields_a_consumer_does_not_know_are_ignored(type_name):
     assert parse_event(data) == event
 
 
-def test_an_identity_field_a_consumer_does_not_know_is_ignored():
-    event = sample("account.event")
-    data = json.loads(event.model_dump_json())
-    data["payload"]["identity"]["passport_number"] = "X1234567"
+@pytest.mark.parametrize("unknown", ["passport_number", "UID", "uid ", "personnummer"])
+def test_an_identity_field_the_contract_does_not_know_is_a_contract_error_not_ignored(unknown):
+    """Ignoring it could leave an identity that names nobody, and an excluded person allowed."""
+    data = json.loads(sample("account.event").model_dump_json())
+    data["payload"]["identity"][unknown] = "X1234567"
 
-    assert parse_event(data) == event
+    with pytest.raises(pydantic.ValidationError) as refused:
+        parse_event(data)
+
+    assert "identity" in describe(refused.value) and "X1234567" not in describe(refused.value)
 
 
 def test_operator_scoped_events_are_keyed_by_operator_and_account_and_the_rest_by_subject():

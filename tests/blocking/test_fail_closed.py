@@ -1,0 +1,164 @@
+"""Blocking fails closed on the real broker and store: it decides only from a complete view, says
+UNAVAILABLE when its view may be incomplete, refuses identities that name nobody, and rejoins its
+group however often it is restarted."""
+
+import asyncio
+import contextlib
+import json
+import uuid
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from services.blocking.app import FOLLOWER, create_app
+from shared import topics
+from shared.broker import ensure_topics
+from shared.events import SCOPE_ALL, AccountEventKind, ExclusionActivated, ExclusionType, Game, Scope
+from shared.identity import Hasher, Identity, uid_from_personnummer
+from shared.infra import free_port
+from tests.blocking.conftest import T0, Blocking, Clock
+from tests.support import Publisher, TopicReader, eventually
+
+pytestmark = pytest.mark.integration
+
+K = AccountEventKind
+POKER = Scope(types=frozenset({ExclusionType.GAMES}), games=frozenset({Game.POKER}))
+
+
+def person(n: int) -> Identity:
+    return Identity(uid=uid_from_personnummer(f"1985020{n}4321"), email=f"person{n}@example.org")
+
+
+async def _true(value):
+    return value
+
+
+def assigned(app) -> bool:
+    return all(s.consumer is not None and s.consumer.assignment() for s in app.broker.subscribers)
+
+
+class Running:
+    """Readers and a publisher around instances that come and go."""
+
+    @classmethod
+    async def on(cls, settings, database) -> "Running":
+        await ensure_topics(settings)  # the readers are there before the first instance
+        return cls(settings, database)
+
+    def __init__(self, settings, database) -> None:
+        self.settings, self.database, self.clock = settings, database, Clock()
+        self.hasher = Hasher.from_settings(settings)
+
+    def blocking(self, publish, decisions) -> Blocking:
+        return Blocking(self.settings, self.database, self.clock, self.hasher, publish, decisions, None, None, accounts=uuid.uuid4().int % 10**6)
+
+
+async def test_an_exclusion_activated_while_blocking_was_stopped_blocks_the_very_first_event_after_restart(settings, database):
+    running = await Running.on(settings, database)
+    async with Publisher(settings) as publish, TopicReader(settings, topics.DECISIONS) as decisions:
+        async with create_app(settings, database=database, clock=running.clock):
+            first = running.blocking(publish, decisions)
+            [before] = (await first.decide(first.account_event(K.LOGIN, person(1)))).values()
+            assert before["outcome"] == "ALLOW"
+        # Blocking is down; the person is excluded meanwhile, after a lot else happened on the topic.
+        topic, producer = settings.topic(topics.EXCLUSION_LIFECYCLE), publish.producer
+        others = [
+            ExclusionActivated(source="registration", subject=f"p{n}", payload=first.snapshot(Identity(email=f"other{n}@example.org")))
+            for n in range(3000)
+        ]
+        sent = [await producer.send(topic, e.model_dump_json().encode(), key=e.key()) for e in others]
+        await asyncio.gather(*sent)
+        await first.lifecycle(ExclusionActivated, first.snapshot(person(1)), subject="person-1", wait=False)
+        async with create_app(settings, database=database, clock=running.clock):
+            again = running.blocking(publish, decisions)
+            [after] = (await again.decide(again.account_event(K.LOGIN, person(1)))).values()
+    assert after["outcome"] == "BLOCK", "the very first event after the restart is decided with the exclusion"
+
+
+async def test_two_instances_restarted_five_times_on_one_group_rejoin_it_each_time(settings, database):
+    running = await Running.on(settings, database)
+    async with Publisher(settings) as publish, TopicReader(settings, topics.DECISIONS) as decisions:
+        for round_ in range(5):
+            apps = [create_app(settings, database=database, clock=running.clock) for _ in range(2)]
+            async with contextlib.AsyncExitStack() as stack:
+                await asyncio.gather(*(stack.enter_async_context(app) for app in apps))
+                await eventually(lambda: _true(all(assigned(app) for app in apps)), timeout=30, what=f"start {round_ + 1} to join the group")
+                blocking = running.blocking(publish, decisions)
+                decided = await blocking.decide(*(blocking.account_event(K.LOGIN, person(2), account=f"r{round_}-{n}") for n in range(6)))
+                assert {d["outcome"] for d in decided.values()} == {"ALLOW"}
+
+
+async def test_a_stopped_follower_makes_the_instance_answer_unavailable_and_not_ready(settings, database):
+    settings = settings.model_copy(update={"health_port": free_port(), "blocking_view_max_lag_seconds": 1.0})
+    running = await Running.on(settings, database)
+    readyz = f"http://127.0.0.1:{settings.health_port}/readyz"
+    async with Publisher(settings) as publish, TopicReader(settings, topics.DECISIONS) as decisions, httpx.AsyncClient() as http:
+        app = create_app(settings, database=database, clock=running.clock)
+        async with app:
+            blocking = running.blocking(publish, decisions)
+            assert (await http.get(readyz)).status_code == 200
+            await app.context.get(FOLLOWER).kill()  # as if its task died
+
+            async def unready():
+                answer = await http.get(readyz)
+                return answer if answer.status_code == 503 else None
+
+            answer = await eventually(unready, timeout=10, what="readiness to turn false")
+            assert "view" in answer.json()["reasons"]
+            [decided] = (await blocking.decide(blocking.account_event(K.LOGIN, person(3)))).values()
+            assert decided["outcome"] == "UNAVAILABLE", "never ALLOW from a view that may be incomplete"
+            assert decided["reason"]
+
+
+async def test_a_view_that_stops_being_fed_is_unavailable_within_the_bound(settings, database):
+    settings = settings.model_copy(update={"blocking_view_max_lag_seconds": 1.0})
+    running = await Running.on(settings, database)
+    async with Publisher(settings) as publish, TopicReader(settings, topics.DECISIONS) as decisions:
+        app = create_app(settings, database=database, clock=running.clock)
+        async with app:
+            blocking = running.blocking(publish, decisions)
+            follower = app.context.get(FOLLOWER)
+            follower.pause()  # it still runs, but stops reaching the broker, as with a cut connection
+            await eventually(lambda: _true(follower.unavailable_reason() is not None), timeout=10, what="the view to count as lagging")
+            [decided] = (await blocking.decide(blocking.account_event(K.LOGIN, person(4)))).values()
+            assert decided["outcome"] == "UNAVAILABLE"
+            follower.resume()
+            await eventually(lambda: _true(follower.unavailable_reason() is None), timeout=10, what="the view to be current again")
+            [decided] = (await blocking.decide(blocking.account_event(K.LOGIN, person(4)))).values()
+            assert decided["outcome"] == "ALLOW"
+
+
+THIN_IDENTITIES = {
+    "empty": {},
+    "upper-case key": {"UID": uid_from_personnummer("198502011234")},
+    "key with a space": {"uid ": uid_from_personnummer("198502011234")},
+    "personnummer in clear": {"personnummer": "198502011234"},
+    "blank fields": {"email": "   ", "mobile": ""},
+    "device only": {"device_fingerprint": "device-1"},
+    "half a name": {"first_name": "Anna", "last_name": "Svensson"},
+}
+
+
+@pytest.mark.parametrize("identity", list(THIN_IDENTITIES.values()), ids=list(THIN_IDENTITIES))
+async def test_an_identity_that_names_nobody_is_never_allowed(blocking, identity):
+    await blocking.lifecycle(ExclusionActivated, blocking.snapshot(Identity(uid=uid_from_personnummer("198502011234"))))
+    event_id = str(uuid.uuid4())
+    raw = {
+        "id": event_id,
+        "type": "account.event",
+        "operator_id": "op-1",
+        "payload": {"operator_event_id": "e-1", "account_id": "a-1", "kind": "login", "identity": identity},
+    }
+    await blocking.publish.raw(topics.ACCOUNT_EVENTS, json.dumps(raw).encode(), key=b"op-1:a-1")
+    [decided] = await blocking.decisions.wait_for(lambda m: m["causation_id"] == event_id)
+    assert decided["payload"]["outcome"] == "UNAVAILABLE"
+    assert "identity" in decided["payload"]["reason"]
+
+
+async def test_a_bet_without_a_game_is_blocked_by_a_poker_only_exclusion(blocking):
+    who = person(5)
+    await blocking.lifecycle(ExclusionActivated, blocking.snapshot(who, scope=POKER))
+    decided = await blocking.decide(no_game := blocking.account_event(K.BET, who), slots := blocking.account_event(K.BET, who, game=Game.SLOTS))
+    assert decided[str(no_game.id)]["outcome"] == "BLOCK"
+    assert decided[str(slots.id)]["outcome"] == "ALLOW"
