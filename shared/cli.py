@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # command -> module whose ``main(argv) -> int`` takes the rest of the command line.
 DELEGATED = {
-    "bench": {"decisions": "services.blocking.bench", "http": "services.gateway.bench"},
+    "bench": {"decisions": "services.blocking.bench", "http": "services.gateway.bench", "enforcement": "bench.enforcement"},
     "operator": "services.gateway.operators",
 }
 

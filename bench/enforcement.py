@@ -1,0 +1,344 @@
+"""``selfex bench enforcement``: how long an exclusion takes to be enforced, on the whole stack.
+
+Starts embedded servers on free ports unless SELFEX_KAFKA_BOOTSTRAP and SELFEX_MONGO_URI name real
+ones. Then, in one run:
+
+1. N exclusions written into each service's own store, in bulk, the way the other benches write
+   them: registration's exclusions and the gateway's lookup as ``selfex bench http`` does,
+   blocking's projection as ``selfex bench decisions`` does (the same people, by national id);
+2. the services as separate processes (``selfex run NAME``): registration, verification, the
+   gateway and blocking as deployed, two instances (audit with ``--audit``);
+3. a steady flow of account events into blocking (1,000/s by default) for the rest of the run;
+4. one account event of each person to be excluded, so that blocking has seen their account; then
+   M people excluded at a steady rate through the native API (``POST /v1/exclusions``), each timed
+   from its ``201`` until (a) a GAMSTOP check for them answers ``X-Exclusion: Y``, (b) an account
+   event of theirs is answered ``BLOCK`` on the decisions topic (one is sent every 20 ms until then),
+   (c) ``end_sessions`` for their account arrives on the enforcement topic;
+5. the machine's limit in the same run: one record produced and consumed on a fresh topic;
+6. one blocking instance restarted at each of ``--restart-sizes`` exclusions in its projection (the
+   projection topped up in bulk between sizes), timed until its ``/readyz`` answers 200.
+
+A benchmark, not a test: it reports what it measures and asserts nothing.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from subprocess import Popen
+
+import httpx
+
+from shared import topics
+from shared.broker import ensure_topics
+from shared.identity import Hasher
+from shared.infra import free_port
+from shared.settings import Settings
+from shared.store import ensure_indexes, open_database
+
+from bench.probes import Flow, Person, Watch, exclude, percentiles
+from services.blocking import measure
+from services.blocking import repository as blocking_store
+from services.blocking.bench import (
+    READY_TIMEOUT_SECONDS,
+    account_events_group,
+    child,
+    servers,
+    service_environment,
+    store_exclusions,
+    view_load_seconds,
+)
+from services.blocking.workload import Workload
+from services.gateway import bench as gateway_bench
+from services.gateway import repository as gateway_store
+from services.gateway.access import ALL_SCOPES
+from services.gateway.operators import add
+from services.registration import repository as registration_store
+
+HOP_TOPIC = "bench.hop"
+HOST = "127.0.0.1"
+TARGET_P99_MS = 1000.0
+TARGET_RESTART_SECONDS = 30.0
+EFFECTS = (("gamstop", "GAMSTOP check answers Y"), ("block", "first account event BLOCKed"), ("end_sessions", "end_sessions on enforcement"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="selfex bench enforcement", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--exclusions", type=_count, default=100_000, help="exclusions loaded before the run")
+    parser.add_argument("--excluded", type=_count, default=200, help="people excluded during the run, at --rate")
+    parser.add_argument("--rate", type=float, default=5.0, help="exclusions made per second")
+    parser.add_argument("--flow", type=float, default=1000.0, help="account events per second flowing through blocking meanwhile")
+    parser.add_argument("--accounts", type=_count, default=10_000, help="operator accounts the flow's events come from")
+    parser.add_argument("--give-up", type=float, default=30.0, help="seconds after a 201 past which an effect counts as missing")
+    parser.add_argument("--hops", type=_count, default=200, help="records in the bare broker hop, at 50/s")
+    parser.add_argument("--restart-sizes", default="100000,1000000",
+                        help="exclusions in blocking's projection at each restart, comma-separated, ascending, each ≥ --exclusions (empty: none)")
+    parser.add_argument("--partitions", type=_count, default=6, help="partitions per topic (a multiple of the blocking instances)")
+    parser.add_argument("--audit", action="store_true", help="run the audit service too (it writes a log entry for every message)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    args.restart_sizes = sorted(_count(s) for s in args.restart_sizes.split(",") if s.strip())
+    if args.restart_sizes and args.restart_sizes[0] < args.exclusions:
+        parser.error("--restart-sizes must each be at least --exclusions (the projection is only ever topped up)")
+    settings = Settings().model_copy(update={"topic_partitions": args.partitions})
+    with tempfile.TemporaryDirectory(prefix="selfex-bench-enforcement-") as workdir, servers(settings, Path(workdir)) as (settings, kind):
+        report = asyncio.run(run(args, settings, kind, Path(workdir)))
+    print_report(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def _count(text: str) -> int:
+    value = int(text.replace("_", ""))
+    if value < 1:
+        raise argparse.ArgumentTypeError("a whole number of at least 1")
+    return value
+
+
+def progress(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+async def run(args, settings: Settings, kind: str, workdir: Path) -> dict:
+    tag = uuid.uuid4().hex[:6]
+    settings = settings.model_copy(update={
+        "topic_prefix": f"enf{tag}.", "mongo_db": f"bench_enf_{tag}", "gateway_rate_per_second": 1e9, "gateway_rate_burst": 10**9,
+    })
+    await ensure_topics(settings)
+    await ensure_topics(settings, names=(HOP_TOPIC,))
+    hasher = Hasher.from_settings(settings)
+    names = ["registration", "verification", "gateway", "blocking", "blocking"] + (["audit"] if args.audit else [])
+    report: dict = {
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "servers": kind},
+        "settings": {key: getattr(args, key) for key in ("exclusions", "excluded", "rate", "flow", "partitions", "give_up", "restart_sizes")},
+        "services": names,
+    }
+    client, database = await open_database(settings)
+    try:
+        issued = await add(gateway_store.MongoOperators(database), f"bench-{tag}", ALL_SCOPES)
+        workload = Workload(hasher=hasher, exclusions=args.exclusions, accounts=args.accounts)
+        progress(f"loading {args.exclusions:,} exclusions into registration's, the gateway's and blocking's stores")
+        started = time.perf_counter()
+        await asyncio.gather(gateway_bench.load(database, hasher, 0, args.exclusions), top_up(database, workload, 0))
+        await ensure_indexes(database, {**registration_store.INDEXES, **gateway_store.INDEXES, **blocking_store.INDEXES})
+        report["load_seconds"] = round(time.perf_counter() - started, 1)
+        with Stack(settings, workdir) as stack:
+            progress(f"starting {', '.join(names)}")
+            started = time.perf_counter()
+            labels = [stack.start(name) for name in names]
+            for label in labels:
+                await stack.ready(label)
+            await measure.until_group_stable(settings.kafka, account_events_group(settings), 2, READY_TIMEOUT_SECONDS)
+            report["stack_ready_seconds"] = round(time.perf_counter() - started, 1)
+            report |= await enforcement(args, settings, stack, workload, issued, tag)
+            report["restarts"] = await restarts(args, settings, database, stack, workload, tag)
+    finally:
+        await client.drop_database(settings.mongo_db)
+        await client.close()
+    return report
+
+
+async def top_up(database, workload: Workload, stored: int) -> float:
+    """Blocking's projection holds the workload's exclusions beyond the first ``stored`` too; seconds taken."""
+    seconds, _ = await store_exclusions(blocking_store.MongoExclusionProjection(database), Beyond(workload, stored))
+    return seconds
+
+
+class Beyond(Workload):
+    """A workload's exclusion documents after its first ``stored`` (already written)."""
+
+    def __init__(self, workload: Workload, stored: int) -> None:
+        super().__init__(hasher=workload.hasher, exclusions=workload.exclusions, accounts=workload.accounts, seed=workload.seed, now=workload.now)
+        self.stored = stored
+
+    def exclusion_documents(self, chunk: int = 5000):
+        seen = 0
+        for documents in super().exclusion_documents(chunk):
+            fresh, seen = documents[max(0, self.stored - seen):], seen + len(documents)
+            if fresh:
+                yield fresh
+
+
+@dataclass
+class Running:
+    process: Popen
+    health_port: int
+    log_path: Path
+    exit: ExitStack
+
+
+class Stack:
+    """The services as separate processes (``selfex run NAME``), each serving its readiness on a port."""
+
+    def __init__(self, settings: Settings, workdir: Path) -> None:
+        self.gateway_port = free_port()
+        self.env = service_environment(settings) | {
+            "SELFEX_GATEWAY_HOST": HOST,
+            "SELFEX_GATEWAY_PORT": str(self.gateway_port),
+            "SELFEX_GATEWAY_RATE_PER_SECOND": str(settings.gateway_rate_per_second),
+            "SELFEX_GATEWAY_RATE_BURST": str(settings.gateway_rate_burst),
+        }
+        self.workdir = workdir
+        self.running: dict[str, Running] = {}
+        self.started = 0
+
+    def __enter__(self) -> "Stack":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for label in list(self.running):
+            self.stop(label)
+
+    def start(self, name: str, label: str | None = None) -> str:
+        self.started += 1
+        label = label or f"{name}-{self.started}"
+        # The gateway answers /readyz on its own port; each stream service on a port of its own.
+        port = self.gateway_port if name == "gateway" else free_port()
+        health = "0" if name == "gateway" else str(port)
+        log_path = self.workdir / f"{label}.log"
+        exit_stack = ExitStack()
+        command = [sys.executable, "-m", "shared.cli", "run", name]
+        process = exit_stack.enter_context(child(command, self.env | {"SELFEX_HEALTH_PORT": health}, log_path))
+        self.running[label] = Running(process, port, log_path, exit_stack)
+        return label
+
+    def stop(self, label: str) -> None:
+        self.running.pop(label).exit.close()
+
+    async def ready(self, label: str, timeout: float = 120.0) -> None:
+        running = self.running[label]
+        try:
+            await gateway_bench._healthy(running.health_port, running.process, timeout)
+        except RuntimeError:
+            print(f"--- {label} (last lines) ---\n{running.log_path.read_text(errors='replace')[-3000:]}", file=sys.stderr)
+            raise
+
+    def blocking(self) -> list[str]:
+        return [label for label in self.running if label.startswith("blocking")]
+
+
+async def enforcement(args, settings: Settings, stack: Stack, workload: Workload, issued, tag: str) -> dict:
+    """The people excluded one by one while the flow runs, then the bare broker hop."""
+    people = [Person(k, issued.operator.id) for k in range(args.excluded)]
+    account_events = settings.topic(topics.ACCOUNT_EVENTS)
+    flow = Flow(settings.kafka, account_events, workload, args.flow, tag)
+    watch = Watch(settings.kafka, settings.topic(topics.DECISIONS), settings.topic(topics.ENFORCEMENT), issued.operator.id, people)
+    async with watch, flow, measure.producer(settings.kafka, 0) as send, httpx.AsyncClient(
+        base_url=f"http://{HOST}:{stack.gateway_port}", timeout=args.give_up
+    ) as http:
+        progress(f"flow of {args.flow:,.0f} account events/s started; an account event of each of {len(people)} people first")
+        for one in people:
+            key, value = one.account_event(f"note-{one.k}")
+            await send.send(account_events, value, key=key)
+        await asyncio.wait_for(asyncio.gather(*(one.noted.wait() for one in people)), 60)
+        await asyncio.sleep(1.0)  # the seen accounts are stored while the decisions go out
+        progress(f"excluding {len(people)} people at {args.rate:g}/s")
+        decided_before, flow_before, started = watch.decisions, flow.sent, time.perf_counter()
+        tasks = []
+        for one in people:
+            await asyncio.sleep(max(0.0, started + one.k / args.rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(exclude(one, http, issued.key, send, account_events, args.give_up)))
+        await asyncio.gather(*tasks)
+        seconds = time.perf_counter() - started
+        flow_figures = {"offered_per_second": round((flow.sent - flow_before) / seconds), "decisions_per_second": round((watch.decisions - decided_before) / seconds)}
+        progress(f"the bare broker hop: {args.hops} records at 50/s")
+        hop_records = [(b"hop", json.dumps({"payload": {"operator_event_id": f"hop-{n}"}}).encode(), f"hop-{n}") for n in range(args.hops)]
+        async with measure.Output(settings.kafka, settings.topic(HOP_TOPIC)) as hop_output:
+            hop = await measure.latency(settings.kafka, settings.topic(HOP_TOPIC), hop_output, hop_records, 50.0)
+    accepted = [one for one in people if one.status == 201]
+    return {
+        "flow": flow_figures,
+        "requests": {
+            "answers": {str(status): sum(1 for one in people if one.status == status) for status in sorted({one.status for one in people}, key=str)},
+            **percentiles([one.request_ms for one in people if one.status == 201 and one.request_ms is not None]),
+        },
+        "gamstop": {**_effect(accepted, "gamstop_at"), "not_yet_answers": sum(one.not_yet_checks for one in accepted)},
+        "block": {**_effect(accepted, "blocked_at"), "allowed_after_201": sum(one.allowed_after for one in accepted),
+                  "unavailable_after_201": sum(one.unavailable_after for one in accepted)},
+        "end_sessions": _effect(accepted, "enforced_at"),
+        "broker_hop": {"count": hop.answered, "p50_ms": round(hop.p50_ms, 1), "p95_ms": round(hop.p95_ms, 1), "p99_ms": round(hop.p99_ms, 1)},
+    }
+
+
+def _effect(accepted: list[Person], moment: str) -> dict:
+    """Times from the 201 (negative: the effect came before the answer), and from the request."""
+    samples = [one.ms_after(one.accepted_at, getattr(one, moment)) for one in accepted]
+    from_request = [one.ms_after(one.sent_at, getattr(one, moment)) for one in accepted]
+    return {
+        **percentiles([s for s in samples if s is not None]), "missing": sum(1 for s in samples if s is None),
+        "from_request": percentiles([s for s in from_request if s is not None]),
+    }
+
+
+async def restarts(args, settings: Settings, database, stack: Stack, workload: Workload, tag: str) -> list[dict]:
+    """One blocking instance stopped and started again at each size, the flow running; timed until ready."""
+    figures, stored = [], workload.exclusions
+    for size in args.restart_sizes:
+        load_s = 0.0
+        if size > stored:
+            progress(f"topping blocking's projection up from {stored:,} to {size:,} exclusions")
+            load_s = await top_up(database, Workload(hasher=workload.hasher, exclusions=size, accounts=workload.accounts), stored)
+            stored = size
+        async with Flow(settings.kafka, settings.topic(topics.ACCOUNT_EVENTS), workload, args.flow, f"{tag}-restart-{size}"):
+            await asyncio.sleep(2.0)
+            victim = stack.blocking()[-1]
+            progress(f"restarting {victim} with {size:,} exclusions in blocking's projection")
+            stack.stop(victim)
+            started = time.perf_counter()
+            label = stack.start("blocking")
+            await stack.ready(label, READY_TIMEOUT_SECONDS)
+            ready_s = time.perf_counter() - started
+            await measure.until_group_stable(settings.kafka, account_events_group(settings), 2, READY_TIMEOUT_SECONDS)
+        figures.append({
+            "exclusions": size, "ready_seconds": round(ready_s, 1), "view_load_seconds": view_load_seconds(stack.running[label].log_path),
+            "top_up_seconds": round(load_s, 1),
+        })
+    return figures
+
+
+def _ms(figures: dict) -> str:
+    if not figures["count"]:
+        return "nothing measured"
+    return f"p50 {figures['p50_ms']:,.1f} / p95 {figures['p95_ms']:,.1f} / p99 {figures['p99_ms']:,.1f} ms (max {figures['max_ms']:,.1f}; {figures['count']} measured)"
+
+
+def print_report(report: dict) -> None:
+    machine, s = report["machine"], report["settings"]
+    print(f"\nselfex bench enforcement — {machine['cores']} cores, Python {machine['python']}, servers: {machine['servers']}")
+    print(f"services: {', '.join(report['services'])} (blocking as deployed, two instances); {s['partitions']} partitions per topic")
+    print(f"{s['exclusions']:,} exclusions loaded in {report['load_seconds']} s; stack ready in {report['stack_ready_seconds']} s")
+    flow = report["flow"]
+    print(f"flow: {flow['offered_per_second']:,} account events/s offered, {flow['decisions_per_second']:,} decisions/s read back (target {s['flow']:,.0f}/s)")
+    requests = report["requests"]
+    answers = ", ".join(f"{n} × {status}" for status, n in requests["answers"].items())
+    print(f"\n{s['excluded']} people excluded at {s['rate']:g}/s (POST /v1/exclusions): {answers}; request → 201 {_ms(requests)}")
+    print(f"time from the 201 (negative: before it) until (target p99 ≤ {TARGET_P99_MS / 1000:g} s on 2 cores):")
+    for name, label in EFFECTS:
+        figures = report[name]
+        verdict = "met" if figures["count"] and figures["p99_ms"] <= TARGET_P99_MS and not figures["missing"] else "NOT met"
+        print(f"  {label:32} {_ms(figures)}; missing after {s['give_up']:g} s: {figures['missing']} — {verdict}")
+        print(f"  {'':32} from the request: {_ms(figures['from_request'])}")
+    block = report["block"]
+    print(f"  after a 201: {report['gamstop']['not_yet_answers']} GAMSTOP answers other than Y; account events answered ALLOW "
+          f"{block['allowed_after_201']}, UNAVAILABLE {block['unavailable_after_201']} (one sent every 20 ms until the first BLOCK)")
+    hop = report["broker_hop"]
+    print(f"the machine's limit, a bare broker hop (produce → consume one record, fresh topic): p50 {hop['p50_ms']:.1f} / "
+          f"p95 {hop['p95_ms']:.1f} / p99 {hop['p99_ms']:.1f} ms ({hop['count']} records)")
+    for restart in report["restarts"]:
+        top_up = f"; projection topped up in {restart['top_up_seconds']:g} s" if restart["top_up_seconds"] else ""
+        print(f"blocking restarted with {restart['exclusions']:,} exclusions: ready (GET /readyz 200) {restart['ready_seconds']:g} s after start "
+              f"(view loaded in {restart['view_load_seconds']:g} s){top_up} — target ≤ {TARGET_RESTART_SECONDS:g} s at 1,000,000: "
+              f"{'met' if restart['ready_seconds'] <= TARGET_RESTART_SECONDS else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
