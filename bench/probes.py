@@ -43,7 +43,7 @@ class Person:
     operator_id: str
     identity: Identity = field(init=False)
     account_id: str = field(init=False)
-    status: int | None = None  # the exclusion request's answer
+    status: int | str | None = None  # the exclusion request's answer, or the error that came instead
     sent_at: float | None = None  # perf_counter() when the exclusion request was sent
     request_ms: float | None = None
     accepted_at: float | None = None  # perf_counter() when the 201 arrived
@@ -89,7 +89,11 @@ class Person:
 async def exclude(one: Person, http: httpx.AsyncClient, key: str, send: AIOKafkaProducer, account_events: str, give_up: float) -> None:
     """Ask for the exclusion; once it is accepted (201), time its three effects, each for at most ``give_up`` s."""
     one.sent_at = time.perf_counter()
-    answer = await http.post("/v1/exclusions", json=one.exclusion_request(), headers={"X-API-Key": key})
+    try:
+        answer = await http.post("/v1/exclusions", json=one.exclusion_request(), headers={"X-API-Key": key})
+    except httpx.HTTPError as error:  # no answer within the give-up time: counted, not timed
+        one.status = type(error).__name__
+        return
     one.accepted_at = time.perf_counter()
     one.status, one.request_ms = answer.status_code, (one.accepted_at - one.sent_at) * 1000
     if answer.status_code != 201:
@@ -102,7 +106,10 @@ async def _checked(one: Person, http: httpx.AsyncClient, key: str, deadline: flo
     headers = {"X-API-Key": key, "Content-Type": "application/x-www-form-urlencoded"}
     form = one.gamstop_form()
     while time.perf_counter() < deadline:
-        answer = await http.post("/", content=form, headers=headers)
+        try:
+            answer = await http.post("/", content=form, headers=headers, timeout=max(0.1, deadline - time.perf_counter()))
+        except httpx.TimeoutException:
+            return
         if answer.status_code == 200 and answer.headers.get("x-exclusion") == "Y":
             one.gamstop_at = time.perf_counter()
             return

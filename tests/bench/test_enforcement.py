@@ -1,0 +1,41 @@
+"""``selfex bench enforcement`` at a tiny size on the session's servers, so it cannot rot. It asserts
+that every figure was measured, not what the figures are: speed is the bench's business."""
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.blocking.bench import service_environment
+
+pytestmark = pytest.mark.integration
+
+
+async def test_the_enforcement_bench_runs_on_the_whole_stack_and_measures_every_figure(settings, tmp_path):
+    out = tmp_path / "bench.json"
+    env = service_environment(settings)  # the session's servers, named: the bench uses them as they are
+    command = [str(Path(sys.executable).parent / "selfex"), "bench", "enforcement", "--exclusions", "1000", "--excluded", "20",
+               "--rate", "10", "--flow", "100", "--accounts", "100", "--hops", "20", "--give-up", "20",
+               "--restart-sizes", "1000", "--json", str(out)]
+    process = await asyncio.create_subprocess_exec(*command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output, _ = await asyncio.wait_for(process.communicate(), 120)
+
+    text = output.decode()
+    assert process.returncode == 0, text[-3000:]
+    report = json.loads(out.read_text())
+    assert report["services"].count("blocking") == 2, "blocking runs as deployed, two instances"
+    assert report["requests"]["answers"] == {"201": 20}
+    for effect in ("gamstop", "block", "end_sessions"):
+        figures = report[effect]
+        assert figures["count"] == 20 and figures["missing"] == 0, effect
+        assert figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"] <= figures["max_ms"], effect
+        assert figures["from_request"]["count"] == 20, effect
+    assert report["broker_hop"]["count"] == 20 and report["broker_hop"]["p99_ms"] > 0
+    assert report["flow"]["offered_per_second"] > 0 and report["flow"]["decisions_per_second"] > 0
+    [restart] = report["restarts"]
+    assert restart["exclusions"] == 1000 and restart["ready_seconds"] > 0 and restart["view_load_seconds"] >= 0
+    for line in ("GAMSTOP check answers Y", "first account event BLOCKed", "end_sessions on enforcement", "a bare broker hop",
+                 "blocking restarted with 1,000 exclusions: ready (GET /readyz 200)"):
+        assert line in text, line
