@@ -56,12 +56,28 @@ def is_poison(error: BaseException) -> bool:
     return isinstance(error, POISON_ERRORS)
 
 
+def stay_in_groups_on_stop() -> None:
+    """Consumers of this process stop without a LeaveGroup: the group expires them after the session
+    timeout. Only for the embedded broker (``Settings.kafka_leave_group_on_stop`` off), whose group
+    coordinator keeps naming a member that left as the leader, so the group never forms again.
+    aiokafka sends the LeaveGroup from ``GroupCoordinator._maybe_leave_group`` (0.14); a test pins it.
+    """
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    async def forget_membership(coordinator: GroupCoordinator) -> None:
+        coordinator.reset_generation()
+
+    GroupCoordinator._maybe_leave_group = forget_membership  # type: ignore[method-assign]
+
+
 def create_broker(settings: Settings, *, service: str, readiness: Readiness | None = None, **options: Any) -> KafkaBroker:
     """A broker for one service: every consumer parks what can never succeed and retries the rest.
 
     Producer idempotence follows the settings (on for real Kafka, off for Tansu).
     """
     dead_letters = DeadLetters(settings, consumer=service, readiness=readiness)
+    if not settings.kafka_leave_group_on_stop:
+        stay_in_groups_on_stop()
     broker = KafkaBroker(
         settings.kafka,
         client_id=f"selfex-{service}",

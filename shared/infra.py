@@ -170,4 +170,5 @@ def environment_for(infra: EmbeddedInfra, base: dict[str, str] | None = None) ->
     env["SELFEX_MONGO_URI"] = infra.mongo_uri
     env.setdefault("SELFEX_KAFKA_IDEMPOTENCE", "false")
     env.setdefault("SELFEX_KAFKA_SESSION_TIMEOUT_MS", str(EMBEDDED_SESSION_TIMEOUT_MS))
+    env.setdefault("SELFEX_KAFKA_LEAVE_GROUP_ON_STOP", "false")
     return env

@@ -21,6 +21,11 @@ class Settings(BaseSettings):
     topic_replication: int = Field(default=1, ge=1)
     # A consumer joins its group in about half this time on Tansu; real Kafka needs at least 6000.
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    # A consumer that stops leaves its group at once (real Kafka). Off for the embedded broker: after
+    # a LeaveGroup, Tansu goes on naming the departed member as the group's leader, so the next
+    # members wait for an assignment nobody makes (measured: up to 220 s); a member that just stops
+    # is expired after the session timeout instead, and the group forms again within seconds.
+    kafka_leave_group_on_stop: bool = True
 
     # Embedded infrastructure (`selfex infra up` / `selfex up` without named servers).
     data_dir: str = ".selfex"

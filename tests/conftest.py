@@ -84,6 +84,7 @@ def settings(servers: Servers) -> Settings:
         topic_partitions=3,
         kafka_idempotence=servers.idempotence,
         kafka_session_timeout_ms=servers.session_timeout_ms,
+        kafka_leave_group_on_stop=servers.kind != "embedded",
         hash_secret="test-secret-0123456789abcdef",
         log_format="console",
     )

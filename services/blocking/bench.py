@@ -77,7 +77,7 @@ def servers(settings: Settings, workdir: Path) -> Iterator[tuple[Settings, str]]
     with infra:
         yield settings.model_copy(update={
             "kafka_bootstrap": infra.kafka_bootstrap, "mongo_uri": infra.mongo_uri, "kafka_idempotence": False,
-            "kafka_session_timeout_ms": EMBEDDED_SESSION_TIMEOUT_MS,
+            "kafka_session_timeout_ms": EMBEDDED_SESSION_TIMEOUT_MS, "kafka_leave_group_on_stop": False,
         }), "embedded (Tansu broker, nx-27017 store in memory)"
 
 
@@ -220,6 +220,7 @@ def service_environment(settings: Settings) -> dict[str, str]:
         "SELFEX_TOPIC_PARTITIONS": str(settings.topic_partitions),
         "SELFEX_KAFKA_IDEMPOTENCE": str(settings.kafka_idempotence).lower(),
         "SELFEX_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
+        "SELFEX_KAFKA_LEAVE_GROUP_ON_STOP": str(settings.kafka_leave_group_on_stop).lower(),
         "SELFEX_HASH_SECRET": settings.hash_secret.get_secret_value(),
         "SELFEX_LOG_FORMAT": "json",
     }

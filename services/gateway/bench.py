@@ -105,6 +105,7 @@ def servers(settings: Settings, workdir: Path) -> Iterator[tuple[Settings, Embed
                 "mongo_uri": infra.mongo_uri,
                 "kafka_idempotence": False,
                 "kafka_session_timeout_ms": EMBEDDED_SESSION_TIMEOUT_MS,
+                "kafka_leave_group_on_stop": False,
             }
         ), infra
 
@@ -336,6 +337,7 @@ def gateway_process(settings: Settings, port: int, log_path: Path) -> Iterator[s
         "SELFEX_TOPIC_PREFIX": settings.topic_prefix,
         "SELFEX_KAFKA_IDEMPOTENCE": str(settings.kafka_idempotence).lower(),
         "SELFEX_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
+        "SELFEX_KAFKA_LEAVE_GROUP_ON_STOP": str(settings.kafka_leave_group_on_stop).lower(),
         "SELFEX_HASH_SECRET": settings.hash_secret.get_secret_value(),
         "SELFEX_GATEWAY_PORT": str(port),
         "SELFEX_GATEWAY_RATE_PER_SECOND": str(settings.gateway_rate_per_second),

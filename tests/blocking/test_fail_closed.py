@@ -162,3 +162,12 @@ async def test_a_bet_without_a_game_is_blocked_by_a_poker_only_exclusion(blockin
     decided = await blocking.decide(no_game := blocking.account_event(K.BET, who), slots := blocking.account_event(K.BET, who, game=Game.SLOTS))
     assert decided[str(no_game.id)]["outcome"] == "BLOCK"
     assert decided[str(slots.id)]["outcome"] == "ALLOW"
+
+
+def test_the_embedded_broker_workaround_still_has_aiokafka_s_leave_group_to_replace():
+    """``stay_in_groups_on_stop`` replaces aiokafka's private LeaveGroup step; an upgrade that moves it
+    must fail here, not bring back groups that never form on the embedded broker."""
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    assert callable(getattr(GroupCoordinator, "_maybe_leave_group", None))
+    assert callable(getattr(GroupCoordinator, "reset_generation", None))

@@ -67,6 +67,7 @@ def stack(settings: Settings, tmp_path: Path):
         "SELFEX_TOPIC_PREFIX": settings.topic_prefix,
         "SELFEX_KAFKA_IDEMPOTENCE": str(settings.kafka_idempotence).lower(),
         "SELFEX_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
+        "SELFEX_KAFKA_LEAVE_GROUP_ON_STOP": str(settings.kafka_leave_group_on_stop).lower(),
         "SELFEX_HASH_SECRET": settings.hash_secret.get_secret_value(),
         "SELFEX_GATEWAY_PORT": str(port),
         "SELFEX_LOG_FORMAT": "json",

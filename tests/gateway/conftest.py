@@ -38,6 +38,7 @@ def settings_for(servers, **overrides) -> Settings:
         topic_partitions=3,
         kafka_idempotence=servers.idempotence,
         kafka_session_timeout_ms=servers.session_timeout_ms,
+        kafka_leave_group_on_stop=servers.kind != "embedded",
         hash_secret="test-secret-0123456789abcdef",
         log_format="console",
         log_level="WARNING",
