@@ -36,6 +36,7 @@ from pathlib import Path
 from subprocess import Popen
 
 import httpx
+from pymongo.errors import PyMongoError
 
 from shared import topics
 from shared.broker import ensure_topics
@@ -90,11 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--restart-sizes must each be at least --exclusions (the projection is only ever topped up)")
     settings = Settings().model_copy(update={"topic_partitions": args.partitions})
     with tempfile.TemporaryDirectory(prefix="selfex-bench-enforcement-") as workdir, servers(settings, Path(workdir)) as (settings, kind):
-        report = asyncio.run(run(args, settings, kind, Path(workdir)))
-    print_report(report)
+        asyncio.run(run(args, settings, kind, Path(workdir)))
+    return 0
+
+
+def save(args, report: dict) -> None:
+    """The figures so far, in the --json file: a later phase that fails loses nothing measured before it."""
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
-    return 0
 
 
 def _count(text: str) -> int:
@@ -140,9 +144,15 @@ async def run(args, settings: Settings, kind: str, workdir: Path) -> dict:
             await measure.until_group_stable(settings.kafka, account_events_group(settings), 2, READY_TIMEOUT_SECONDS)
             report["stack_ready_seconds"] = round(time.perf_counter() - started, 1)
             report |= await enforcement(args, settings, stack, workload, issued, tag)
-            report["restarts"] = await restarts(args, settings, database, stack, workload, tag)
+            report["restarts"] = []
+            save(args, report)
+            print_report(report)
+            await restarts(args, settings, database, stack, workload, tag, report)
     finally:
-        await client.drop_database(settings.mongo_db)
+        try:
+            await client.drop_database(settings.mongo_db)
+        except PyMongoError as error:  # the store is still busy: the figures are already out
+            progress(f"the bench's database was not dropped: {type(error).__name__}")
         await client.close()
     return report
 
@@ -279,9 +289,12 @@ def _effect(accepted: list[Person], moment: str) -> dict:
     }
 
 
-async def restarts(args, settings: Settings, database, stack: Stack, workload: Workload, tag: str) -> list[dict]:
-    """One blocking instance stopped and started again at each size, the flow running; timed until ready."""
-    figures, stored = [], workload.exclusions
+async def restarts(args, settings: Settings, database, stack: Stack, workload: Workload, tag: str, report: dict) -> None:
+    """One blocking instance stopped and started again at each size, the flow running; timed until ready.
+
+    Each size's figures are printed and saved as soon as they are measured; an instance that dies
+    instead of becoming ready is reported so, and ends the restarts."""
+    stored = workload.exclusions
     for size in args.restart_sizes:
         load_s = 0.0
         if size > stored:
@@ -295,14 +308,24 @@ async def restarts(args, settings: Settings, database, stack: Stack, workload: W
             stack.stop(victim)
             started = time.perf_counter()
             label = stack.start("blocking")
-            await stack.ready(label, READY_TIMEOUT_SECONDS)
+            failed = None
+            try:
+                await stack.ready(label, READY_TIMEOUT_SECONDS)
+            except (RuntimeError, TimeoutError):
+                code = stack.running[label].process.poll()
+                failed = f"{'exited with code ' + str(code) if code is not None else 'not ready'} {time.perf_counter() - started:.1f} s after start"
             ready_s = time.perf_counter() - started
-            await measure.until_group_stable(settings.kafka, account_events_group(settings), 2, READY_TIMEOUT_SECONDS)
-        figures.append({
-            "exclusions": size, "ready_seconds": round(ready_s, 1), "view_load_seconds": view_load_seconds(stack.running[label].log_path),
-            "top_up_seconds": round(load_s, 1),
-        })
-    return figures
+            if failed is None:
+                await measure.until_group_stable(settings.kafka, account_events_group(settings), 2, READY_TIMEOUT_SECONDS)
+        figures = {
+            "exclusions": size, "ready_seconds": None if failed else round(ready_s, 1), "failed": failed,
+            "view_load_seconds": view_load_seconds(stack.running[label].log_path), "top_up_seconds": round(load_s, 1),
+        }
+        report["restarts"].append(figures)
+        save(args, report)
+        print_restart(figures)
+        if failed:
+            return
 
 
 def _ms(figures: dict) -> str:
@@ -333,11 +356,17 @@ def print_report(report: dict) -> None:
     hop = report["broker_hop"]
     print(f"the machine's limit, a bare broker hop (produce → consume one record, fresh topic): p50 {hop['p50_ms']:.1f} / "
           f"p95 {hop['p95_ms']:.1f} / p99 {hop['p99_ms']:.1f} ms ({hop['count']} records)")
-    for restart in report["restarts"]:
-        top_up = f"; projection topped up in {restart['top_up_seconds']:g} s" if restart["top_up_seconds"] else ""
-        print(f"blocking restarted with {restart['exclusions']:,} exclusions: ready (GET /readyz 200) {restart['ready_seconds']:g} s after start "
-              f"(view loaded in {restart['view_load_seconds']:g} s){top_up} — target ≤ {TARGET_RESTART_SECONDS:g} s at 1,000,000: "
-              f"{'met' if restart['ready_seconds'] <= TARGET_RESTART_SECONDS else 'NOT met'}")
+    sys.stdout.flush()
+
+
+def print_restart(restart: dict) -> None:
+    top_up = f"; projection topped up in {restart['top_up_seconds']:g} s" if restart["top_up_seconds"] else ""
+    if restart["failed"]:
+        print(f"blocking restarted with {restart['exclusions']:,} exclusions: NOT ready — {restart['failed']}{top_up}", flush=True)
+        return
+    print(f"blocking restarted with {restart['exclusions']:,} exclusions: ready (GET /readyz 200) {restart['ready_seconds']:g} s after start "
+          f"(view loaded in {restart['view_load_seconds']:g} s){top_up} — target ≤ {TARGET_RESTART_SECONDS:g} s at 1,000,000: "
+          f"{'met' if restart['ready_seconds'] <= TARGET_RESTART_SECONDS else 'NOT met'}", flush=True)
 
 
 if __name__ == "__main__":

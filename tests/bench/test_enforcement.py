@@ -17,7 +17,7 @@ async def test_the_enforcement_bench_runs_on_the_whole_stack_and_measures_every_
     out = tmp_path / "bench.json"
     env = service_environment(settings)  # the session's servers, named: the bench uses them as they are
     command = [str(Path(sys.executable).parent / "selfex"), "bench", "enforcement", "--exclusions", "1000", "--excluded", "20",
-               "--rate", "10", "--flow", "100", "--accounts", "100", "--hops", "20", "--give-up", "20",
+               "--rate", "20", "--flow", "100", "--accounts", "100", "--hops", "20", "--give-up", "20",
                "--restart-sizes", "1000", "--json", str(out)]
     process = await asyncio.create_subprocess_exec(*command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     output, _ = await asyncio.wait_for(process.communicate(), 120)
