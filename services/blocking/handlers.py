@@ -62,7 +62,10 @@ def unchecked_record(value: bytes | None, error: ValidationError, now) -> Record
         references = AccountEventReferences.model_validate_json(value or b"")
     except ValidationError:
         raise error from None
-    return Record.decision(domain.unchecked(references, now, f"event_invalid: {describe(error)}"))
+    return Record.decision(domain.unchecked(references, now, f"event_invalid: {describe(error).removeprefix('ValidationError: ')}"))
+
+
+NAMES_NOBODY = f"{domain.IDENTITY_UNUSABLE}: no personal identifier (national id, name with date of birth and postcode, e-mail or mobile)"
 
 
 def lifecycle_group(settings) -> str:
@@ -108,15 +111,13 @@ def register(
                 except IdentityError as error:
                     decisions.append(Record.decision(domain.unchecked(event, now, f"{domain.IDENTITY_UNUSABLE}: {error}")))
                     continue
-                if not domain.names_a_person(identifiers):
-                    reason = f"{domain.IDENTITY_UNUSABLE}: no personal identifier (national id, name with date of birth and postcode, e-mail or mobile)"
-                    decisions.append(Record.decision(domain.unchecked(event, now, reason)))
-                    continue
                 if new:  # an account seen before with the same identity was noted then
                     accounts.note(event.operator_id, payload.account_id, identifiers.values())
-                refused = domain.refusal(event, identifiers, view, now)
+                refused = domain.refusal(event, identifiers, view, now)  # a device alone still refuses a registration
                 if refused is not None:
                     decisions.append(Record.decision(refused))
+                elif not domain.names_a_person(identifiers):
+                    decisions.append(Record.decision(domain.unchecked(event, now, NAMES_NOBODY)))
                 elif unavailable is not None:
                     decisions.append(Record.decision(domain.unchecked(event, now, unavailable)))
                 else:

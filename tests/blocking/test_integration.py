@@ -110,7 +110,10 @@ async def test_each_identifier_kind_alone_and_circumvention_at_registration(bloc
     logins = {kind: blocking.account_event(K.LOGIN, identity) for kind, identity in ALONE.items()}
     registrations = {kind: blocking.account_event(K.REGISTRATION, identity) for kind, identity in ALONE.items()}
 
-    decided = await blocking.decide(*logins.values(), *registrations.values())
+    sibling = blocking.account_event(K.LOGIN, Identity(email="sibling@example.se", device_fingerprint="dev-asa", payment_fingerprint="card-asa"))
+    decided = await blocking.decide(*logins.values(), *registrations.values(), sibling)
+
+    assert decided[str(sibling.id)]["outcome"] == "ALLOW", "a shared device or card does not refuse another person's account"
 
     for kind in ALONE:
         login, registration = decided[str(logins[kind].id)], decided[str(registrations[kind].id)]
@@ -120,7 +123,7 @@ async def test_each_identifier_kind_alone_and_circumvention_at_registration(bloc
         assert registration["message"].endswith("until further notice")
         if kind in {"device", "payment"}:
             assert registration["flags"] == ["suspected_circumvention"], kind
-            assert login["outcome"] == "ALLOW", f"a shared {kind} alone does not refuse an existing account"
+            assert login["outcome"] == "UNAVAILABLE", f"a {kind} alone names nobody: the login cannot be checked"
         else:
             assert registration["flags"] == [], kind
             assert (login["outcome"], login["matched"]) == ("BLOCK", [kind]), kind
@@ -132,7 +135,7 @@ async def test_enforcement_reaches_accounts_in_session_when_an_exclusion_starts_
     in_session = [
         blocking.account_event(K.LOGIN, anna, account="acc-a", operator="op-1"),
         blocking.account_event(K.LOGIN, Identity(email="anna@example.se"), account="acc-b", operator="op-2"),
-        blocking.account_event(K.LOGIN, Identity(device_fingerprint="dev-shared"), account="acc-sibling", operator="op-1"),
+        blocking.account_event(K.LOGIN, Identity(email="sibling@example.se", device_fingerprint="dev-shared"), account="acc-sibling", operator="op-1"),
     ]
     assert {p["outcome"] for p in (await blocking.decide(*in_session)).values()} == {"ALLOW"}
 
@@ -215,10 +218,16 @@ async def test_a_redelivered_account_event_gets_the_same_decision(blocking):
 
 
 NOT_JSON = b"\xff\xfe not json {"
-NO_IDENTITY = json.dumps({"type": "account.event", "operator_id": "op-1", "payload": {"operator_event_id": "e", "account_id": "a", "kind": "login"}}).encode()
+NO_ACCOUNT = json.dumps({"type": "account.event", "operator_id": "op-1", "payload": {"operator_event_id": "e", "kind": "login"}}).encode()
+NO_IDENTITY_ID = "6d3c1b8e-6a57-4a0e-9e49-0d4f4f8a1c11"
+NO_IDENTITY = json.dumps(
+    {"id": NO_IDENTITY_ID, "type": "account.event", "operator_id": "op-1", "payload": {"operator_event_id": "e", "account_id": "a", "kind": "login"}}
+).encode()
 
 
 async def test_poison_events_are_dead_lettered_one_by_one_and_the_batch_is_still_decided(blocking):
+    """What names no account cannot be answered and is parked; what names an account but cannot be
+    checked (no identity, a mobile that is no number) is answered UNAVAILABLE; the rest is decided."""
     good, after = blocking.account_event(K.LOGIN, person(2)), blocking.account_event(K.LOGIN, person(3))
     bad_mobile = blocking.account_event(K.LOGIN, Identity(mobile="not a number"))
     key = b"op-1:acc-same"
@@ -229,20 +238,24 @@ async def test_poison_events_are_dead_lettered_one_by_one_and_the_batch_is_still
         await producer.send(topic, NOT_JSON, key=key),
         await producer.send(topic, good.model_dump_json().encode(), key=key),
         await producer.send(topic, NO_IDENTITY, key=key),
+        await producer.send(topic, NO_ACCOUNT, key=key),
         await producer.send(topic, bad_mobile.model_dump_json().encode(), key=key),
         await producer.send(topic, after.model_dump_json().encode(), key=key),
     ]
     for future in sent:
         await future
 
-    parked = await blocking.dead_letters.wait_for(lambda m: m["payload"]["topic"] == topic, count=3)
-    decided = await blocking.decisions.wait_for(lambda m: m["causation_id"] in {str(good.id), str(after.id)}, count=2)
+    parked = await blocking.dead_letters.wait_for(lambda m: m["payload"]["topic"] == topic, count=2)
+    wanted = {str(good.id): "ALLOW", str(after.id): "ALLOW", NO_IDENTITY_ID: "UNAVAILABLE", str(bad_mobile.id): "UNAVAILABLE"}
+    decided = await blocking.decisions.wait_for(lambda m: m["causation_id"] in wanted, count=len(wanted))
 
-    assert {d["payload"]["outcome"] for d in decided} == {"ALLOW"}
-    assert {dead_letter_original(blocking.settings, m) for m in parked} == {NOT_JSON, NO_IDENTITY, bad_mobile.model_dump_json().encode()}
-    assert len({m["payload"]["offset"] for m in parked}) == 3, "each record is parked on its own"
+    assert {d["causation_id"]: d["payload"]["outcome"] for d in decided} == wanted
+    reasons = {d["causation_id"]: d["payload"]["reason"] for d in decided}
+    assert reasons[NO_IDENTITY_ID].startswith("event_invalid: payload.identity")
+    assert reasons[str(bad_mobile.id)].startswith("identity_unusable: mobile")
+    assert {dead_letter_original(blocking.settings, m) for m in parked} == {NOT_JSON, NO_ACCOUNT}
+    assert len({m["payload"]["offset"] for m in parked}) == 2, "each record is parked on its own"
     assert all(m["payload"]["error"] and m["payload"]["consumer"] == "blocking" for m in parked)
-    assert not [d for d in blocking.decisions.messages() if d["causation_id"] == str(bad_mobile.id)]
 
 
 async def test_the_view_is_rebuilt_from_the_store_after_a_restart(settings, database):
