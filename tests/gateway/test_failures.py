@@ -2,7 +2,8 @@
 
 import pytest
 
-from tests.gateway.conftest import TcpProxy, new_person, new_uid, world
+from tests.gateway.conftest import new_person, new_uid, world
+from tests.support import TcpProxy
 from tests.gateway.test_chipout import exclusion
 
 pytestmark = pytest.mark.integration
