@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import uuid
-from datetime import timedelta
 
 import httpx
 import pytest
@@ -14,10 +13,10 @@ import pytest
 from services.blocking.app import FOLLOWER, create_app
 from shared import topics
 from shared.broker import ensure_topics
-from shared.events import SCOPE_ALL, AccountEventKind, ExclusionActivated, ExclusionType, Game, Scope
+from shared.events import AccountEventKind, ExclusionActivated, ExclusionType, Game, Scope
 from shared.identity import Hasher, Identity, uid_from_personnummer
 from shared.infra import free_port
-from tests.blocking.conftest import T0, Blocking, Clock
+from tests.blocking.conftest import Blocking, Clock
 from tests.support import Publisher, TopicReader, eventually
 
 pytestmark = pytest.mark.integration
