@@ -62,9 +62,12 @@ def unchecked_record(value: bytes | None, error: ValidationError, now) -> Record
         references = AccountEventReferences.model_validate_json(value or b"")
     except ValidationError:
         raise error from None
+    if references.payload.kind is AccountEventKind.WITHDRAWAL:  # never refused, whoever asks
+        return ALLOWED.record(references, now)  # type: ignore[arg-type] — it reads only the references
     return Record.decision(domain.unchecked(references, now, f"event_invalid: {describe(error).removeprefix('ValidationError: ')}"))
 
 
+ALLOWED = Allowed()
 NAMES_NOBODY = f"{domain.IDENTITY_UNUSABLE}: no personal identifier (national id, name with date of birth and postcode, e-mail or mobile)"
 
 
@@ -83,7 +86,7 @@ def register(
 ) -> None:
     dead_letters = DeadLetters(service.settings, consumer=service.name, broker=service.broker)
     account_identifiers = AccountIdentifiers(hasher)
-    allowed = Allowed()
+    allowed = ALLOWED
     batches = {"batch": True, "max_records": MAX_BATCH, "batch_timeout_ms": BATCH_WAIT_MS, "decoder": records_of}
 
     @service.subscriber(
@@ -109,13 +112,18 @@ def register(
                 try:
                     identifiers, new = account_identifiers.of(event.operator_id, payload.account_id, payload.identity)  # raw identity ends here
                 except IdentityError as error:
-                    decisions.append(Record.decision(domain.unchecked(event, now, f"{domain.IDENTITY_UNUSABLE}: {error}")))
+                    if payload.kind is AccountEventKind.WITHDRAWAL:  # never refused, whoever asks
+                        decisions.append(allowed.record(event, now))
+                    else:
+                        decisions.append(Record.decision(domain.unchecked(event, now, f"{domain.IDENTITY_UNUSABLE}: {error}")))
                     continue
                 if new:  # an account seen before with the same identity was noted then
                     accounts.note(event.operator_id, payload.account_id, identifiers.values())
                 refused = domain.refusal(event, identifiers, view, now)  # a device alone still refuses a registration
                 if refused is not None:
                     decisions.append(Record.decision(refused))
+                elif payload.kind is AccountEventKind.WITHDRAWAL:  # never refused: nothing to be unsure of
+                    decisions.append(allowed.record(event, now))
                 elif not domain.names_a_person(identifiers):
                     decisions.append(Record.decision(domain.unchecked(event, now, NAMES_NOBODY)))
                 elif unavailable is not None:

@@ -173,3 +173,18 @@ def test_the_embedded_broker_workaround_still_has_aiokafka_s_leave_group_to_repl
 
     assert callable(getattr(GroupCoordinator, "_maybe_leave_group", None))
     assert callable(getattr(GroupCoordinator, "reset_generation", None))
+
+
+@pytest.mark.parametrize("identity", [{}, {"UID": "x"}, {"mobile": "not a number"}], ids=["empty", "unknown key", "bad mobile"])
+async def test_a_withdrawal_is_allowed_whatever_its_identity_says(blocking, identity):
+    """A person may always take their money out: no exclusion refuses it, so nothing is unsure."""
+    event_id = str(uuid.uuid4())
+    raw = {
+        "id": event_id,
+        "type": "account.event",
+        "operator_id": "op-1",
+        "payload": {"operator_event_id": "e-2", "account_id": "a-2", "kind": "withdrawal", "identity": identity},
+    }
+    await blocking.publish.raw(topics.ACCOUNT_EVENTS, json.dumps(raw).encode(), key=b"op-1:a-2")
+    [decided] = await blocking.decisions.wait_for(lambda m: m["causation_id"] == event_id)
+    assert decided["payload"]["outcome"] == "ALLOW"
