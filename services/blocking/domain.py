@@ -20,7 +20,8 @@ on the excluded games are refused. Nobody excluded from any gambling is marketed
 
 An event that cannot be checked gets neither ALLOW nor BLOCK but UNAVAILABLE, with the reason
 (operators treat it as a block): when the instance's view may be incomplete, and when the event's
-identity carries no personal identifier (nothing it could match a person by).
+identity carries no personal identifier (nothing it could match a person by). A withdrawal is
+never unsure: no exclusion refuses it, so it is allowed whatever its identity says.
 
 Identifiers: a match on a personal identifier (national id, name + date of birth + postcode,
 e-mail, mobile) is the person. A device or payment-instrument fingerprint alone only says that
