@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     # Blocking decides only from a view known to be current: past this many seconds without proof
     # that its view has every lifecycle event published, it answers UNAVAILABLE and is not ready.
     blocking_view_max_lag_seconds: float = Field(default=5.0, gt=0)
+    # Each blocking instance stores a snapshot of its view this often (and once soon after a start
+    # that found none), so that a restart loads a few large documents; 0 writes none.
+    blocking_snapshot_seconds: float = Field(default=600.0, ge=0)
 
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000

@@ -1,7 +1,8 @@
-"""The blocking service's FastStream app: the view is loaded from blocking's projection and brought up
-to the end of the lifecycle topic (as it was at start) before the instance joins the account-events
-group; then it is kept current from the lifecycle events, and an instance whose view may have fallen
-behind answers UNAVAILABLE and is not ready."""
+"""The blocking service's FastStream app: the view is loaded from the newest stored snapshot of it (or,
+without one, from blocking's projection) and brought up to the end of the lifecycle topic (as it was
+at start) before the instance joins the account-events group; then it is kept current from the
+lifecycle events, snapshots of it are stored now and then, and an instance whose view may have
+fallen behind answers UNAVAILABLE and is not ready."""
 
 import gc
 import time
@@ -18,11 +19,13 @@ from services.blocking.accounts import SeenAccounts
 from services.blocking.domain import ExclusionView
 from services.blocking.follower import ViewFollower
 from services.blocking.outbox import Outbox
-from services.blocking.repository import INDEXES, MongoExclusionProjection, MongoSeenAccounts
+from services.blocking.repository import INDEXES, MongoExclusionProjection, MongoSeenAccounts, MongoViewSnapshots
+from services.blocking.snapshot import ViewSnapshots
 
 
 VIEW = "blocking_view"
 FOLLOWER = "blocking_follower"
+SNAPSHOTS = "blocking_snapshots"
 FREEZE_AT = 50_000  # exclusions: below this, full collections are cheap anyway
 
 
@@ -37,23 +40,28 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
         settings, view, lambda: MongoExclusionProjection(service.db), handlers.lifecycle_group(settings), service.readiness
     )
 
+    snapshots = ViewSnapshots(view, follower, lambda: MongoViewSnapshots(service.db), settings.blocking_snapshot_seconds)
+
     async def start() -> None:
         await outbox.start()
         await follower.checkpoint()  # before the load: what the projection holds, the follower need not read again
         started = time.perf_counter()
         gc.disable()  # a million long-lived objects: collecting while they arrive only costs time
         try:
-            async for exclusion in MongoExclusionProjection(service.db).excluding(service.clock()):
-                view.add(exclusion)
+            source = "snapshot" if await snapshots.load(service.clock()) else "projection"
+            if source == "projection":
+                async for exclusion in MongoExclusionProjection(service.db).excluding(service.clock()):
+                    view.add(exclusion)
         finally:
             gc.enable()
         if len(view) >= FREEZE_AT:  # the view lives as long as the process: keep it out of later collections
             gc.collect()
             gc.freeze()
-        service.log.info("view_loaded", exclusions=len(view), seconds=round(time.perf_counter() - started, 2))
+        service.log.info("view_loaded", exclusions=len(view), source=source, seconds=round(time.perf_counter() - started, 2))
         await follower.start()
         # Only now do the subscribers start: no account event is decided before the view has caught up.
         await follower.caught_up()
+        snapshots.start()
 
     accounts = SeenAccounts(lambda: MongoSeenAccounts(service.db))
     membership = GroupMembership(service.readiness, "group")
@@ -61,6 +69,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
     app = service.app(on_start=start)
     app.context.set_global(VIEW, view)  # for a look from outside (tests, diagnostics); handlers get it directly
     app.context.set_global(FOLLOWER, follower)
-    app.on_shutdown(follower.stop)  # while the store is still open
+    app.context.set_global(SNAPSHOTS, snapshots)
+    app.on_shutdown(snapshots.stop)  # while the store is still open
+    app.on_shutdown(follower.stop)
     app.after_shutdown(outbox.stop)  # after the subscribers stopped: nothing publishes any more
     return app

@@ -4,9 +4,10 @@ is current.
 The lifecycle subscriber's consumer group is shared by the instances, so each of them handles only
 some partitions: enough to write the projection and push enforcement once, not enough for a view.
 So each instance also reads the whole topic with a consumer of its own (no group), starting where
-the shared group had committed when the view was loaded from the projection: what came before is in
-the projection, what comes after is followed here. Snapshots carry versions, so reading one twice, or
-late, changes nothing.
+the shared group had committed when the view was loaded from the projection (what came before is in
+the projection, what comes after is followed here), or from the positions a stored snapshot of the
+view was complete up to. Lifecycle snapshots carry versions, so reading one twice, or late, changes
+nothing.
 
 Current means proven by the broker: every ``PROBE_SECONDS`` the follower asks the broker for the
 topic's end offsets, and when its own position has reached them the view held everything published
@@ -58,6 +59,10 @@ class ViewFollower:
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
         self._checkpoint: dict[TopicPartition, int] = {}
+        self._bounds: dict[TopicPartition, tuple[int, int]] = {}  # (first, end) offset of each partition at the checkpoint
+        # The offset of the first record of each partition the view has not applied: every record
+        # before it is in the view at any point where the event loop can switch.
+        self._positions: dict[TopicPartition, int] = {}
         self._current_at: float | None = None  # when the view was last proven to hold everything published
         self._caught_up = asyncio.Event()
         self._paused = False
@@ -71,9 +76,38 @@ class ViewFollower:
             await reader.topics()
             partitions = [TopicPartition(self._topic, p) for p in sorted(reader.partitions_for_topic(self._topic) or ())]
             committed = {partition: await reader.committed(partition) for partition in partitions}
+            firsts = await reader.beginning_offsets(partitions) if partitions else {}
+            ends = await reader.end_offsets(partitions) if partitions else {}
         finally:
             await reader.stop()
         self._checkpoint = {tp: offset for tp, offset in committed.items() if offset is not None and offset >= 0}
+        self._bounds = {tp: (firsts[tp], ends[tp]) for tp in partitions}
+
+    @property
+    def topic(self) -> str:
+        return self._topic
+
+    def can_resume_from(self, positions: dict[int, int]) -> bool:
+        """Whether the records after these positions (partition -> offset) can all still be read.
+
+        Not when the topic no longer holds the records just after them (retention), when they lie
+        beyond its end (another topic of the same name), or when they name a partition it lacks.
+        Call after ``checkpoint``.
+        """
+        for partition, offset in positions.items():
+            bounds = self._bounds.get(TopicPartition(self._topic, partition))
+            if bounds is None or not bounds[0] <= offset <= bounds[1]:
+                return False
+        return True
+
+    def resume_from(self, positions: dict[int, int]) -> None:
+        """Follow from these positions instead of the group's: the view holds everything before them
+        (a partition not named is read from its beginning)."""
+        self._checkpoint = {TopicPartition(self._topic, p): o for p, o in positions.items()}
+
+    def positions(self) -> dict[int, int]:
+        """Partition -> offset of the first record the view has not applied; the view holds every one before."""
+        return {tp.partition: offset for tp, offset in self._positions.items()}
 
     async def start(self) -> None:
         """Start following; the view is not current (nor the instance ready) until it has caught up."""
@@ -120,7 +154,7 @@ class ViewFollower:
 
     async def _run(self) -> None:
         """Follow until cancelled; a failure starts the consumer again from where the view has got to."""
-        positions: dict[TopicPartition, int] = dict(self._checkpoint)
+        positions = self._positions = dict(self._checkpoint)
         while True:
             consumer = None
             try:

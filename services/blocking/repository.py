@@ -5,9 +5,12 @@ raw is stored.
 """
 
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import replace
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from bson import Binary
 
 from pymongo import ASCENDING, IndexModel, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
@@ -17,11 +20,19 @@ from services.blocking.view import ActiveExclusion, Scopes
 from shared.events import ExclusionSnapshot
 
 EXCLUSIONS, ACCOUNTS = "blocking_exclusions", "blocking_accounts"
+SNAPSHOTS, SNAPSHOT_CHUNKS = "blocking_view_snapshots", "blocking_view_snapshot_chunks"
 INDEXES = {
     EXCLUSIONS: [IndexModel([("excluding", ASCENDING)])],
     ACCOUNTS: [IndexModel([("identifier", ASCENDING)])],
+    SNAPSHOTS: [IndexModel([("taken_at", ASCENDING)])],
+    SNAPSHOT_CHUNKS: [IndexModel([("snapshot", ASCENDING)]), IndexModel([("written_at", ASCENDING)])],
 }
 LOAD_BATCH = 10_000
+CHUNK_BYTES = 8 * 1024 * 1024  # well under MongoDB's 16 MB document limit
+KEEP_SNAPSHOTS = 2
+# Chunks no snapshot names (a writer died before its head) are removed once this old: a writer
+# still at work is never that slow.
+ORPHANS_AFTER = timedelta(hours=1)
 
 
 def exclusion_document(snapshot: ExclusionSnapshot) -> dict:
@@ -87,6 +98,70 @@ class MongoExclusionProjection:
             ends_at = document.get("ends_at")
             if ends_at is None or ends_at > now:
                 yield active_exclusion(document, scopes)
+
+
+@dataclass(frozen=True)
+class StoredSnapshot:
+    """A snapshot of the view as stored: its encoded blob, and the lifecycle positions it is complete up to."""
+
+    snapshot_id: str
+    taken_at: datetime
+    topic: str  # the lifecycle topic the positions are in
+    positions: dict[int, int]  # lifecycle partition -> offset of the first record the view has not applied
+    blob: bytes
+
+
+class MongoViewSnapshots:
+    """Snapshots of the view: chunks written first, then a small head naming them, so a snapshot is
+    read only once whole; the newest few are kept."""
+
+    def __init__(self, database: AsyncDatabase) -> None:
+        self._heads = database[SNAPSHOTS]
+        self._chunks = database[SNAPSHOT_CHUNKS]
+
+    async def save(self, snapshot: StoredSnapshot, *, keep: int = KEEP_SNAPSHOTS) -> None:
+        blob = snapshot.blob
+        pieces = [blob[at:at + CHUNK_BYTES] for at in range(0, len(blob), CHUNK_BYTES)] or [b""]
+        for n, piece in enumerate(pieces):  # one at a time: the store keeps serving the rest meanwhile
+            await self._chunks.replace_one(
+                {"_id": f"{snapshot.snapshot_id}/{n}"},
+                {"snapshot": snapshot.snapshot_id, "n": n, "written_at": snapshot.taken_at, "data": Binary(piece)},
+                upsert=True,
+            )
+        await self._heads.insert_one({
+            "_id": snapshot.snapshot_id,
+            "taken_at": snapshot.taken_at,
+            "topic": snapshot.topic,
+            "positions": {str(p): o for p, o in snapshot.positions.items()},
+            "chunks": len(pieces),
+            "bytes": len(blob),
+            "crc32": zlib.crc32(blob),
+        })
+        await self._prune(keep, snapshot.taken_at)
+
+    async def _prune(self, keep: int, now: datetime) -> None:
+        heads = [h["_id"] async for h in self._heads.find({}, {"_id": 1}).sort("taken_at", -1)]
+        for snapshot_id in heads[keep:]:
+            await self._heads.delete_one({"_id": snapshot_id})  # the head first: never a head without its chunks
+            await self._chunks.delete_many({"snapshot": snapshot_id})
+        named = heads[:keep]
+        await self._chunks.delete_many({"snapshot": {"$nin": named}, "written_at": {"$lt": now - ORPHANS_AFTER}})
+
+    async def newest(self) -> AsyncIterator[StoredSnapshot]:
+        """Whole snapshots, newest first; one whose chunks are missing or damaged is passed over."""
+        async for head in self._heads.find({}).sort("taken_at", -1):
+            pieces = [None] * head["chunks"]
+            async for chunk in self._chunks.find({"snapshot": head["_id"]}):
+                if 0 <= chunk["n"] < len(pieces):
+                    pieces[chunk["n"]] = bytes(chunk["data"])
+            if any(piece is None for piece in pieces):
+                continue
+            blob = b"".join(pieces)  # type: ignore[arg-type]
+            del pieces
+            if len(blob) != head["bytes"] or zlib.crc32(blob) != head["crc32"]:
+                continue
+            positions = {int(p): int(o) for p, o in head["positions"].items()}
+            yield StoredSnapshot(head["_id"], head["taken_at"], head["topic"], positions, blob)
 
 
 class MongoSeenAccounts:

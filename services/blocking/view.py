@@ -91,6 +91,11 @@ class ExclusionView:
                 rest = tuple(e for e in there if e is not old)
                 index[identifier] = rest[0] if len(rest) == 1 else rest
 
+    def clear(self) -> None:
+        self.by_id.clear()
+        self.by_identifier.clear()
+        self.removed.clear()
+
     def get(self, exclusion_id: uuid.UUID) -> ActiveExclusion | None:
         return self.by_id.get(exclusion_id)
 
