@@ -15,8 +15,9 @@ ones. Then, in one run:
    event of theirs is answered ``BLOCK`` on the decisions topic (one is sent every 20 ms until then),
    (c) ``end_sessions`` for their account arrives on the enforcement topic;
 5. the machine's limit in the same run: one record produced and consumed on a fresh topic;
-6. one blocking instance restarted at each of ``--restart-sizes`` exclusions in its projection (the
-   projection topped up in bulk between sizes), timed until its ``/readyz`` answers 200.
+6. once the stack has stopped, blocking's restart at each of ``--restart-sizes`` exclusions, measured
+   as ``python -m services.blocking.restart`` measures it: a cold start, then a restart from the
+   snapshot of its view, each timed until ``/readyz`` answers 200.
 
 A benchmark, not a test: it reports what it measures and asserts nothing.
 """
@@ -48,15 +49,8 @@ from shared.store import ensure_indexes, open_database
 from bench.probes import Flow, Person, Watch, exclude, percentiles
 from services.blocking import measure
 from services.blocking import repository as blocking_store
-from services.blocking.bench import (
-    READY_TIMEOUT_SECONDS,
-    account_events_group,
-    child,
-    servers,
-    service_environment,
-    store_exclusions,
-    view_load_seconds,
-)
+from services.blocking import restart
+from services.blocking.bench import READY_TIMEOUT_SECONDS, account_events_group, child, servers, service_environment, store_exclusions
 from services.blocking.workload import Workload
 from services.gateway import bench as gateway_bench
 from services.gateway import repository as gateway_store
@@ -81,14 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--give-up", type=float, default=30.0, help="seconds after a 201 past which an effect counts as missing")
     parser.add_argument("--hops", type=_count, default=200, help="records in the bare broker hop, at 50/s")
     parser.add_argument("--restart-sizes", default="100000,1000000",
-                        help="exclusions in blocking's projection at each restart, comma-separated, ascending, each ≥ --exclusions (empty: none)")
+                        help="exclusions blocking holds at each restart measured, comma-separated (empty: none)")
     parser.add_argument("--partitions", type=_count, default=6, help="partitions per topic (a multiple of the blocking instances)")
     parser.add_argument("--audit", action="store_true", help="run the audit service too (it writes a log entry for every message)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     args.restart_sizes = sorted(_count(s) for s in args.restart_sizes.split(",") if s.strip())
-    if args.restart_sizes and args.restart_sizes[0] < args.exclusions:
-        parser.error("--restart-sizes must each be at least --exclusions (the projection is only ever topped up)")
     settings = Settings().model_copy(update={"topic_partitions": args.partitions})
     with tempfile.TemporaryDirectory(prefix="selfex-bench-enforcement-") as workdir, servers(settings, Path(workdir)) as (settings, kind):
         asyncio.run(run(args, settings, kind, Path(workdir)))
@@ -132,7 +124,10 @@ async def run(args, settings: Settings, kind: str, workdir: Path) -> dict:
         workload = Workload(hasher=hasher, exclusions=args.exclusions, accounts=args.accounts)
         progress(f"loading {args.exclusions:,} exclusions into registration's, the gateway's and blocking's stores")
         started = time.perf_counter()
-        await asyncio.gather(gateway_bench.load(database, hasher, 0, args.exclusions), top_up(database, workload, 0))
+        await asyncio.gather(
+            gateway_bench.load(database, hasher, 0, args.exclusions),
+            store_exclusions(blocking_store.MongoExclusionProjection(database), workload),
+        )
         await ensure_indexes(database, {**registration_store.INDEXES, **gateway_store.INDEXES, **blocking_store.INDEXES})
         report["load_seconds"] = round(time.perf_counter() - started, 1)
         with Stack(settings, workdir) as stack:
@@ -144,10 +139,10 @@ async def run(args, settings: Settings, kind: str, workdir: Path) -> dict:
             await measure.until_group_stable(settings.kafka, account_events_group(settings), 2, READY_TIMEOUT_SECONDS)
             report["stack_ready_seconds"] = round(time.perf_counter() - started, 1)
             report |= await enforcement(args, settings, stack, workload, issued, tag)
-            report["restarts"] = []
-            save(args, report)
-            print_report(report)
-            await restarts(args, settings, database, stack, workload, tag, report)
+        report["restarts"] = []
+        save(args, report)
+        print_report(report)
+        await restarts(args, settings, workdir, report)
     finally:
         try:
             await client.drop_database(settings.mongo_db)
@@ -155,27 +150,6 @@ async def run(args, settings: Settings, kind: str, workdir: Path) -> dict:
             progress(f"the bench's database was not dropped: {type(error).__name__}")
         await client.close()
     return report
-
-
-async def top_up(database, workload: Workload, stored: int) -> float:
-    """Blocking's projection holds the workload's exclusions beyond the first ``stored`` too; seconds taken."""
-    seconds, _ = await store_exclusions(blocking_store.MongoExclusionProjection(database), Beyond(workload, stored))
-    return seconds
-
-
-class Beyond(Workload):
-    """A workload's exclusion documents after its first ``stored`` (already written)."""
-
-    def __init__(self, workload: Workload, stored: int) -> None:
-        super().__init__(hasher=workload.hasher, exclusions=workload.exclusions, accounts=workload.accounts, seed=workload.seed, now=workload.now)
-        self.stored = stored
-
-    def exclusion_documents(self, chunk: int = 5000):
-        seen = 0
-        for documents in super().exclusion_documents(chunk):
-            fresh, seen = documents[max(0, self.stored - seen):], seen + len(documents)
-            if fresh:
-                yield fresh
 
 
 @dataclass
@@ -232,9 +206,6 @@ class Stack:
             print(f"--- {label} (last lines) ---\n{running.log_path.read_text(errors='replace')[-3000:]}", file=sys.stderr)
             raise
 
-    def blocking(self) -> list[str]:
-        return [label for label in self.running if label.startswith("blocking")]
-
 
 async def enforcement(args, settings: Settings, stack: Stack, workload: Workload, issued, tag: str) -> dict:
     """The people excluded one by one while the flow runs, then the bare broker hop."""
@@ -289,42 +260,20 @@ def _effect(accepted: list[Person], moment: str) -> dict:
     }
 
 
-async def restarts(args, settings: Settings, database, stack: Stack, workload: Workload, tag: str, report: dict) -> None:
-    """One blocking instance stopped and started again at each size, the flow running; timed until ready.
-
-    Each size's figures are printed and saved as soon as they are measured; an instance that dies
-    instead of becoming ready is reported so, and ends the restarts."""
-    stored = workload.exclusions
+async def restarts(args, settings: Settings, workdir: Path, report: dict) -> None:
+    """Blocking's restart at each size, once the stack has stopped, as ``python -m services.blocking.restart``
+    measures it (same servers, a database and topics of its own): a cold start (no snapshot of the
+    view yet), then a restart, each timed until ``/readyz`` answers 200. Printed and saved as measured."""
     for size in args.restart_sizes:
-        load_s = 0.0
-        if size > stored:
-            progress(f"topping blocking's projection up from {stored:,} to {size:,} exclusions")
-            load_s = await top_up(database, Workload(hasher=workload.hasher, exclusions=size, accounts=workload.accounts), stored)
-            stored = size
-        async with Flow(settings.kafka, settings.topic(topics.ACCOUNT_EVENTS), workload, args.flow, f"{tag}-restart-{size}"):
-            await asyncio.sleep(2.0)
-            victim = stack.blocking()[-1]
-            progress(f"restarting {victim} with {size:,} exclusions in blocking's projection")
-            stack.stop(victim)
-            started = time.perf_counter()
-            label = stack.start("blocking")
-            failed = None
-            try:
-                await stack.ready(label, READY_TIMEOUT_SECONDS)
-            except (RuntimeError, TimeoutError):
-                code = stack.running[label].process.poll()
-                failed = f"{'exited with code ' + str(code) if code is not None else 'not ready'} {time.perf_counter() - started:.1f} s after start"
-            ready_s = time.perf_counter() - started
-            if failed is None:
-                await measure.until_group_stable(settings.kafka, account_events_group(settings), 2, READY_TIMEOUT_SECONDS)
-        figures = {
-            "exclusions": size, "ready_seconds": None if failed else round(ready_s, 1), "failed": failed,
-            "view_load_seconds": view_load_seconds(stack.running[label].log_path), "top_up_seconds": round(load_s, 1),
-        }
+        progress(f"blocking's restart with {size:,} exclusions (services.blocking.restart)")
+        try:
+            figures = {"exclusions": size, "failed": None, **await restart.restart_size(settings, size, workdir, "")}
+        except (RuntimeError, TimeoutError) as error:
+            figures = {"exclusions": size, "failed": str(error).splitlines()[0]}
         report["restarts"].append(figures)
         save(args, report)
         print_restart(figures)
-        if failed:
+        if figures["failed"]:
             return
 
 
@@ -359,15 +308,11 @@ def print_report(report: dict) -> None:
     sys.stdout.flush()
 
 
-def print_restart(restart: dict) -> None:
-    top_up = f"; projection topped up in {restart['top_up_seconds']:g} s" if restart["top_up_seconds"] else ""
-    if restart["failed"]:
-        print(f"blocking restarted with {restart['exclusions']:,} exclusions: NOT ready — {restart['failed']}{top_up}", flush=True)
+def print_restart(result: dict) -> None:
+    if result["failed"]:
+        print(f"blocking with {result['exclusions']:,} exclusions: NOT ready — {result['failed']}", flush=True)
         return
-    print(f"blocking restarted with {restart['exclusions']:,} exclusions: ready (GET /readyz 200) {restart['ready_seconds']:g} s after start "
-          f"(view loaded in {restart['view_load_seconds']:g} s){top_up} — target ≤ {TARGET_RESTART_SECONDS:g} s at 1,000,000: "
-          f"{'met' if restart['ready_seconds'] <= TARGET_RESTART_SECONDS else 'NOT met'}", flush=True)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    print(f"blocking with {result['exclusions']:,} exclusions (stored in {result['store_s']:.1f} s): cold start ready (GET /readyz 200) in "
+          f"{result['cold_s']:.1f} s (view loaded from the projection in {result['cold_load_s']:.1f} s); restart ready in "
+          f"{result['restart_s']:.1f} s (view loaded in {result['restart_load_s']:.1f} s) — target ≤ {TARGET_RESTART_SECONDS:g} s "
+          f"at 1,000,000: {'met' if result['restart_s'] <= TARGET_RESTART_SECONDS else 'NOT met'}", flush=True)
