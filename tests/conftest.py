@@ -85,6 +85,9 @@ def settings(servers: Servers) -> Settings:
         kafka_idempotence=servers.idempotence,
         kafka_session_timeout_ms=servers.session_timeout_ms,
         kafka_leave_group_on_stop=servers.kind != "embedded",
+        # A shared CI machine can stall a view's feed for seconds; the tests of the bound set a short one.
+        blocking_view_max_lag_seconds=30.0,
+        gateway_feed_max_lag_seconds=30.0,
         hash_secret="test-secret-0123456789abcdef",
         log_format="console",
     )
