@@ -242,12 +242,20 @@ async def enforcement(args, settings: Settings, stack: Stack, workload: Workload
             "answers": {str(status): sum(1 for one in people if one.status == status) for status in sorted({one.status for one in people}, key=str)},
             **percentiles([one.request_ms for one in people if one.status == 201 and one.request_ms is not None]),
         },
-        "gamstop": {**_effect(accepted, "gamstop_at"), "not_yet_answers": sum(one.not_yet_checks for one in accepted)},
+        "gamstop": {**_effect(accepted, "gamstop_at"), "not_yet_answers": _summed(one.not_yet_checks for one in accepted)},
         "block": {**_effect(accepted, "blocked_at"), "allowed_after_201": sum(one.allowed_after for one in accepted),
                   "unavailable_after_201": sum(one.unavailable_after for one in accepted)},
         "end_sessions": _effect(accepted, "enforced_at"),
         "broker_hop": {"count": hop.answered, "p50_ms": round(hop.p50_ms, 1), "p95_ms": round(hop.p95_ms, 1), "p99_ms": round(hop.p99_ms, 1)},
     }
+
+
+def _summed(counts) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for each in counts:
+        for label, n in each.items():
+            total[label] = total.get(label, 0) + n
+    return dict(sorted(total.items()))
 
 
 def _effect(accepted: list[Person], moment: str) -> dict:
@@ -300,7 +308,8 @@ def print_report(report: dict) -> None:
         print(f"  {label:32} {_ms(figures)}; missing after {s['give_up']:g} s: {figures['missing']} — {verdict}")
         print(f"  {'':32} from the request: {_ms(figures['from_request'])}")
     block = report["block"]
-    print(f"  after a 201: {report['gamstop']['not_yet_answers']} GAMSTOP answers other than Y; account events answered ALLOW "
+    not_yet = ", ".join(f"{n} × {label}" for label, n in report["gamstop"]["not_yet_answers"].items()) or "none"
+    print(f"  after a 201: GAMSTOP answers other than Y: {not_yet}; account events answered ALLOW "
           f"{block['allowed_after_201']}, UNAVAILABLE {block['unavailable_after_201']} (one sent every 20 ms until the first BLOCK)")
     hop = report["broker_hop"]
     print(f"the machine's limit, a bare broker hop (produce → consume one record, fresh topic): p50 {hop['p50_ms']:.1f} / "

@@ -52,7 +52,7 @@ class Person:
     enforced_at: float | None = None
     allowed_after: int = 0  # ALLOW decisions for events sent after the 201
     unavailable_after: int = 0
-    not_yet_checks: int = 0  # GAMSTOP answers other than Y after the 201
+    not_yet_checks: dict[str, int] = field(default_factory=dict)  # GAMSTOP answers other than Y after the 201, by answer
     noted: asyncio.Event = field(default_factory=asyncio.Event)
     blocked: asyncio.Event = field(default_factory=asyncio.Event)
     enforced: asyncio.Event = field(default_factory=asyncio.Event)
@@ -113,7 +113,9 @@ async def _checked(one: Person, http: httpx.AsyncClient, key: str, deadline: flo
         if answer.status_code == 200 and answer.headers.get("x-exclusion") == "Y":
             one.gamstop_at = time.perf_counter()
             return
-        one.not_yet_checks += 1
+        said = answer.headers.get("x-exclusion") if answer.status_code == 200 else None
+        label = f"200 {said}" if said else str(answer.status_code)
+        one.not_yet_checks[label] = one.not_yet_checks.get(label, 0) + 1
         await asyncio.sleep(CHECK_PAUSE_SECONDS)
 
 
