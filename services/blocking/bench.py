@@ -247,8 +247,13 @@ def child(command: list[str], env: dict[str, str], log_path: Path) -> Iterator[s
 
 def view_load_seconds(log_path: Path) -> float:
     """How long the service took to load its view, as it logged it."""
+    return logged_seconds(log_path, "view_loaded")
+
+
+def logged_seconds(log_path: Path, event: str) -> float:
+    """The ``seconds`` a service logged with its first ``event`` line (NaN if none)."""
     for line in log_path.read_text(errors="replace").splitlines():
-        if '"view_loaded"' in line:
+        if f'"{event}"' in line:
             try:
                 return float(json.loads(line).get("seconds", "nan"))
             except ValueError:

@@ -12,7 +12,6 @@ ones. A benchmark, not a test: it reports what it measures and asserts nothing.
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ from shared.infra import free_port
 from shared.settings import Settings
 from shared.store import open_database
 
-from services.blocking.bench import child, servers, service_environment
+from services.blocking.bench import child, logged_seconds, servers, service_environment
 from services.blocking.repository import EXCLUSIONS, INDEXES, SNAPSHOT_CHUNKS, SNAPSHOTS, MongoExclusionProjection
 from services.blocking.workload import Workload
 
@@ -112,16 +111,6 @@ def ready(port: int) -> bool:
             return answer.status == 200
     except (urllib.error.URLError, OSError):
         return False
-
-
-def logged_seconds(log_path: Path, event: str) -> float:
-    for line in log_path.read_text(errors="replace").splitlines():
-        if f'"{event}"' in line:
-            try:
-                return float(json.loads(line).get("seconds", "nan"))
-            except ValueError:
-                break
-    return float("nan")
 
 
 if __name__ == "__main__":
