@@ -10,6 +10,8 @@ RUN python -m venv /opt/venv
 WORKDIR /src
 # pyproject.toml names README.md; the wildcard copies it when present (setuptools only warns without it).
 COPY pyproject.toml README.md* ./
+# The composition root, the ground and the services; never bench/ (benchmarks run from a clone).
+COPY selfex ./selfex
 COPY shared ./shared
 COPY services ./services
 RUN /opt/venv/bin/pip install .

@@ -16,7 +16,7 @@ ones. Then, in one run:
    (c) ``end_sessions`` for their account arrives on the enforcement topic;
 5. the machine's limit in the same run: one record produced and consumed on a fresh topic;
 6. once the stack has stopped, blocking's restart at each of ``--restart-sizes`` exclusions, measured
-   as ``python -m services.blocking.restart`` measures it: a cold start, then a restart from the
+   as ``python -m bench.restart`` measures it: a cold start, then a restart from the
    snapshot of its view, each timed until ``/readyz`` answers 200.
 
 A benchmark, not a test: it reports what it measures and asserts nothing.
@@ -46,13 +46,12 @@ from shared.infra import free_port
 from shared.settings import Settings
 from shared.store import ensure_indexes, open_database
 
+from bench import http as gateway_bench
+from bench import measure, restart
+from bench.decisions import READY_TIMEOUT_SECONDS, account_events_group, child, servers, service_environment, store_exclusions
 from bench.probes import Flow, Person, Watch, exclude, percentiles
-from services.blocking import measure
+from bench.workload import Workload
 from services.blocking import repository as blocking_store
-from services.blocking import restart
-from services.blocking.bench import READY_TIMEOUT_SECONDS, account_events_group, child, servers, service_environment, store_exclusions
-from services.blocking.workload import Workload
-from services.gateway import bench as gateway_bench
 from services.gateway import repository as gateway_store
 from services.gateway.access import ALL_SCOPES
 from services.gateway.operators import add
@@ -126,7 +125,7 @@ async def run(args, settings: Settings, kind: str, workdir: Path) -> dict:
         started = time.perf_counter()
         await asyncio.gather(
             gateway_bench.load(database, hasher, 0, args.exclusions),
-            store_exclusions(blocking_store.MongoExclusionProjection(database), workload),
+            store_exclusions(database, workload),
         )
         await ensure_indexes(database, {**registration_store.INDEXES, **gateway_store.INDEXES, **blocking_store.INDEXES})
         report["load_seconds"] = round(time.perf_counter() - started, 1)
@@ -190,7 +189,7 @@ class Stack:
         health = "0" if name == "gateway" else str(port)
         log_path = self.workdir / f"{label}.log"
         exit_stack = ExitStack()
-        command = [sys.executable, "-m", "shared.cli", "run", name]
+        command = [sys.executable, "-m", "selfex.cli", "run", name]
         process = exit_stack.enter_context(child(command, self.env | {"SELFEX_HEALTH_PORT": health}, log_path))
         self.running[label] = Running(process, port, log_path, exit_stack)
         return label
@@ -269,11 +268,11 @@ def _effect(accepted: list[Person], moment: str) -> dict:
 
 
 async def restarts(args, settings: Settings, workdir: Path, report: dict) -> None:
-    """Blocking's restart at each size, once the stack has stopped, as ``python -m services.blocking.restart``
+    """Blocking's restart at each size, once the stack has stopped, as ``python -m bench.restart``
     measures it (same servers, a database and topics of its own): a cold start (no snapshot of the
     view yet), then a restart, each timed until ``/readyz`` answers 200. Printed and saved as measured."""
     for size in args.restart_sizes:
-        progress(f"blocking's restart with {size:,} exclusions (services.blocking.restart)")
+        progress(f"blocking's restart with {size:,} exclusions (bench.restart)")
         try:
             figures = {"exclusions": size, "failed": None, **await restart.restart_size(settings, size, workdir, "")}
         except (RuntimeError, TimeoutError) as error:

@@ -78,11 +78,6 @@ class MongoExclusionProjection:
         if operations:
             await self._collection.bulk_write(operations, ordered=True)
 
-    async def insert_documents(self, documents: list[dict]) -> None:
-        """Bulk load of ready-made documents (the bench's way to start with a million exclusions)."""
-        if documents:
-            await self._collection.insert_many(documents, ordered=False)
-
     async def known(self, exclusion_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Known]:
         ids = sorted({str(i) for i in exclusion_ids})
         if not ids:

@@ -5,7 +5,7 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
@@ -56,9 +56,8 @@ def create_app(
     database: AsyncDatabase | None = None,
     clock: Clock | None = None,
     policies: dict[str, Policy] | None = None,
-    constant_route: bool = False,
 ) -> FastAPI:
-    """The app; ``constant_route`` adds ``POST /_bench/constant`` for the HTTP bench's baseline."""
+    """The app: the operator APIs and the portal, with the consumers that keep its reads current."""
     settings = settings or Settings()
     service = Service("gateway", settings, indexes=INDEXES, database=database)
     if clock is not None:
@@ -115,12 +114,6 @@ def create_app(
 
     # Routes are matched in order: the checks, the hottest, first.
     mount(app, gamstop.router)
-    if constant_route:  # beside the checks, so routing reaches it as it reaches them
-
-        @app.post("/_bench/constant", include_in_schema=False)
-        async def constant() -> Response:
-            return Response(status_code=200, headers={"X-Exclusion": "N"})
-
     mount(app, chipout.router)
     mount(app, native.router)
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.blocking.bench import service_environment
+from bench.decisions import service_environment
 
 pytestmark = pytest.mark.integration
 

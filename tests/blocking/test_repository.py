@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from services.blocking.domain import Known
-from services.blocking.repository import INDEXES, MongoExclusionProjection, MongoSeenAccounts, exclusion_document
+from services.blocking.repository import INDEXES, MongoExclusionProjection, MongoSeenAccounts
 from shared.events import SCOPE_ALL, ExclusionSnapshot, ExclusionState, ExclusionType, Game, Scope
 from shared.store import ensure_indexes
 
@@ -42,17 +42,6 @@ async def test_the_projection_keeps_each_exclusions_newest_snapshot_and_lists_th
         lifted.exclusion_id: Known(2, False), running.exclusion_id: Known(1, True),
     }
     assert await projection.known([]) == {}
-
-
-async def test_documents_loaded_in_bulk_read_back_as_the_view_needs_them(database):
-    projection = MongoExclusionProjection(database)
-    documents = [exclusion_document(snapshot(version=3)) for _ in range(3)]
-
-    await projection.insert_documents(documents)
-
-    loaded = [e async for e in projection.excluding(NOW)]
-    assert sorted(str(e.exclusion_id) for e in loaded) == sorted(d["_id"] for d in documents)
-    assert {e.version for e in loaded} == {3}
 
 
 async def test_seen_accounts_are_stored_once_and_found_by_any_of_their_identifiers(database):

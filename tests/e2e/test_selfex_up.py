@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from shared.infra import free_port, port_is_open
-from shared.stack import Backoff
+from selfex.stack import Backoff
 from tests.e2e.conftest import selfex_command, stop, wait_for_health
 from tests.support import eventually
 

@@ -24,7 +24,7 @@ from shared.events import (
 )
 from shared.identity import Hasher, Identity
 
-from services.blocking.repository import exclusion_document
+from services.blocking.repository import EXCLUSIONS, exclusion_document
 
 OPERATOR = "op-bench"
 SLOTS = Scope(types=frozenset({ExclusionType.GAMES}), games=frozenset({Game.SLOTS}))
@@ -117,3 +117,10 @@ class Workload:
             )
             out.append((event, self.hasher.identifiers(who)))
         return out
+
+
+async def insert_exclusion_documents(database, documents: list[dict]) -> None:
+    """Bulk load of ready-made projection documents into blocking's collection (the benches' way to
+    start with a million exclusions; tests/bench/test_workload.py holds them to what blocking reads)."""
+    if documents:
+        await database[EXCLUSIONS].insert_many(documents, ordered=False)

@@ -27,7 +27,7 @@ def contracts_by_topic() -> dict[str, list[type[Event]]]:
 
 
 def build(settings: Settings | None = None) -> dict[str, Any]:
-    from shared.stack import SERVICES
+    from selfex.stack import SERVICES
 
     settings = settings or Settings()
     brokers = []

@@ -1,4 +1,4 @@
-"""``python -m services.blocking.restart``: how long a restarted blocking instance takes to be ready.
+"""``python -m bench.restart``: how long a restarted blocking instance takes to be ready.
 
 For each size N: N active exclusions written to blocking's projection (as ``selfex bench decisions``
 does); one ``selfex run blocking`` started (a cold start: no view snapshot yet) and timed until its
@@ -26,15 +26,15 @@ from shared.infra import free_port
 from shared.settings import Settings
 from shared.store import open_database
 
-from services.blocking.bench import child, logged_seconds, servers, service_environment
-from services.blocking.repository import EXCLUSIONS, INDEXES, SNAPSHOT_CHUNKS, SNAPSHOTS, MongoExclusionProjection
-from services.blocking.workload import Workload
+from bench.decisions import child, logged_seconds, servers, service_environment
+from bench.workload import Workload, insert_exclusion_documents
+from services.blocking.repository import EXCLUSIONS, INDEXES, SNAPSHOT_CHUNKS, SNAPSHOTS
 
 READY_TIMEOUT_SECONDS = 900
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.blocking.restart", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.restart", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100000,1000000", help="active exclusions to load, comma-separated")
     parser.add_argument("--logs", default="", help="keep the instances' logs in this folder")
     parser.add_argument("--database", default="", help="reuse this database (loaded once, kept) instead of a new one per size")
@@ -63,9 +63,8 @@ async def restart_size(settings: Settings, size: int, workdir: Path, database_na
         if await database[EXCLUSIONS].estimated_document_count() != size:
             await database[EXCLUSIONS].drop()
             workload = Workload(hasher=Hasher.from_settings(settings), exclusions=size)
-            projection = MongoExclusionProjection(database)
             for chunk in workload.exclusion_documents(10_000):
-                await projection.insert_documents(chunk)
+                await insert_exclusion_documents(database, chunk)
         store_s = time.perf_counter() - started
         for collection in (SNAPSHOTS, SNAPSHOT_CHUNKS):  # the cold start finds no snapshot
             await database[collection].delete_many({})
@@ -94,7 +93,7 @@ async def restart_size(settings: Settings, size: int, workdir: Path, database_na
 async def time_to_ready(environment: dict[str, str], log_path: Path, port: int, then=None) -> tuple[float, Path, object]:
     """Start one instance, time it until /readyz answers 200, await ``then()`` if given, stop it."""
     started = time.perf_counter()
-    with child([sys.executable, "-m", "shared.cli", "run", "blocking"], environment, log_path) as process:
+    with child([sys.executable, "-m", "selfex.cli", "run", "blocking"], environment, log_path) as process:
         while not await asyncio.to_thread(ready, port):
             if process.poll() is not None:
                 raise RuntimeError(f"blocking exited with {process.returncode}: {log_path.read_text()[-2000:]}")

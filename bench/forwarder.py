@@ -3,7 +3,7 @@ an output topic with no logic at all. Consumes, sends and commits in batches exa
 (same fetch settings, the same remembered partitioner, one record batch per partition, every batch
 sent before any is awaited, commit after the sends are acknowledged).
 
-    python -m services.blocking.forwarder BOOTSTRAP SOURCE_TOPIC TARGET_TOPIC GROUP
+    python -m bench.forwarder BOOTSTRAP SOURCE_TOPIC TARGET_TOPIC GROUP
 """
 
 import asyncio
@@ -11,6 +11,7 @@ import signal
 import sys
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
 from services.blocking.handlers import BATCH_WAIT_MS, FETCH_MAX_WAIT_MS, MAX_BATCH
 from services.blocking.outbox import KeyPartitions
 

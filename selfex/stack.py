@@ -87,7 +87,7 @@ class Child:
         env = dict(self.env)
         if self.health_port:
             env["SELFEX_HEALTH_PORT"] = str(self.health_port)
-        self.process = subprocess.Popen([sys.executable, "-m", "shared.cli", "run", self.name], env=env, stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen([sys.executable, "-m", "selfex.cli", "run", self.name], env=env, stdin=subprocess.DEVNULL)
         self.started_at, self.ready = now, None
 
     def poll_readiness(self) -> tuple[bool, str]:

@@ -3,9 +3,9 @@
 import json
 
 from shared import topics
-from shared.asyncapi import build
+from selfex.asyncapi import build
 from shared.events import EVENT_TYPES, LIFECYCLE_EVENTS
-from shared.stack import SERVICES
+from selfex.stack import SERVICES
 
 
 def test_every_contract_is_in_the_document_under_its_topic(settings):

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from services.blocking import bench
+from bench import decisions as bench
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,5 @@
-"""``selfex bench http`` with tiny sizes, on the session's servers: it runs, and every answer is right."""
+"""``selfex bench http`` with tiny sizes, on the session's servers: it runs, and every answer is right; its
+constant-answer baseline is served by the bench's own app, never by the production gateway."""
 
 import asyncio
 import json
@@ -7,10 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from fastapi.routing import APIRoute
 
-pytestmark = pytest.mark.integration
+from bench.http import CONSTANT_PATH, app_with_constant
+from services.gateway.app import create_app
 
 
+@pytest.mark.integration
 async def test_the_http_bench_runs_end_to_end_and_checks_its_answers(servers, tmp_path):
     out = tmp_path / "bench.json"
     env = {
@@ -35,3 +39,13 @@ async def test_the_http_bench_runs_end_to_end_and_checks_its_answers(servers, tm
         assert len(figures["rounds"]) == 2
         assert figures["check_over_constant"] == min(figures["rounds"])  # the lower median of two
     assert "GAMSTOP check" in output.decode() and "check / constant" in output.decode()
+
+
+def test_the_bench_app_answers_the_constant_right_after_the_checks_and_the_gateway_has_no_such_route():
+    def api_paths(app) -> list[str]:
+        return [route.path for route in app.router.routes if isinstance(route, APIRoute)]
+
+    bench_paths = api_paths(app_with_constant())
+    assert set(bench_paths[:3]) == {"/", "/gamstop/v2", "/gamstop/v2/batch"}
+    assert bench_paths[3] == CONSTANT_PATH, "routing reaches it as it reaches the checks"
+    assert bench_paths[:3] + bench_paths[4:] == api_paths(create_app())

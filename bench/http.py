@@ -37,6 +37,8 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import Response
 
 from shared.events import SCOPE_ALL, ExclusionState, utcnow
 from shared.identity import Hasher, IdentifierKind, Identity
@@ -44,7 +46,7 @@ from shared.infra import EMBEDDED_SESSION_TIMEOUT_MS, EmbeddedInfra, free_port
 from shared.settings import Settings
 from shared.store import open_database
 
-from services.gateway import loadgen
+from bench import loadgen
 from services.gateway.access import ALL_SCOPES
 from services.gateway.domain import Summary
 from services.gateway.operators import add
@@ -54,6 +56,7 @@ BATCH = 5_000
 SAMPLE = 2_000  # distinct requests per workload, half of them for people not excluded
 EXPIRED_EVERY = 20
 HOST = "127.0.0.1"
+CONSTANT_PATH = "/_bench/constant"  # only the bench's app (app_with_constant) has it
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,7 +257,7 @@ def workloads(key: str, size: int, host: str) -> dict[str, list[loadgen.Request]
         ).encode()
         form_headers = {"X-API-Key": key, "Content-Type": "application/x-www-form-urlencoded"}
         gamstop.append(loadgen.Request(loadgen.http_request("POST", "/", host, headers=form_headers, body=form), _answered(answer)))
-        constant.append(loadgen.Request(loadgen.http_request("POST", "/_bench/constant", host, headers=form_headers, body=form), _status(200)))
+        constant.append(loadgen.Request(loadgen.http_request("POST", CONSTANT_PATH, host, headers=form_headers, body=form), _status(200)))
         query = urlencode({"key": key, "uid": identity.uid})
         status.append(loadgen.Request(loadgen.http_request("GET", f"/v1.3/customer-status?{query}", host), _status(200 if answer == "Y" else 204)))
     return {"constant": constant, "gamstop": gamstop, "chipout_status": status}
@@ -346,7 +349,7 @@ def gateway_process(settings: Settings, port: int, log_path: Path) -> Iterator[s
         "SELFEX_LOG_FORMAT": "json",
     }
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "services.gateway.bench"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([sys.executable, "-m", "bench.http"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         yield process
     finally:
@@ -418,14 +421,36 @@ def print_report(report: dict) -> None:
         )
 
 
+def app_with_constant(settings: Settings | None = None) -> FastAPI:
+    """The production gateway app plus ``POST /_bench/constant``, the machine's limit for a check.
+
+    The route answers as a GAMSTOP check does with nothing to look up, on the same app, middleware and
+    server; it is placed right after the checks, so routing reaches it as it reaches them. Only the
+    bench's app has it: the production gateway carries no bench route.
+    """
+    from services.gateway import gamstop
+    from services.gateway.app import create_app
+
+    app = create_app(settings)
+    constant = APIRouter()
+
+    @constant.post(CONSTANT_PATH, include_in_schema=False)
+    async def answer() -> Response:
+        return Response(status_code=200, headers={"X-Exclusion": "N"})
+
+    checks = {id(route) for route in gamstop.router.routes}
+    routes = app.router.routes
+    after_checks = max(i for i, route in enumerate(routes) if id(route) in checks) + 1
+    routes[after_checks:after_checks] = constant.routes
+    return app
+
+
 def serve() -> None:
     """The bench's gateway: ``selfex run gateway`` plus the constant-answer route."""
     import uvicorn
 
-    from services.gateway.app import create_app
-
     settings = Settings()
-    uvicorn.run(create_app(settings, constant_route=True), host=HOST, port=settings.gateway_port, log_config=None, access_log=False)
+    uvicorn.run(app_with_constant(settings), host=HOST, port=settings.gateway_port, log_config=None, access_log=False)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ ones. Then, in one run:
 for each size N: N active exclusions written to blocking's projection; blocking started as it is
 deployed, ``--instances`` processes of ``selfex run blocking`` sharing the account events (each
 loads the whole view from the projection), and, beside them on topics of their own, the machine's
-limit: a bare aiokafka forwarder (``services.blocking.forwarder``) that passes each record on with
+limit: a bare aiokafka forwarder (``bench.forwarder``) that passes each record on with
 no logic. Account events are driven through the broker into each and the answers read back:
 sustained throughput in rounds taking turns (the machine is shared, so the ratio is taken round by
 round), the events produced in record batches so that the bench outruns what it measures;
@@ -40,11 +40,11 @@ from shared.infra import EMBEDDED_SESSION_TIMEOUT_MS, EmbeddedInfra, free_port
 from shared.settings import Settings
 from shared.store import open_database
 
-from services.blocking import measure
-from services.blocking.measure import Output
-from services.blocking.repository import INDEXES, MongoExclusionProjection, active_exclusion
+from bench import measure
+from bench.measure import Output
+from bench.workload import Workload, insert_exclusion_documents
+from services.blocking.repository import INDEXES, active_exclusion
 from services.blocking.view import ExclusionView, Scopes
-from services.blocking.workload import Workload
 
 READY_TIMEOUT_SECONDS = 900  # a million exclusions take a while to load on the embedded store
 LOOKUP_PROBES = 20_000
@@ -121,16 +121,16 @@ async def bench_size(args, settings: Settings, size: int, workdir: Path) -> dict
     workload = Workload(hasher=Hasher.from_settings(settings), exclusions=size, accounts=args.accounts)
     client, database = await open_database(settings, INDEXES)
     try:
-        store_s, view = await store_exclusions(MongoExclusionProjection(database), workload)
+        store_s, view = await store_exclusions(database, workload)
         decide_us, match_us = measure.lookup_cost(view, workload.probes(LOOKUP_PROBES), workload.now)
         del view
         log_paths = [workdir / f"blocking-{size}-{n}.log" for n in range(args.instances)]
-        forwarder = [sys.executable, "-m", "services.blocking.forwarder", settings.kafka,
+        forwarder = [sys.executable, "-m", "bench.forwarder", settings.kafka,
                      forwarding.topic(topics.ACCOUNT_EVENTS), forwarding.topic(topics.DECISIONS), f"{forwarding.topic_prefix}forwarder"]
         with ExitStack() as running:
             started = time.perf_counter()
             services = [
-                running.enter_context(child([sys.executable, "-m", "shared.cli", "run", "blocking"], service_environment(settings), path))
+                running.enter_context(child([sys.executable, "-m", "selfex.cli", "run", "blocking"], service_environment(settings), path))
                 for path in log_paths
             ]
             running.enter_context(child(forwarder, dict(os.environ), workdir / f"forwarder-{size}.log"))
@@ -189,15 +189,15 @@ class Driven:
         return await measure.latency(self.bootstrap, self.source, self.output, events, rate)
 
 
-async def store_exclusions(projection: MongoExclusionProjection, workload: Workload) -> tuple[float, ExclusionView]:
-    """Write the projection in bulk (two writes in flight) and build the same view in-process for the lookup timing."""
+async def store_exclusions(database, workload: Workload) -> tuple[float, ExclusionView]:
+    """Write blocking's projection in bulk (two writes in flight) and build the same view in-process for the lookup timing."""
     started, view, scopes, writing = time.perf_counter(), ExclusionView(), Scopes(), set()
     for chunk in workload.exclusion_documents():
         if len(writing) >= 2:
             done, writing = await asyncio.wait(writing, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()
-        writing.add(asyncio.create_task(projection.insert_documents(chunk)))
+        writing.add(asyncio.create_task(insert_exclusion_documents(database, chunk)))
         for document in chunk:
             view.add(active_exclusion(document, scopes))
     for task in writing:

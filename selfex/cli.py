@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     infra = commands.add_parser("infra", help="the embedded Kafka-compatible broker and MongoDB-wire server")
     infra.add_argument("action", choices=["up"])
 
-    from shared.stack import SERVICES
+    from selfex.stack import SERVICES
 
     run = commands.add_parser("run", help="run one service against the servers the settings name")
     run.add_argument("service", choices=sorted(SERVICES))
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     docs.add_argument("kind", choices=["asyncapi"])
     docs.add_argument("--out", help="write to this file instead of standard output")
 
-    # Subcommands whose arguments belong to the service that owns them.
+    # Subcommands whose arguments belong to the module that owns them (the benches, the gateway's operators).
     bench = commands.add_parser("bench", help="measure speed on the real broker and store", add_help=False)
     bench.add_argument("target", choices=sorted(DELEGATED["bench"]))
     bench.add_argument("rest", nargs=argparse.REMAINDER)
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format, service="selfex")
     try:
         if args.command == "up":
-            from shared.stack import Stack
+            from selfex.stack import Stack
 
             return Stack(settings, demo_operator=args.demo_operator).run()
         if args.command == "infra":
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # command -> module whose ``main(argv) -> int`` takes the rest of the command line.
 DELEGATED = {
-    "bench": {"decisions": "services.blocking.bench", "http": "services.gateway.bench", "enforcement": "bench.enforcement"},
+    "bench": {"decisions": "bench.decisions", "http": "bench.http", "enforcement": "bench.enforcement"},
     "operator": "services.gateway.operators",
 }
 
@@ -82,7 +82,7 @@ DELEGATED = {
 def _docs(out: str | None) -> int:
     import json
 
-    from shared.asyncapi import build
+    from selfex.asyncapi import build
 
     text = json.dumps(build(), indent=2, sort_keys=True) + "\n"
     if out:
@@ -94,7 +94,14 @@ def _docs(out: str | None) -> int:
 
 
 def _delegate(module_name: str, argv: list[str]) -> int:
-    return importlib.import_module(module_name).main(argv)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != "bench":
+            raise
+        print("selfex: the benchmarks are not installed here (the image leaves bench/ out); run them from a clone", file=sys.stderr)
+        return 2
+    return module.main(argv)
 
 
 def _infra_up(settings: Settings) -> int:
@@ -114,7 +121,7 @@ def _infra_up(settings: Settings) -> int:
 
 
 def _run_service(name: str, settings: Settings) -> int:
-    from shared.stack import SERVICES
+    from selfex.stack import SERVICES
 
     module_name, kind = SERVICES[name]
     module = importlib.import_module(module_name)

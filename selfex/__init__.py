@@ -1,0 +1,1 @@
+"""The composition root: the ``selfex`` command, ``selfex up`` and the AsyncAPI assembly, above ``services/`` and ``shared/``."""
