@@ -53,6 +53,8 @@ def create_app(
     async def start() -> None:
         # Publish what a crash left in any outbox before the first message is consumed.
         await service.broker.connect()
+        if written := await exclusions.backfill_pointers():
+            service.log.info("pointers_backfilled", pointers=written)
         await outbox.relay(service.clock() + RELAY_EVERYTHING)
         timers.start()
 

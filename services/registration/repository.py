@@ -12,6 +12,15 @@ document per identifier hash (its ``_id``, so the store's own unique key is the 
 exclusion that runs for it. A new exclusion claims every identifier before it is stored and the
 claims go when it ends; a claim left by a crash is taken over once its exclusion has ended, or
 when it never came to be stored (a partial unique index would say the same, but nx-27017 has none).
+
+Whatever runs once per command is read by ``_id`` only: nx-27017 answers ``$in`` on any other
+field by scanning the collection (seconds per command at 100,000 exclusions), and equality on an
+indexed array field finds nothing there. So two small collections point back from a value to the
+documents that hold it: ``person_identifiers`` (identifier hash → the persons it names) and
+``applied_causes`` (a command or verification outcome → the exclusions it was applied to). Each is
+written before the document it points to, and a pointer is only believed once that document
+holds the value too, so a crash between the two writes leaves a pointer that leads nowhere and
+nothing that is wrongly believed.
 """
 
 import uuid
@@ -27,16 +36,16 @@ from services.registration.domain import RUNNING_STATES, Exclusion, best_match
 from shared.events import FINAL_STATES
 
 INDEXES = {
-    "persons": [IndexModel([("identifiers", ASCENDING)])],
+    "persons": [],
+    "person_identifiers": [],  # _id: the identifier hash; person_ids: who it names
     "exclusions": [
-        IndexModel([("identifiers", ASCENDING)]),
         IndexModel([("person_id", ASCENDING), ("created_at", ASCENDING)]),
         IndexModel([("request_id", ASCENDING)], unique=True),
         IndexModel([("request_ids", ASCENDING)]),
-        IndexModel([("causes", ASCENDING)]),
         IndexModel([("next_transition_at", ASCENDING)]),
         IndexModel([("outbox_at", ASCENDING)]),
     ],
+    "applied_causes": [],  # _id: the command's or outcome's id; exclusion_ids: where it was applied
     "running_exclusions": [IndexModel([("exclusion_id", ASCENDING)])],  # _id: the identifier hash
 }
 
@@ -85,12 +94,27 @@ class MongoExclusions:
     def _running(self):
         return self._database["running_exclusions"]
 
+    @property
+    def _person_identifiers(self):
+        return self._database["person_identifiers"]
+
+    @property
+    def _causes(self):
+        return self._database["applied_causes"]
+
     # --- persons ------------------------------------------------------------------------------
 
     async def match_person(self, identifiers: list[str]) -> tuple[str | None, list[str]]:
         """The person any of these identifiers names (the strongest match wins), and all their identifiers."""
-        found = await self._persons.find({"identifiers": {"$in": identifiers}}, {"identifiers": 1}).to_list(20)
-        candidates = {document["_id"]: list(document.get("identifiers", [])) for document in found}
+        pointers = await self._person_identifiers.find({"_id": {"$in": sorted(set(identifiers))}}).to_list(None)
+        person_ids = sorted({person_id for pointer in pointers for person_id in pointer.get("person_ids", [])})
+        found = await self._persons.find({"_id": {"$in": person_ids}}, {"identifiers": 1}).to_list(None) if person_ids else []
+        wanted = set(identifiers)
+        candidates = {
+            document["_id"]: list(document.get("identifiers", []))
+            for document in found
+            if wanted & set(document.get("identifiers", []))  # a pointer written before a crash proves nothing
+        }
         person_id = best_match(candidates, identifiers)
         return person_id, candidates.get(person_id, []) if person_id else []
 
@@ -116,6 +140,8 @@ class MongoExclusions:
             document["contacts"] = {"email": contacts.get("email"), "mobile": contacts.get("mobile")}
         if locale:
             document["locale"] = locale
+        for identifier in sorted(set(identifiers)):
+            await _point(self._person_identifiers, identifier, "person_ids", person_id)
         try:
             await self._persons.insert_one(document)
             return
@@ -140,7 +166,12 @@ class MongoExclusions:
 
     async def by_cause(self, cause_id: uuid.UUID | str) -> Stored | None:
         """The exclusion a command or verification outcome was already applied to."""
-        return _stored(await self._exclusions.find_one({"causes": {"$in": [str(cause_id)]}}))
+        pointer = await self._causes.find_one({"_id": str(cause_id)})
+        for exclusion_id in (pointer or {}).get("exclusion_ids", []):
+            stored = await self.load(exclusion_id)
+            if stored is not None and str(cause_id) in stored.exclusion.causes:
+                return stored
+        return None
 
     async def running_for(self, person_id: str) -> Stored | None:
         """The person's exclusion that has not ended yet (the latest, should there be two)."""
@@ -169,6 +200,7 @@ class MongoExclusions:
         """
         if exclusion.running:
             await self._claim(exclusion, at)
+        await self._point_causes(exclusion.causes, exclusion)
         document = {
             **_document(exclusion),
             "revision": 1,
@@ -197,6 +229,7 @@ class MongoExclusions:
             "outbox_at": before.outbox_at if before.outbox else (at if outbox else None),
             "claim_until": UNCLAIMED,
         }
+        await self._point_causes(sorted(set(after.causes) - set(before.exclusion.causes)), after)
         result = await self._exclusions.replace_one(condition, document)
         if result.matched_count != 1:
             return False
@@ -209,6 +242,25 @@ class MongoExclusions:
                 except DuplicateKeyError:
                     pass
         return True
+
+    async def _point_causes(self, causes: list[str], exclusion: Exclusion) -> None:
+        for cause in causes:
+            await _point(self._causes, cause, "exclusion_ids", str(exclusion.id))
+
+    async def backfill_pointers(self) -> int:
+        """Write the pointers of documents stored before the pointer collections existed; how many."""
+        if await self._causes.find_one({}) is not None or await self._exclusions.find_one({}) is None:
+            return 0
+        written = 0
+        async for document in self._exclusions.find({}, {"causes": 1}):
+            for cause in document.get("causes") or []:
+                await _point(self._causes, cause, "exclusion_ids", document["_id"])
+                written += 1
+        async for document in self._persons.find({}, {"identifiers": 1}):
+            for identifier in document.get("identifiers") or []:
+                await _point(self._person_identifiers, identifier, "person_ids", document["_id"])
+                written += 1
+        return written
 
     # --- one running exclusion per identifier -------------------------------------------------
 
@@ -284,6 +336,14 @@ class MongoExclusions:
         await self._exclusions.update_one(
             {"_id": str(stored.id), "revision": stored.revision}, {"$set": {"outbox_at": None}, "$inc": {"revision": 1}}
         )
+
+
+async def _point(collection, key: str, field_name: str, target: str) -> None:
+    """Add ``target`` to what ``key`` points at (the pointer document is made if new)."""
+    try:
+        await collection.insert_one({"_id": key, field_name: [target]})
+    except DuplicateKeyError:
+        await collection.update_one({"_id": key}, {"$addToSet": {field_name: target}})
 
 
 def _claim(identifier: str, exclusion: Exclusion, at: datetime) -> dict[str, Any]:

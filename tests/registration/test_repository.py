@@ -4,6 +4,7 @@ import asyncio
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from pymongo import AsyncMongoClient, monitoring
 
 from services.registration.domain import exclude
 from services.registration.repository import INDEXES, MongoExclusions
@@ -167,3 +168,97 @@ async def test_a_claim_makes_an_older_read_stale_and_a_transition_releases_the_c
     assert await exclusions.save(claimed, reminder.exclusion, [], at=at)
     expiry_due = reminder.exclusion.next_transition_at
     assert (await exclusions.claim_due(expiry_due, until=expiry_due, claimer="b")).id == exclusion.id
+
+
+# --- what runs once per command reads by _id -------------------------------------------------------
+
+
+class Finds(monitoring.CommandListener):
+    """Every ``find`` filter sent to the store (pymongo's command monitoring), by collection."""
+
+    def __init__(self) -> None:
+        self.filters: list[tuple[str, dict]] = []
+
+    def started(self, event) -> None:
+        if event.command_name == "find":
+            self.filters.append((event.command["find"], dict(event.command.get("filter", {}))))
+
+    def succeeded(self, event) -> None:
+        pass
+
+    def failed(self, event) -> None:
+        pass
+
+
+def scanning(filters: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """The filters nx-27017 answers by reading the whole collection: ``$in`` on a field other than ``_id``."""
+    return [
+        (collection, query)
+        for collection, query in filters
+        if any(name != "_id" and isinstance(value, dict) and "$in" in value for name, value in query.items())
+    ]
+
+
+async def test_a_command_is_applied_with_reads_by_id_only(settings, exclusions):
+    finds = Finds()
+    client = AsyncMongoClient(settings.mongo, tz_aware=True, event_listeners=[finds])
+    try:
+        watched = MongoExclusions(client[settings.mongo_db])
+        req, exclusion, pending = new(7)
+        identifiers = ["national_id:7", "email:seven"]
+
+        assert await watched.match_person(identifiers) == (None, [])
+        await watched.save_person("p-7", identifiers, 1990, None)
+        assert await watched.by_cause(req.id) is None
+        assert await watched.insert(exclusion, pending, at=NOW)
+        assert await watched.match_person(["email:seven"]) == ("p-7", identifiers)
+        assert (await watched.by_cause(req.id)).id == exclusion.id
+
+        assert finds.filters, "the listener saw the reads"
+        assert scanning(finds.filters) == []
+    finally:
+        await client.close()
+
+
+async def test_a_pointer_left_by_a_crash_before_the_write_is_not_believed(exclusions, database):
+    req, exclusion, pending = new(8)
+    await database["applied_causes"].insert_one({"_id": str(req.id), "exclusion_ids": [str(exclusion.id)]})
+    await database["person_identifiers"].insert_one({"_id": "national_id:8", "person_ids": ["p-ghost"]})
+    await database["persons"].insert_one({"_id": "p-ghost", "identifiers": ["email:other"]})
+
+    assert await exclusions.by_cause(req.id) is None
+    assert await exclusions.match_person(["national_id:8"]) == (None, [])
+
+    assert await exclusions.insert(exclusion, pending, at=NOW)
+    assert (await exclusions.by_cause(req.id)).id == exclusion.id
+
+
+async def test_a_cause_applied_after_a_lost_race_is_found_where_it_was_applied(exclusions):
+    _, first, _ = new(9)
+    _, second, _ = new(10)
+    await exclusions.insert(first, [], at=NOW)
+    await exclusions.insert(second, [], at=NOW)
+    extension = request(9)
+    stale = await exclusions.load(first.id)
+    await exclusions.save(stale, first.model_copy(update={"version": 2}), [], at=NOW)  # someone else wrote first
+
+    applied = lambda e: e.model_copy(update={"causes": [*e.causes, str(extension.id)], "version": e.version + 1})  # noqa: E731
+    assert not await exclusions.save(stale, applied(first), [], at=NOW)  # stale: refused, its pointer stays
+    fresh = await exclusions.load(second.id)
+    assert await exclusions.save(fresh, applied(second), [], at=NOW)
+
+    assert (await exclusions.by_cause(extension.id)).id == second.id
+
+
+async def test_documents_stored_before_the_pointers_existed_get_them_at_start(exclusions, database):
+    req, exclusion, pending = new(11)
+    await exclusions.save_person("p-11", ["national_id:11"], None, None)
+    await exclusions.insert(exclusion, pending, at=NOW)
+    await database["applied_causes"].delete_many({})
+    await database["person_identifiers"].delete_many({})
+    assert await exclusions.by_cause(req.id) is None
+
+    assert await exclusions.backfill_pointers() == 2
+    assert (await exclusions.by_cause(req.id)).id == exclusion.id
+    assert await exclusions.find_person(["national_id:11"]) == "p-11"
+    assert await exclusions.backfill_pointers() == 0
