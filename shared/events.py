@@ -58,25 +58,12 @@ class Scope(Contract):
     types: frozenset[ExclusionType] = Field(min_length=1)
     games: frozenset[Game] = frozenset()
 
-    def covers_game(self, game: Game | None) -> bool:
-        if ExclusionType.GAMES not in self.types:
-            return False
-        return Game.ALL in self.games or not self.games or (game is not None and game in self.games)
-
     def union(self, other: "Scope") -> "Scope":
         """Both scopes together: extending an exclusion never narrows what it covers."""
         games = self.games | other.games
         if Game.ALL in games:
             games = frozenset({Game.ALL})
         return Scope(types=self.types | other.types, games=games)
-
-    def label(self) -> str:
-        """ChipOut's ``Type`` in a status answer."""
-        if ExclusionType.GAMES in self.types and (Game.ALL in self.games or not self.games):
-            return "All"
-        parts = sorted(g.value.capitalize() for g in self.games if ExclusionType.GAMES in self.types)
-        parts += sorted(t.value for t in self.types if t is not ExclusionType.GAMES)
-        return ",".join(parts)
 
 
 SCOPE_ALL = Scope(types=frozenset({ExclusionType.GAMES}), games=frozenset({Game.ALL}))

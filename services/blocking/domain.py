@@ -84,6 +84,13 @@ def covers_all_games(scope: Scope) -> bool:
     return ExclusionType.GAMES in scope.types and (Game.ALL in scope.games or not scope.games)
 
 
+def covers_game(scope: Scope, game: Game | None) -> bool:
+    """Whether the scope excludes from this game: the games it names, or all of them when it names none or ``ALL``."""
+    if ExclusionType.GAMES not in scope.types:
+        return False
+    return covers_all_games(scope) or (game is not None and game in scope.games)
+
+
 def blocks(scope: Scope, event: AccountEventOccurred) -> bool:
     """Whether an exclusion with this scope refuses this kind of event (see the table above)."""
     kind = event.payload.kind
@@ -96,7 +103,7 @@ def blocks(scope: Scope, event: AccountEventOccurred) -> bool:
         return channel is None or ExclusionType(channel.value) in scope.types
     if kind is AccountEventKind.BET:
         game = event.payload.game
-        return ExclusionType.GAMES in scope.types if game is None else scope.covers_game(game)
+        return ExclusionType.GAMES in scope.types if game is None else covers_game(scope, game)
     return covers_all_games(scope)
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any, Literal
 
-from shared.events import EXCLUDING_STATES, ExclusionSnapshot, ExclusionState, Scope
+from shared.events import EXCLUDING_STATES, ExclusionSnapshot, ExclusionState, ExclusionType, Game, Scope
 
 Answer = Literal["Y", "N", "P"]
 ENDED_STATES = frozenset({ExclusionState.LIFTED, ExclusionState.EXPIRED})
@@ -152,12 +152,21 @@ def day(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).date().isoformat() if moment else None
 
 
+def chipout_type(scope: Scope) -> str:
+    """ChipOut's ``Type`` in a status answer: ``All`` for every game, else the games and the other types named."""
+    if ExclusionType.GAMES in scope.types and (Game.ALL in scope.games or not scope.games):
+        return "All"
+    parts = sorted(g.value.capitalize() for g in scope.games if ExclusionType.GAMES in scope.types)
+    parts += sorted(t.value for t in scope.types if t is not ExclusionType.GAMES)
+    return ",".join(parts)
+
+
 def chipout_status(summaries: Iterable[Summary], now: datetime) -> list[dict[str, str | None]]:
     """ChipOut's ``Excluded`` list: the exclusions in force, earliest first (dates in UTC)."""
     in_force = sorted(
         (s for s in summaries if s.in_force(now)), key=lambda s: (s.starts_at or now, s.exclusion_id)
     )
-    return [{"Type": s.scope.label(), "From": day(s.starts_at), "To": day(s.until())} for s in in_force]
+    return [{"Type": chipout_type(s.scope), "From": day(s.starts_at), "To": day(s.until())} for s in in_force]
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from services.blocking.domain import (
     ExclusionView,
     Known,
     blocks,
+    covers_game,
     decide,
     decision_fields,
     decision_id,
@@ -163,6 +164,17 @@ def test_the_same_account_event_redelivered_gets_the_same_decision_id():
 def test_a_withdrawal_is_never_blocked(scope):
     assert not blocks(scope, account_event(AccountEventKind.WITHDRAWAL))
     assert decision(account_event(AccountEventKind.WITHDRAWAL), view_of(exclusion(scope=scope))).outcome is Outcome.ALLOW
+
+
+def test_a_scope_covers_the_games_it_names_and_all_of_them_when_it_names_none_or_all():
+    every_game = Scope(types=frozenset({ExclusionType.GAMES}))
+    ads_naming_all = Scope(types=frozenset({ExclusionType.ADS}), games=frozenset({Game.ALL}))
+
+    assert covers_game(SLOTS, Game.SLOTS)
+    assert not covers_game(SLOTS, Game.POKER)
+    assert not covers_game(SLOTS, None)
+    assert all(covers_game(SCOPE_ALL, game) and covers_game(every_game, game) for game in [*Game, None])
+    assert not any(covers_game(ads_naming_all, game) for game in [*Game, None])
 
 
 def test_a_slots_exclusion_blocks_a_slots_bet_and_not_a_poker_bet():

@@ -8,7 +8,7 @@ import pytest
 from services.gateway.access import Scope as KeyScope
 from services.gateway.access import TokenBuckets, fingerprint, key_hash, new_key, parse_scopes
 from services.gateway.chipout import exclusion_requested
-from services.gateway.domain import Summary, chipout_status, check, gamstop_answer, merged, unique
+from services.gateway.domain import Summary, chipout_status, chipout_type, check, gamstop_answer, merged, unique
 from services.gateway.problems import Problem, field_name
 from shared.events import SCOPE_ALL, ExclusionState, ExclusionType, Game, Scope
 from shared.policies import load_policies
@@ -158,3 +158,18 @@ def test_chipout_names_the_first_wrong_field():
         exclusion_requested({"uid": "a" * 64, "type": ["ADS"], "duration": "+1x", "year": "1985", "gender": "M"}, load_policies()["SE"], 2026)
 
     assert raised.value.field == "duration"
+
+
+@pytest.mark.parametrize(
+    ("scope", "label"),
+    [
+        (SCOPE_ALL, "All"),
+        (Scope(types=frozenset({ExclusionType.GAMES})), "All"),
+        (Scope(types=frozenset({ExclusionType.GAMES}), games=frozenset({Game.SLOTS, Game.POKER})), "Poker,Slots"),
+        (Scope(types=frozenset({ExclusionType.GAMES, ExclusionType.ADS}), games=frozenset({Game.SLOTS})), "Slots,ADS"),
+        (Scope(types=frozenset({ExclusionType.ADS, ExclusionType.DM})), "ADS,DM"),
+        (Scope(types=frozenset({ExclusionType.DM}), games=frozenset({Game.SLOTS})), "DM"),
+    ],
+)
+def test_a_scope_is_labelled_as_chipout_shows_it(scope, label):
+    assert chipout_type(scope) == label

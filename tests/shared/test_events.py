@@ -309,33 +309,6 @@ def test_operator_scoped_events_are_keyed_by_operator_and_account_and_the_rest_b
     assert MessageDeadLettered.model_validate({"payload": PAYLOADS["message.dead_lettered"]}).key() is None
 
 
-@pytest.mark.parametrize(
-    ("scope", "label"),
-    [
-        (SCOPE_ALL, "All"),
-        (Scope(types=frozenset({ExclusionType.GAMES})), "All"),
-        (Scope(types=frozenset({ExclusionType.GAMES}), games=frozenset({Game.SLOTS, Game.POKER})), "Poker,Slots"),
-        (SLOTS_AND_ADS, "Slots,ADS"),
-        (Scope(types=frozenset({ExclusionType.ADS, ExclusionType.DM})), "ADS,DM"),
-        (Scope(types=frozenset({ExclusionType.DM}), games=frozenset({Game.SLOTS})), "DM"),
-    ],
-)
-def test_a_scope_is_labelled_as_chipout_shows_it(scope, label):
-    assert scope.label() == label
-
-
-def test_a_scope_covers_the_games_it_names_and_all_of_them_when_it_names_none_or_all():
-    slots = Scope(types=frozenset({ExclusionType.GAMES}), games=frozenset({Game.SLOTS}))
-    every_game = Scope(types=frozenset({ExclusionType.GAMES}))
-    ads = Scope(types=frozenset({ExclusionType.ADS}), games=frozenset({Game.ALL}))
-
-    assert slots.covers_game(Game.SLOTS)
-    assert not slots.covers_game(Game.POKER)
-    assert not slots.covers_game(None)
-    assert all(SCOPE_ALL.covers_game(game) and every_game.covers_game(game) for game in [*Game, None])
-    assert not any(ads.covers_game(game) for game in [*Game, None])
-
-
 def test_a_scope_needs_at_least_one_type():
     with pytest.raises(pydantic.ValidationError):
         Scope(types=frozenset())
