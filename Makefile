@@ -17,8 +17,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/selfex up --demo-operator
 
+# The import contracts first (pyproject.toml's [tool.importlinter]), then the suite. pytest exits 5
+# when it collects no tests; that fails `make test` too, and says why.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest $(PYTEST_ARGS) || { code=$$?; \
+	  if [ $$code -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$code; }
 
 clean:
 	rm -rf $(VENV) .selfex .pytest_cache .hypothesis
