@@ -319,6 +319,8 @@ class ExclusionSnapshot(Contract):
     verify_by: Literal["email", "sms"] | None = Field(default=None, description="where a portal request's code goes")
     document_check: bool = Field(default=False, description="the policy wants an identity document reviewed")
     reason: str | None = Field(default=None, description="why, for a refusal or a cancellation")
+    created_at: AwareDatetime | None = Field(default=None, description="when the request was registered")
+    ended_at: AwareDatetime | None = Field(default=None, description="when it was lifted, expired or cancelled")
 
     def excludes(self) -> bool:
         return self.state in EXCLUDING_STATES
@@ -436,6 +438,11 @@ class CodeSubmittedPayload(Contract):
     exclusion_id: uuid.UUID
     sealed_code: str = Field(description="the code as typed, sealed (AES-GCM) by the gateway")
 
+    @staticmethod
+    def sealing_context(exclusion_id: uuid.UUID | str) -> str:
+        """What a typed code is sealed to on its way from the portal: that exclusion, and nothing else."""
+        return f"verification-code:{exclusion_id}"
+
 
 class SubmitCode(_KeyedByExclusion):
     """The person typed the one-time code they received."""
@@ -526,8 +533,44 @@ class VerificationSubmissionRefused(_KeyedByExclusion):
     payload: SubmissionRefusedPayload
 
 
+class VerificationStanding(Contract):
+    """A verification as it stands: what the portal shows the person about it."""
+
+    method: Literal["code", "document"]
+    state: str = Field(description="awaiting_code, awaiting_document, awaiting_review, verified, failed or cancelled")
+    attempts_left: int | None = Field(default=None, description="codes only")
+    resends_left: int | None = Field(default=None, description="codes only")
+    code_expires_at: AwareDatetime | None = None
+    version: int = 1
+
+
+class SubmissionAnswer(Contract):
+    """What became of one submission (a code, a resend, a document, a review)."""
+
+    submission_id: uuid.UUID
+    status: str = Field(description="e.g. verified, code_sent, wrong_code, expired")
+    refused: bool = Field(description="nothing about the request changed (a wrong code only uses up an attempt)")
+    reason: str
+    attempts_left: int | None = None
+    resends_left: int | None = None
+
+
+class VerificationProgressedPayload(Contract):
+    exclusion_id: uuid.UUID
+    verification: VerificationStanding | None = Field(default=None, description="None: no verification is open for the request")
+    answer: SubmissionAnswer | None = Field(default=None, description="when a submission caused it")
+
+
+class VerificationProgressed(_KeyedByExclusion):
+    """A verification started, moved on, or answered a submission: where it now stands (the portal's read model)."""
+
+    topic: ClassVar[str] = topics.VERIFICATION_EVENTS
+    type: Literal["verification.progressed"] = "verification.progressed"
+    payload: VerificationProgressedPayload
+
+
 VerificationEvent = Annotated[
-    Union[ExclusionVerified, VerificationFailed, VerificationSubmissionRefused], Field(discriminator="type")
+    Union[ExclusionVerified, VerificationFailed, VerificationSubmissionRefused, VerificationProgressed], Field(discriminator="type")
 ]
 
 
@@ -720,6 +763,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ExclusionVerified,
         VerificationFailed,
         VerificationSubmissionRefused,
+        VerificationProgressed,
         NotificationRequested,
         AccountEventOccurred,
         DecisionMade,

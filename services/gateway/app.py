@@ -24,7 +24,7 @@ from services.gateway.coalescing import CoalescingLookup
 from services.gateway.context import Gateway
 from services.gateway.edge import Edge
 from services.gateway.feed import LifecycleFeed
-from services.gateway.repository import INDEXES, MongoDecisions, MongoExclusionReads, MongoLookup, MongoOperators
+from services.gateway.repository import INDEXES, MongoCommandEffects, MongoDecisions, MongoLookup, MongoOperators, MongoViews
 from services.gateway.requestlog import RequestLog
 
 log = structlog.get_logger("gateway")
@@ -92,7 +92,8 @@ def create_app(
                 gatekeeper=Gatekeeper(MongoOperators(db), settings),
                 lookup=MongoLookup(db),
                 checks=CoalescingLookup(MongoLookup(db)),
-                exclusions=MongoExclusionReads(db),
+                views=MongoViews(db),
+                effects=MongoCommandEffects(db),
                 decisions=MongoDecisions(db),
                 publish=publish,
                 feed=feed,

@@ -102,7 +102,7 @@ async def exclude_customer(request: Request) -> Response:
         note(request).outcome = "processing"
         return JSONResponse({"status": "processing", "request_id": str(command.id)}, status_code=202)
     note(request).outcome = "created"
-    note(request).subject = written.get("person_id")
+    note(request).subject = written.exclusion.get("person_id")
     return Response(status_code=201)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import Request
 
-from shared.events import Event, derived_id
+from shared.events import Event
 from shared.identity import Hasher, Identity
 from shared.policies import Policy
 from shared.service import Clock
@@ -21,11 +21,19 @@ from services.gateway.domain import Summary, unique
 from services.gateway.edge import note
 from services.gateway.feed import LifecycleFeed
 from services.gateway.problems import Problem, Unavailable
-from services.gateway.repository import MongoDecisions, MongoExclusionReads, MongoLookup
+from services.gateway.repository import MongoCommandEffects, MongoDecisions, MongoLookup, MongoViews
 
 FIRST_POLL_SECONDS = 0.01
 LAST_POLL_SECONDS = 0.1
-SEARCH_AFTER_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Written:
+    """A command's effect as the gateway's views hold it: the exclusion as it now stands, and the
+    refusal if registration refused the command."""
+
+    exclusion: dict[str, Any]
+    refusal: str | None = None
 
 
 @dataclass
@@ -37,7 +45,8 @@ class Gateway:
     gatekeeper: Gatekeeper
     lookup: MongoLookup
     checks: CoalescingLookup
-    exclusions: MongoExclusionReads
+    views: MongoViews
+    effects: MongoCommandEffects
     decisions: MongoDecisions
     publish: Callable[[Event], Awaitable[None]]
     feed: LifecycleFeed
@@ -47,24 +56,21 @@ class Gateway:
         identifiers = list(self.hasher.identifiers(identity, region).values())
         return unique(await self.checks.summaries(identifiers)) if identifiers else []
 
-    async def published_and_read(self, command: Event, *, known_id: str | None = None) -> dict[str, Any] | None:
-        """Publish the command, then wait (bounded) for registration to write its effect.
+    async def published_and_read(self, command: Event) -> Written | None:
+        """Publish the command, then wait (bounded) until the gateway's own views hold its effect.
 
-        The exclusion read is put into the lookup at once, so a check right after the answer sees it
-        even before the lifecycle event reaches the gateway's consumer. None when the bound passed.
+        The lifecycle consumer notes the command that caused each event after it has written the
+        lookup and the view, so once the note is there a check sees the exclusion too. Both reads are
+        by ``_id``. None when the bound passed.
         """
         await self.publish(command)
-        started = time.monotonic()
-        deadline = started + self.settings.gateway_read_your_write_seconds
-        new_id = str(derived_id(command.id, "exclusion"))
+        deadline = time.monotonic() + self.settings.gateway_read_your_write_seconds
         pause = FIRST_POLL_SECONDS
         while True:
-            # A named exclusion is read by id; the slow search is for when it was not the one changed.
-            search = known_id is None or time.monotonic() - started > SEARCH_AFTER_SECONDS
-            document = await self.exclusions.changed_by(str(command.id), new_id=new_id, known_id=known_id, search=search)
-            if document is not None:
-                await self.lookup.record(document.get("identifiers") or [], Summary.from_exclusion(document))
-                return document
+            effect = await self.effects.get(command.id)
+            view = await self.views.get(effect["exclusion_id"]) if effect is not None else None
+            if view is not None:
+                return Written(view, effect.get("refusal") if effect else None)
             if time.monotonic() >= deadline:
                 return None
             await asyncio.sleep(pause)

@@ -1,8 +1,8 @@
 """Selfex's own operator API under ``/v1``: exclusions, people, checks, decisions, document reviews.
 
 An operator key goes in ``X-API-Key`` (or ``Authorization: Bearer``); each route names the scope it
-needs. Writes are commands on Kafka; each then reads its own write, bounded, and answers ``202``
-with the request id if registration has not written it in time.
+needs. Writes are commands on Kafka; each then reads its own write from the gateway's views (fed by
+the lifecycle topic), bounded, and answers ``202`` with the request id if they do not hold it in time.
 """
 
 import uuid
@@ -158,7 +158,7 @@ async def extend_exclusion(body: ExclusionExtend, operator: Excluder, request: R
             channel=Channel.OPERATOR,
         ),
     ).for_person(the_gateway.hasher, policy.mobile_region)
-    return await _written(request, command, status=200, known_id=exclusion_id)
+    return await _written(request, command, status=200)
 
 
 @router.post(
@@ -177,15 +177,14 @@ async def lift_exclusion(body: LiftRequest, operator: Excluder, request: Request
     document = await _persons_running_exclusion(the_gateway, exclusion_id, body.identity)
     command = RequestLift(source="gateway", operator_id=operator.id, payload=LiftRequestedPayload(exclusion_id=uuid.UUID(exclusion_id)))
     command = command.for_person(the_gateway.hasher, _policy(the_gateway, document["jurisdiction"]).mobile_region, identity=body.identity.identity())
-    written = await the_gateway.published_and_read(command, known_id=exclusion_id)
+    written = await the_gateway.published_and_read(command)
     if written is None:
         return _processing(request, command.id)
-    refusal = written.get("refusal")
-    if isinstance(refusal, dict) and refusal.get("request_id") == str(command.id):
+    if written.refusal is not None:
         note(request).outcome = "lift refused"
-        raise Problem(409, "lift refused", "exclusion_id", reason=refusal.get("reason"), exclusion=_view(the_gateway, written))
+        raise Problem(409, "lift refused", "exclusion_id", reason=written.refusal, exclusion=_view(the_gateway, written.exclusion))
     note(request).outcome = "lift requested"
-    return JSONResponse(_view(the_gateway, written))
+    return JSONResponse(_view(the_gateway, written.exclusion))
 
 
 # --- people and checks --------------------------------------------------------------------------
@@ -293,15 +292,16 @@ async def review_document(
 # --- the pieces ---------------------------------------------------------------------------------
 
 
-async def _written(request: Request, command: RequestExclusion, *, status: int, known_id: str | None = None) -> JSONResponse:
+async def _written(request: Request, command: RequestExclusion, *, status: int) -> JSONResponse:
     the_gateway = gateway(request)
-    written = await the_gateway.published_and_read(command, known_id=known_id)
+    written = await the_gateway.published_and_read(command)
     if written is None:
         return _processing(request, command.id)
+    exclusion = written.exclusion
     note(request).outcome = "created" if status == 201 else "extended"
-    note(request).subject = written.get("person_id")
-    headers = {"Location": f"/v1/exclusions/{written['_id']}"}
-    return JSONResponse(_view(the_gateway, written), status_code=status, headers=headers)
+    note(request).subject = exclusion.get("person_id")
+    headers = {"Location": f"/v1/exclusions/{exclusion['_id']}"}
+    return JSONResponse(_view(the_gateway, exclusion), status_code=status, headers=headers)
 
 
 def _processing(request: Request, command_id: uuid.UUID) -> JSONResponse:
@@ -352,7 +352,7 @@ def _valid_id(exclusion_id: str) -> str:
 
 
 async def _exclusion(the_gateway: Gateway, exclusion_id: str) -> dict[str, Any]:
-    document = await the_gateway.exclusions.get(_valid_id(exclusion_id))
+    document = await the_gateway.views.get(_valid_id(exclusion_id))
     if document is None:
         raise Problem(404, f"no exclusion {exclusion_id}", "exclusion_id")
     return document
@@ -360,7 +360,7 @@ async def _exclusion(the_gateway: Gateway, exclusion_id: str) -> dict[str, Any]:
 
 async def _persons_running_exclusion(the_gateway: Gateway, exclusion_id: str, person: PersonIdentity) -> dict[str, Any]:
     """The exclusion, if it belongs to this person and has not ended."""
-    document = await the_gateway.exclusions.get(_valid_id(exclusion_id))
+    document = await the_gateway.views.get(_valid_id(exclusion_id))
     hashes = set(the_gateway.hasher.identifiers(_personal(person)).values())
     if document is None or not hashes & set(document.get("identifiers") or []):
         raise Problem(404, f"no exclusion {exclusion_id} for this person", "exclusion_id")
@@ -373,7 +373,7 @@ async def _persons_exclusions(request: Request, the_gateway: Gateway, person: Pe
     identity = _personal(person)
     lookup_current(request, the_gateway)
     summaries = await the_gateway.summaries_of(identity)
-    return await the_gateway.exclusions.many(s.exclusion_id for s in summaries)
+    return await the_gateway.views.many(s.exclusion_id for s in summaries)
 
 
 def _stored_scope(document: dict[str, Any]) -> Scope:

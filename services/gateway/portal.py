@@ -3,12 +3,14 @@
 No API key: the person is verified by a one-time code or a reviewed identity document instead. The
 gateway app provides, on ``app.state``: ``settings``, ``db``, ``publish`` (an Event to its topic),
 ``hasher``, ``sealer`` and ``policies``. Every answer is JSON; a malformed request gets a 4xx naming
-the problem. Writes are commands on Kafka; each route then reads its own write (bounded) and answers
-``202 processing`` when the bound passes.
+the problem. Writes are commands on Kafka (``exclusion.commands``, ``verification.inputs``); each
+route then reads its own write (bounded) from the gateway's own views, fed by the lifecycle and
+verification topics, by ``_id`` only, and answers ``202 processing`` when the bound passes.
 """
 
 import asyncio
 import functools
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -22,9 +24,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pymongo.errors import PyMongoError
 
-from services.verification.codes import submission_context, well_formed
-from services.verification.domain import Outcome, Status
-from services.verification.repository import MongoDocuments, MongoOutcomes, MongoVerifications
 from shared.events import (
     SCOPE_ALL,
     Channel,
@@ -45,6 +44,13 @@ from shared.policies import DurationError
 
 from services.gateway.bodies import json_value
 from services.gateway.problems import Problem as GatewayProblem
+from services.gateway.repository import (
+    MongoCommandEffects,
+    MongoIdentityDocuments,
+    MongoSubmissionAnswers,
+    MongoVerificationViews,
+    MongoViews,
+)
 from services.gateway.schemas import born_on
 
 router = APIRouter(prefix="/v1/portal", tags=["portal"])
@@ -59,23 +65,25 @@ MAGIC_NUMBERS = (
     (b"\xff\xd8\xff", "image/jpeg"),
     (b"\x89PNG\r\n\x1a\n", "image/png"),
 )
+CODE = re.compile(r"[0-9]{6}")
+# A submission's status, as verification answers it, to the portal's HTTP status.
 HTTP_STATUS = {
-    Status.VERIFIED: 200,
-    Status.CODE_SENT: 202,
-    Status.DOCUMENT_RECEIVED: 202,
-    Status.WRONG_CODE: 400,
-    Status.ATTEMPTS_EXHAUSTED: 400,
-    Status.SUPERSEDED: 400,
-    Status.OTHER_REQUEST: 400,
-    Status.ALREADY_USED: 409,
-    Status.ALREADY_VERIFIED: 409,
-    Status.WRONG_METHOD: 409,
-    Status.UNKNOWN_REQUEST: 409,
-    Status.DOCUMENT_PENDING: 409,
-    Status.NOT_UNDER_REVIEW: 409,
-    Status.EXPIRED: 410,
-    Status.CLOSED: 410,
-    Status.RESENDS_EXHAUSTED: 429,
+    "verified": 200,
+    "code_sent": 202,
+    "document_received": 202,
+    "wrong_code": 400,
+    "attempts_exhausted": 400,
+    "superseded": 400,
+    "other_request": 400,
+    "already_used": 409,
+    "already_verified": 409,
+    "wrong_method": 409,
+    "unknown_request": 409,
+    "document_pending": 409,
+    "not_under_review": 409,
+    "expired": 410,
+    "closed": 410,
+    "resends_exhausted": 429,
 }
 T = TypeVar("T")
 
@@ -210,7 +218,7 @@ async def request_exclusion(request: Request) -> JSONResponse:
     ).for_person(state.hasher, policy.mobile_region)
     await state.publish(command)
     log.info("portal_exclusion_requested", request_id=str(command.id), jurisdiction=policy.jurisdiction)
-    exclusion = await _within_bound(lambda: state.db["exclusions"].find_one({"request_ids": {"$in": [str(command.id)]}}, {"state": 1}))
+    exclusion = await _within_bound(lambda: _changed_by(state.db, command.id))
     if exclusion is None:
         return JSONResponse({"status": "processing", "request_id": str(command.id)}, status_code=202)
     pending = exclusion.get("state") == "pending_verification"
@@ -226,12 +234,10 @@ async def submit_code(exclusion_id: str, request: Request) -> JSONResponse:
     exclusion = await _known_exclusion(state.db, exclusion_id)
     body = await _json_object(request)
     code = body.get("code")
-    if not isinstance(code, str) or not well_formed(code.strip()):
+    if not isinstance(code, str) or not CODE.fullmatch(code.strip()):
         raise Problem(400, "code must be the 6 digits you received", "code")
-    command = SubmitCode(
-        source="gateway",
-        payload=CodeSubmittedPayload(exclusion_id=exclusion, sealed_code=state.sealer.seal_text(code.strip(), submission_context(exclusion))),
-    )
+    sealed = state.sealer.seal_text(code.strip(), CodeSubmittedPayload.sealing_context(exclusion))
+    command = SubmitCode(source="gateway", payload=CodeSubmittedPayload(exclusion_id=exclusion, sealed_code=sealed))
     return await _published_and_answered(state, command)
 
 
@@ -264,11 +270,11 @@ async def upload_document(exclusion_id: str, request: Request) -> JSONResponse:
     exclusion = await _known_exclusion(state.db, exclusion_id)
     data = await _uploaded_file(request)
     content_type = _sniffed(data)
-    verification = await MongoVerifications(state.db).get(exclusion)
-    if verification is not None and verification.state.value != "awaiting_document":
-        raise Problem(409, f"this request is not waiting for a document ({verification.state.value})")
+    verification = await MongoVerificationViews(state.db).get(exclusion)
+    if verification is not None and verification["state"] != "awaiting_document":
+        raise Problem(409, f"this request is not waiting for a document ({verification['state']})")
     document_id = str(uuid.uuid4())
-    documents = MongoDocuments(state.db)
+    documents = MongoIdentityDocuments(state.db)
     sealed = state.sealer.seal(data, f"document:{document_id}")
     await documents.add(document_id, exclusion_id=exclusion, content_type=content_type, size=len(data), sealed=sealed, now=utcnow())
     command = SubmitDocument(
@@ -276,11 +282,11 @@ async def upload_document(exclusion_id: str, request: Request) -> JSONResponse:
         payload=DocumentSubmittedPayload(exclusion_id=exclusion, document_id=document_id, content_type=content_type, size=len(data)),
     )
     await state.publish(command)
-    outcome = await _within_bound(lambda: MongoOutcomes(state.db).get(command.id))
-    if outcome is not None and outcome.refused:
+    answer = await _within_bound(lambda: MongoSubmissionAnswers(state.db).get(command.id))
+    if answer is not None and answer["refused"]:
         await documents.remove(document_id)
-        return _answer(outcome)
-    status = outcome.status.value if outcome else "processing"
+        return _answer(answer)
+    status = answer["status"] if answer else "processing"
     return JSONResponse({"document_id": document_id, "status": status}, status_code=202)
 
 
@@ -289,10 +295,10 @@ async def upload_document(exclusion_id: str, request: Request) -> JSONResponse:
 async def show_exclusion(exclusion_id: str, request: Request) -> JSONResponse:
     """Where your request stands: its state, its dates (a delayed lift with its date), the verification."""
     state = request.app.state
-    exclusion = await state.db["exclusions"].find_one({"_id": str(_uuid(exclusion_id))})
+    exclusion = await MongoViews(state.db).get(str(_uuid(exclusion_id)))
     if exclusion is None:
         raise Problem(404, "no such exclusion")
-    verification = await MongoVerifications(state.db).get(exclusion["_id"])
+    verification = await MongoVerificationViews(state.db).get(exclusion["_id"])
     body: dict[str, Any] = {
         "exclusion_id": exclusion["_id"],
         "state": exclusion.get("state"),
@@ -305,12 +311,13 @@ async def show_exclusion(exclusion_id: str, request: Request) -> JSONResponse:
         "verification": None,
     }
     if verification is not None:
+        code = verification["method"] == "code"
         body["verification"] = {
-            "method": verification.method,
-            "state": verification.state.value,
-            "attempts_left": verification.attempts_left if verification.method == "code" else None,
-            "resends_left": verification.resends_left if verification.method == "code" else None,
-            "code_expires_at": _instant(verification.code_expires_at) if verification.method == "code" else None,
+            "method": verification["method"],
+            "state": verification["state"],
+            "attempts_left": verification.get("attempts_left") if code else None,
+            "resends_left": verification.get("resends_left") if code else None,
+            "code_expires_at": _instant(verification.get("code_expires_at")) if code else None,
         }
     return JSONResponse(body)
 
@@ -377,10 +384,15 @@ def _uuid(text: str) -> uuid.UUID:
 
 async def _known_exclusion(db, exclusion_id: str) -> uuid.UUID:
     exclusion = _uuid(exclusion_id)
-    if await db["exclusions"].find_one({"_id": str(exclusion)}, {"_id": 1}) is None:
-        if await MongoVerifications(db).get(exclusion) is None:
-            raise Problem(404, "no such exclusion")
+    if await MongoViews(db).get(str(exclusion)) is None and await MongoVerificationViews(db).get(exclusion) is None:
+        raise Problem(404, "no such exclusion")
     return exclusion
+
+
+async def _changed_by(db, command_id: uuid.UUID) -> dict[str, Any] | None:
+    """The exclusion a request made or extended, once the gateway's views hold it (two ``_id`` reads)."""
+    effect = await MongoCommandEffects(db).get(command_id)
+    return await MongoViews(db).get(effect["exclusion_id"]) if effect is not None else None
 
 
 async def _uploaded_file(request: Request) -> bytes:
@@ -409,21 +421,22 @@ def _sniffed(data: bytes) -> str:
 
 async def _published_and_answered(state, command: Event) -> JSONResponse:
     await state.publish(command)
-    outcome = await _within_bound(lambda: MongoOutcomes(state.db).get(command.id))
-    if outcome is None:
+    answer = await _within_bound(lambda: MongoSubmissionAnswers(state.db).get(command.id))
+    if answer is None:
         return JSONResponse({"status": "processing", "submission_id": str(command.id)}, status_code=202)
-    return _answer(outcome)
+    return _answer(answer)
 
 
-def _answer(outcome: Outcome) -> JSONResponse:
-    body: dict[str, Any] = {"status": outcome.status.value, "reason": outcome.reason, "exclusion_id": str(outcome.exclusion_id)}
-    if outcome.attempts_left is not None:
-        body["attempts_left"] = outcome.attempts_left
-    if outcome.resends_left is not None:
-        body["resends_left"] = outcome.resends_left
-    if outcome.refused:
-        body["error"] = outcome.reason
-    return JSONResponse(body, status_code=HTTP_STATUS.get(outcome.status, 409))
+def _answer(answer: dict[str, Any]) -> JSONResponse:
+    """Verification's answer to a submission, as the gateway keeps it (``submission_answers``)."""
+    body: dict[str, Any] = {"status": answer["status"], "reason": answer["reason"], "exclusion_id": answer["exclusion_id"]}
+    if answer.get("attempts_left") is not None:
+        body["attempts_left"] = answer["attempts_left"]
+    if answer.get("resends_left") is not None:
+        body["resends_left"] = answer["resends_left"]
+    if answer["refused"]:
+        body["error"] = answer["reason"]
+    return JSONResponse(body, status_code=HTTP_STATUS.get(answer["status"], 409))
 
 
 async def _within_bound(probe: Callable[[], Awaitable[T | None]]) -> T | None:

@@ -1,14 +1,23 @@
-"""The gateway's collections, and its reads of registration's: the only code that knows their shapes.
+"""The gateway's collections: the only code that knows their shapes. Each is the gateway's own,
+fed from the topics (no other service's collection is read or written here).
 
 - ``operators``: one per legal entity; only the SHA-256 of its API key is kept.
 - ``exclusion_lookup``: one document per identifier hash, holding a summary of each exclusion the
   identifier belongs to. A check is then one ``_id`` lookup, which every MongoDB-wire store answers
   from its primary index (nx-27017 scans the whole collection for ``$in`` over an array field).
+- ``exclusion_views``: one per exclusion (``_id`` = its id), as the native API, ChipOut and the portal
+  show it, from the latest lifecycle event (``version``), with the person's identifier hashes (to
+  check a caller names the exclusion's person) and the last lift refusal.
+- ``command_effects``: one per command registration applied (``_id`` = the command's id): the
+  exclusion it made or changed, and the refusal if it was refused. A write's answer reads it by id.
+- ``verification_views``: one per exclusion waiting for (or done with) verification (``_id`` = the
+  exclusion id): method, state, attempts and resends left, the code's expiry, ``version``.
+- ``submission_answers``: one per portal submission (``_id`` = the command's id): what became of it.
+- ``identity_documents``: the documents people upload, sealed (AES-GCM, context "document:<id>").
 - ``operator_decisions``: blocking's decisions, by operator, so each operator reads only its own.
-- ``exclusions``: registration's, read only (see the exclusion-document contract).
 
-Writes use whole-document inserts and conditional replaces of plain JSON values (dates as ISO
-strings in the lookup), the subset both MongoDB and nx-27017 do right.
+Every read on a request's path is by ``_id``. Writes use whole-document inserts and conditional
+replaces of plain JSON values (dates as ISO strings), the subset both MongoDB and nx-27017 do right.
 """
 
 import uuid
@@ -18,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -25,9 +35,15 @@ from shared.events import DecisionMade
 
 from services.gateway.domain import Summary, merged
 
+RETENTION_SECONDS = 30 * 24 * 3600  # a command's effect, a submission's answer: read right after, kept a while
 INDEXES = {
     "operators": [IndexModel([("name", ASCENDING)], unique=True), IndexModel([("key_hash", ASCENDING)], unique=True)],
     "exclusion_lookup": [],
+    "exclusion_views": [],
+    "command_effects": [IndexModel([("recorded_at", ASCENDING)], expireAfterSeconds=RETENTION_SECONDS)],
+    "verification_views": [],
+    "submission_answers": [IndexModel([("recorded_at", ASCENDING)], expireAfterSeconds=RETENTION_SECONDS)],
+    "identity_documents": [],
     "operator_decisions": [IndexModel([("operator_id", ASCENDING)])],
 }
 LOOKUP_CHUNK = 500  # ids per ``$in`` query: well under any store's limit on bound parameters
@@ -169,45 +185,120 @@ class MongoLookup:
         raise LookupConflictError(f"lookup of {identifier.split(':', 1)[0]} identifier kept changing")
 
 
-class MongoExclusionReads:
-    """Registration's ``exclusions``, read only."""
+class MongoViews:
+    """Exclusion id → the exclusion as the gateway shows it."""
 
     def __init__(self, database: AsyncDatabase) -> None:
-        self._exclusions = database["exclusions"]
+        self._views = database["exclusion_views"]
 
     async def get(self, exclusion_id: str) -> dict[str, Any] | None:
-        return await self._exclusions.find_one({"_id": exclusion_id})
+        return await self._views.find_one({"_id": exclusion_id})
 
     async def many(self, exclusion_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """The views of these exclusions, oldest first: ``$in`` on ``_id`` only."""
         ids = sorted(set(exclusion_ids))
-        if not ids:
-            return []
-        found = await self._exclusions.find({"_id": {"$in": ids}}).to_list(None)
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(ids), LOOKUP_CHUNK):
+            found += await self._views.find({"_id": {"$in": ids[start : start + LOOKUP_CHUNK]}}).to_list(None)
         return sorted(found, key=lambda d: (str(d.get("created_at") or ""), d["_id"]))
 
-    async def changed_by(
-        self, request_id: str, *, new_id: str, known_id: str | None = None, search: bool = True
-    ) -> dict[str, Any] | None:
-        """The exclusion a command made or changed, once registration has written it.
+    async def record(self, view: Mapping[str, Any]) -> bool:
+        """Keep the view unless a newer version is there; the last lift refusal carries over. Whether it changed."""
+        return await _newest_kept(self._views, view, carried="refusal")
 
-        The fast reads first: the exclusion a new request derives, the one the caller named. Then,
-        if ``search``, the ``request_id`` and ``request_ids`` fields (the latter an array: nx-27017
-        answers it by scanning the collection, so callers that name the exclusion search rarely).
-        """
-        for exclusion_id in filter(None, (new_id, known_id)):
-            document = await self._exclusions.find_one({"_id": exclusion_id})
-            if document is not None and _changed_by(document, request_id):
-                return document
-        if not search:
-            return None
-        document = await self._exclusions.find_one({"request_id": request_id})
-        if document is None:
-            document = await self._exclusions.find_one({"request_ids": {"$in": [request_id]}})
-        return document
+    async def insert_many(self, views: Iterable[Mapping[str, Any]]) -> None:
+        """Views written straight in (a bench's load), each as ``domain.view_of`` makes it; none may exist yet."""
+        batch = [dict(view) for view in views]
+        if batch:
+            await self._views.insert_many(batch, ordered=False)
 
 
-def _changed_by(document: Mapping[str, Any], request_id: str) -> bool:
-    return document.get("request_id") == request_id or request_id in (document.get("request_ids") or [])
+class MongoCommandEffects:
+    """Command id → the exclusion it made or changed, and the refusal if it was refused."""
+
+    def __init__(self, database: AsyncDatabase) -> None:
+        self._effects = database["command_effects"]
+
+    async def get(self, command_id: uuid.UUID | str) -> dict[str, Any] | None:
+        return await self._effects.find_one({"_id": str(command_id)})
+
+    async def record(self, command_id: uuid.UUID | str, exclusion_id: str, refusal: str | None, now: datetime) -> None:
+        document = {"_id": str(command_id), "exclusion_id": exclusion_id, "refusal": refusal, "recorded_at": now}
+        try:
+            await self._effects.insert_one(document)
+        except DuplicateKeyError:
+            pass  # a redelivered event: the first record stands
+
+
+class MongoVerificationViews:
+    """Exclusion id → where its verification stands."""
+
+    def __init__(self, database: AsyncDatabase) -> None:
+        self._views = database["verification_views"]
+
+    async def get(self, exclusion_id: uuid.UUID | str) -> dict[str, Any] | None:
+        return await self._views.find_one({"_id": str(exclusion_id)})
+
+    async def record(self, view: Mapping[str, Any]) -> bool:
+        """Keep the standing unless a newer version is there; whether it changed."""
+        return await _newest_kept(self._views, view)
+
+
+class MongoSubmissionAnswers:
+    """Submission id → what became of it."""
+
+    def __init__(self, database: AsyncDatabase) -> None:
+        self._answers = database["submission_answers"]
+
+    async def get(self, submission_id: uuid.UUID | str) -> dict[str, Any] | None:
+        return await self._answers.find_one({"_id": str(submission_id)})
+
+    async def record(self, answer: Mapping[str, Any], now: datetime) -> None:
+        try:
+            await self._answers.insert_one({**answer, "recorded_at": now})
+        except DuplicateKeyError:
+            pass  # a redelivered event: the first answer stands
+
+
+class MongoIdentityDocuments:
+    """Identity documents as uploaded, sealed; a reviewer's tools read them by id."""
+
+    def __init__(self, database: AsyncDatabase) -> None:
+        self._documents = database["identity_documents"]
+
+    async def add(self, document_id: str, *, exclusion_id: uuid.UUID, content_type: str, size: int, sealed: str, now: datetime) -> None:
+        await self._documents.insert_one(
+            {"_id": document_id, "exclusion_id": str(exclusion_id), "content_type": content_type, "size": size, "sealed": sealed, "uploaded_at": now}
+        )
+
+    async def get(self, document_id: str) -> dict[str, Any] | None:
+        return await self._documents.find_one({"_id": document_id})
+
+    async def remove(self, document_id: str) -> None:
+        """An upload verification refused is not kept."""
+        await self._documents.delete_one({"_id": document_id})
+
+
+async def _newest_kept(collection: AsyncCollection, document: Mapping[str, Any], *, carried: str | None = None) -> bool:
+    """Insert the document, or replace the stored one if ``document`` is a newer ``version``
+    (``carried``: a field the stored one keeps when the new one has none). Whether it was written."""
+    for _ in range(MAX_ATTEMPTS):
+        current = await collection.find_one({"_id": document["_id"]})
+        if current is None:
+            try:
+                await collection.insert_one(dict(document))
+                return True
+            except DuplicateKeyError:
+                continue  # written meanwhile: compare with it
+        if int(current.get("version", 0)) >= int(document["version"]):
+            return False
+        replacement = {key: value for key, value in document.items() if key != "_id"}
+        if carried is not None:
+            replacement[carried] = document.get(carried) or current.get(carried)
+        result = await collection.replace_one({"_id": document["_id"], "version": current.get("version")}, replacement)
+        if result.matched_count == 1:
+            return True
+    raise LookupConflictError(f"{collection.name} {document['_id']} kept changing")
 
 
 class MongoDecisions:

@@ -138,6 +138,8 @@ class Exclusion(BaseModel):
             verify_by=self.verify_by,  # type: ignore[arg-type]
             document_check=self.document_check,
             reason=reason,
+            created_at=self.created_at,
+            ended_at=self.ended_at,
         )
 
 

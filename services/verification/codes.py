@@ -5,6 +5,8 @@ import hmac
 import secrets
 import uuid
 
+from shared.events import CodeSubmittedPayload
+
 CODE_DIGITS = 6
 
 
@@ -15,7 +17,7 @@ def new_code() -> str:
 
 def submission_context(exclusion_id: uuid.UUID | str) -> str:
     """What a typed code is sealed to on its way from the portal: that exclusion, and nothing else."""
-    return f"verification-code:{exclusion_id}"
+    return CodeSubmittedPayload.sealing_context(exclusion_id)
 
 
 def well_formed(code: str) -> bool:

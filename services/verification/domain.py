@@ -24,11 +24,15 @@ from shared.events import (
     NotificationRequestedPayload,
     ResendCode,
     ReviewDocument,
+    SubmissionAnswer,
     SubmissionRefusedPayload,
     SubmitCode,
     SubmitDocument,
     VerificationFailed,
     VerificationOutcomePayload,
+    VerificationProgressed,
+    VerificationProgressedPayload,
+    VerificationStanding,
     VerificationSubmissionRefused,
     derived_id,
 )
@@ -188,21 +192,18 @@ def start(event: ExclusionRequested, now: datetime, issued: IssuedCode | None) -
     )
     if method == "code":
         assert issued is not None, "a code verification starts with a code"
-        return verification.model_copy(
-            update={
-                "code_hash": issued.hash,
-                "code_expires_at": now + CODE_LIFETIME,
-                "outbox": (_code_notice(verification, event, issued, now).model_dump_json(),),
-            }
-        )
-    return verification.model_copy(update={"outbox": (_document_notice(verification, event, now).model_dump_json(),)})
+        started = verification.model_copy(update={"code_hash": issued.hash, "code_expires_at": now + CODE_LIFETIME})
+        notice = _code_notice(verification, event, issued, now)
+    else:
+        started, notice = verification, _document_notice(verification, event, now)
+    return started.model_copy(update={"outbox": (notice.model_dump_json(), _progressed(started, now).model_dump_json())})
 
 
 def cancel(verification: Verification, reason: str | None, now: datetime) -> Verification | None:
     """The exclusion was cancelled: an open verification closes; a finished one stays as it ended."""
     if not verification.is_open:
         return None
-    return _next(verification, now, state=State.CANCELLED, reason=reason or "exclusion cancelled")
+    return _announced(_next(verification, now, state=State.CANCELLED, reason=reason or "exclusion cancelled"), now)
 
 
 def expire(verification: Verification, now: datetime) -> Verification | None:
@@ -210,7 +211,7 @@ def expire(verification: Verification, now: datetime) -> Verification | None:
     if verification.state is not State.AWAITING_CODE or not _expired(verification, now):
         return None
     failed = _failed(verification, "expired", cause_id=None, now=now)
-    return _next(verification, now, events=(failed,), state=State.FAILED, reason="expired")
+    return _announced(_next(verification, now, events=(failed,), state=State.FAILED, reason="expired"), now)
 
 
 def flushed(verification: Verification, now: datetime) -> Verification:
@@ -305,7 +306,22 @@ def review_document(verification: Verification | None, command: ReviewDocument, 
 
 def refusal_events(verification: Verification | None, command: Event, outcome: Outcome) -> tuple[Event, ...]:
     """What an unchanged verification's outcome announces (the same again on redelivery)."""
-    return (_refusal_event(verification, command, outcome),) if outcome.refused else ()
+    if not outcome.refused:
+        return ()
+    return (_refusal_event(verification, command, outcome), _progressed(verification, outcome.recorded_at, outcome=outcome))
+
+
+def standing(verification: Verification) -> VerificationStanding:
+    """The verification as the portal shows it."""
+    code = verification.method == "code"
+    return VerificationStanding(
+        method=verification.method,
+        state=verification.state.value,
+        attempts_left=verification.attempts_left if code else None,
+        resends_left=verification.resends_left if code else None,
+        code_expires_at=verification.code_expires_at if code else None,
+        version=verification.version,
+    )
 
 
 # --- the parts -----------------------------------------------------------------------------
@@ -360,12 +376,48 @@ def _outcome(command: Event, status: Status, reason: str, now: datetime, **count
 
 def _refused(verification: Verification | None, command: Event, status: Status, reason: str, now: datetime) -> Decision:
     outcome = _outcome(command, status, reason, now)
-    return Decision(outcome=outcome, events=(_refusal_event(verification, command, outcome),))
+    return Decision(outcome=outcome, events=refusal_events(verification, command, outcome))
 
 
 def _changed(verification: Verification, outcome: Outcome, now: datetime, *, events: tuple[Event, ...] = (), **updates) -> Decision:
     changed = _next(verification, now, events=events, applied=(*verification.applied, outcome), **updates)
-    return Decision(outcome=outcome, verification=changed)
+    progressed = _progressed(changed, now, outcome=outcome)
+    return Decision(outcome=outcome, verification=changed.model_copy(update={"outbox": (*changed.outbox, progressed.model_dump_json())}))
+
+
+def _announced(changed: Verification, now: datetime) -> Verification:
+    """A change no submission caused, with the event that says where the verification now stands."""
+    return changed.model_copy(update={"outbox": (*changed.outbox, _progressed(changed, now).model_dump_json())})
+
+
+def _progressed(verification: Verification | None, now: datetime, *, outcome: Outcome | None = None) -> VerificationProgressed:
+    """Where the verification stands, and the submission's answer if one caused it. The id derives
+    from the submission, else from the verification's version, so redelivery repeats the same event."""
+    if outcome is not None:
+        exclusion_id, event_id = outcome.exclusion_id, derived_id(outcome.submission_id, "verification.progressed")
+        answer = SubmissionAnswer(
+            submission_id=outcome.submission_id,
+            status=outcome.status.value,
+            refused=outcome.refused,
+            reason=outcome.reason,
+            attempts_left=outcome.attempts_left,
+            resends_left=outcome.resends_left,
+        )
+    else:
+        assert verification is not None, "a change no submission caused is a change of a verification"
+        exclusion_id, answer = verification.exclusion_id, None
+        event_id = derived_id(exclusion_id, f"verification.progressed@{verification.version}")
+    return VerificationProgressed(
+        id=event_id,
+        source=SOURCE,
+        occurred_at=now,
+        correlation_id=verification.correlation_id if verification else None,
+        causation_id=outcome.submission_id if outcome else None,
+        subject=verification.subject if verification else None,
+        payload=VerificationProgressedPayload(
+            exclusion_id=exclusion_id, verification=standing(verification) if verification else None, answer=answer
+        ),
+    )
 
 
 def _next(verification: Verification, now: datetime, *, events: tuple[Event, ...] = (), **updates) -> Verification:

@@ -415,3 +415,21 @@ def test_timer_event_ids_differ_per_version_so_a_second_reminder_after_an_extens
 
     assert second.event.type == "exclusion.ending_soon"
     assert second.event.id != first.event.id
+
+
+# --- what the gateway's views learn from the events alone -------------------------------------------
+
+
+def test_every_command_is_answered_by_an_event_naming_it_with_when_the_request_was_registered():
+    running = excluded(now=NOW - timedelta(days=3))
+    req, extension = extended(running, "+1d")  # shorter: nothing lengthens, and the event still says so
+    lift = RequestLift(source="test", payload=LiftRequestedPayload(exclusion_id=running.id))
+    refused = request_lift(running, lift, SE, NOW)
+    ended = due(running, SE, running.ends_at)
+
+    assert (extension.event.causation_id, extension.event.payload.exclusion_id) == (req.id, running.id)
+    assert extension.event.payload.reason == NOT_SHORTENED
+    assert (refused.event.type, refused.event.causation_id) == ("exclusion.lift_refused", lift.id)
+    assert refused.event.payload.reason and refused.event.payload.exclusion_id == running.id
+    assert {extension.event.payload.created_at, refused.event.payload.created_at} == {NOW - timedelta(days=3)}
+    assert (ended.event.payload.ended_at, extension.event.payload.ended_at) == (running.ends_at, None)

@@ -69,6 +69,11 @@ PAYLOADS: dict[str, dict] = {
     "exclusion.verified": {"exclusion_id": EXCLUSION_ID, "method": "code"},
     "verification.failed": {"exclusion_id": EXCLUSION_ID, "method": "document", "reason": "rejected"},
     "verification.submission_refused": {"exclusion_id": EXCLUSION_ID, "reason": "wrong code"},
+    "verification.progressed": {
+        "exclusion_id": EXCLUSION_ID,
+        "verification": {"method": "code", "state": "awaiting_code", "attempts_left": 4, "resends_left": 3, "version": 2},
+        "answer": {"submission_id": EXCLUSION_ID, "status": "wrong_code", "refused": True, "reason": "wrong code", "attempts_left": 4},
+    },
     "notification.requested": {"template": "exclusion_activated", "params": {"ends_on": "2025-03-02"}},
     "account.event": {
         "operator_event_id": "evt-1", "account_id": "acc-1", "kind": "bet", "game": "SLOTS", "identity": IDENTITY,

@@ -68,6 +68,11 @@ def resend(verification, code: str, now: datetime = NOW) -> domain.Decision:
 
 
 def events(verification) -> list:
+    """The outbox's events besides the one saying where the verification stands (see the progress tests)."""
+    return [e for e in outbox(verification) if e.type != "verification.progressed"]
+
+
+def outbox(verification) -> list:
     return [parse_event(json.loads(item)) for item in verification.outbox]
 
 
@@ -157,7 +162,7 @@ def test_the_code_again_after_success_is_refused_and_changes_nothing():
 
     assert (again.outcome.status, other.outcome.status) == (Status.ALREADY_USED, Status.ALREADY_VERIFIED)
     assert again.verification is None and other.verification is None
-    assert [e.type for e in again.events] == ["verification.submission_refused"]
+    assert [e.type for e in again.events] == ["verification.submission_refused", "verification.progressed"]
     assert "already used" in again.outcome.reason
 
 
@@ -257,3 +262,51 @@ def test_a_cancelled_exclusion_closes_an_open_verification_only():
     assert cancelled.state is State.CANCELLED
     assert domain.cancel(cancelled, None, NOW) is None
     assert submit(cancelled, "123456").outcome.status is Status.CLOSED
+
+
+# --- where a verification stands, announced for the portal's read model -----------------------
+
+
+def test_a_started_verification_announces_where_it_stands():
+    verification = started()
+
+    [progressed] = [e for e in outbox(verification) if e.type == "verification.progressed"]
+
+    assert progressed.payload.exclusion_id == EXCLUSION and progressed.payload.answer is None
+    assert progressed.payload.verification.model_dump() == {
+        "method": "code", "state": "awaiting_code", "attempts_left": 5, "resends_left": 3,
+        "code_expires_at": NOW + timedelta(minutes=15), "version": 1,
+    }
+    assert progressed.key() == str(EXCLUSION).encode()
+
+
+def test_each_answer_is_announced_with_the_standing_after_it_under_an_id_derived_from_the_submission():
+    wrong = submit(started("123456"), "000000")
+    *_, progressed = [e for e in outbox(wrong.verification) if e.type == "verification.progressed"]  # after the start's
+    late = submit(started("123456"), "123456", NOW + timedelta(minutes=15))
+    [refused] = [e for e in late.events if e.type == "verification.progressed"]
+
+    assert progressed.causation_id == wrong.outcome.submission_id
+    assert progressed.id == derived_id(wrong.outcome.submission_id, "verification.progressed")
+    assert progressed.payload.answer.model_dump() == {
+        "submission_id": wrong.outcome.submission_id, "status": "wrong_code", "refused": True,
+        "reason": "wrong code: 4 attempts left", "attempts_left": 4, "resends_left": None,
+    }
+    assert (progressed.payload.verification.attempts_left, progressed.payload.verification.version) == (4, wrong.verification.version)
+    assert (refused.payload.answer.status, refused.payload.verification.state) == ("expired", "awaiting_code")
+
+
+def test_an_answer_to_an_unknown_request_stands_for_no_verification():
+    decision = submit(None, "123456")
+    [progressed] = [e for e in decision.events if e.type == "verification.progressed"]
+    assert progressed.payload.verification is None and progressed.payload.answer.status == "unknown_request"
+
+
+def test_an_expiry_and_a_cancellation_are_announced_too():
+    expired = domain.expire(started(), NOW + timedelta(minutes=15))
+    cancelled = domain.cancel(started(), "verification timed out", NOW)
+
+    for changed, state in ((expired, "failed"), (cancelled, "cancelled")):
+        *_, progressed = [e for e in outbox(changed) if e.type == "verification.progressed"]  # after the start's
+        assert (progressed.payload.verification.state, progressed.payload.verification.version) == (state, changed.version)
+        assert progressed.id == derived_id(EXCLUSION, f"verification.progressed@{changed.version}")

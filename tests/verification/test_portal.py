@@ -1,7 +1,8 @@
 """The self-service portal over real HTTP, with the verification service on the real broker and store.
 
-Registration is played by a stand-in that does what the exclusion-document brief says it does for a
-portal request (store a pending exclusion, announce ExclusionRequested); the lead joins the real one.
+The portal runs in the whole gateway app, which answers from its own views fed by the lifecycle and
+verification topics. Registration is played by a stand-in that announces what it announces for a
+portal request (ExclusionRequested, caused by the request) and writes nothing the gateway could read.
 """
 
 import asyncio
@@ -11,15 +12,15 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
-from fastapi import FastAPI
 
 from services.gateway import portal
-from services.verification.repository import MongoDocuments
+from services.gateway.app import create_app as gateway_app
+from services.gateway.repository import MongoIdentityDocuments
 from shared import topics
-from shared.broker import create_broker, publish
 from shared.events import (
+    SCOPE_ALL,
     DocumentReviewedPayload,
+    ExclusionLiftRequested,
     ExclusionRequested,
     ExclusionSnapshot,
     ExclusionState,
@@ -30,6 +31,7 @@ from shared.events import (
 from shared.identity import Hasher
 from shared.infra import free_port
 from shared.policies import load_policies
+from tests.gateway.conftest import serving
 from tests.support import TopicReader, eventually
 from tests.verification.conftest import raw_bytes
 
@@ -42,7 +44,7 @@ PDF = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n"
 
 
 async def stand_in_registration(running, hasher: Hasher, policies, stop: asyncio.Event) -> None:
-    """For each portal request: a pending exclusion in ``exclusions`` and its ExclusionRequested."""
+    """For each portal request: its ExclusionRequested (nothing stored where the gateway could read it)."""
     async with TopicReader(running.settings, topics.EXCLUSION_COMMANDS) as commands:
         handled: set[str] = set()
         while not stop.is_set():
@@ -55,23 +57,6 @@ async def stand_in_registration(running, hasher: Hasher, policies, stop: asyncio
                 identifiers = sorted(hasher.identifiers(command.payload.identity).values())
                 exclusion_id, person_id = derived_id(command.id, "exclusion"), f"person-{identifiers[0][-12:]}"
                 now = running.clock()
-                await running.database["exclusions"].insert_one(
-                    {
-                        "_id": str(exclusion_id),
-                        "person_id": person_id,
-                        "identifiers": identifiers,
-                        "jurisdiction": command.payload.jurisdiction,
-                        "duration": command.payload.duration,
-                        "channel": "portal",
-                        "state": "pending_verification",
-                        "created_at": now,
-                        "starts_at": now,
-                        "ends_at": None,
-                        "request_id": str(command.id),
-                        "request_ids": [str(command.id)],
-                        "version": 1,
-                    }
-                )
                 await running.publisher.event(
                     ExclusionRequested.caused_by(
                         command,
@@ -88,6 +73,7 @@ async def stand_in_registration(running, hasher: Hasher, policies, stop: asyncio
                             channel=command.payload.effective_channel(),
                             verify_by=command.payload.verify_by,
                             document_check=policies[command.payload.jurisdiction].document_check,
+                            created_at=now,
                         ),
                     )
                 )
@@ -96,39 +82,18 @@ async def stand_in_registration(running, hasher: Hasher, policies, stop: asyncio
 
 @pytest_asyncio.fixture
 async def portal_url(running):
-    """The portal router in a FastAPI app served by uvicorn on a free port, as the gateway sets it up."""
-    settings = running.settings
-    broker = create_broker(settings, service="gateway")
-    await broker.start()
-    app = FastAPI()
-    app.include_router(portal.router)
-    app.state.settings = settings
-    app.state.db = running.database
-    app.state.hasher = Hasher.from_settings(settings)
-    app.state.sealer = running.sealer
-    app.state.policies = load_policies()
-
-    async def publish_event(event) -> None:
-        await publish(broker, settings, event)
-
-    app.state.publish = publish_event
+    """The whole gateway app (the portal and the consumers that feed its views) served by uvicorn on a free port."""
+    settings = running.settings.model_copy(update={"gateway_feed_max_lag_seconds": 30.0})
+    app = gateway_app(settings, database=running.database)
     stop = asyncio.Event()
-    registration = asyncio.create_task(stand_in_registration(running, app.state.hasher, app.state.policies, stop))
+    registration = asyncio.create_task(stand_in_registration(running, Hasher.from_settings(settings), load_policies(), stop))
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="off"))
-    serving = asyncio.create_task(server.serve())
-    await eventually(lambda: _async(server.started), what="the portal to listen")
     try:
-        yield f"http://127.0.0.1:{port}/v1/portal"
+        async with serving(app, port):
+            yield f"http://127.0.0.1:{port}/v1/portal"
     finally:
-        server.should_exit = True
         stop.set()
-        await asyncio.gather(serving, registration)
-        await broker.stop()
-
-
-async def _async(value):
-    return value
+        await registration
 
 
 @pytest_asyncio.fixture
@@ -146,8 +111,18 @@ async def requested(http, running, **changes) -> str:
     answer = await http.post("/exclusions", json=exclusion_request(**changes))
     assert answer.status_code == 202, answer.text
     exclusion_id = answer.json()["exclusion_id"]
-    await eventually(lambda: running.verification(uuid.UUID(exclusion_id)), what="the verification to start")
+    await shown_when(http, exclusion_id, lambda body: body["verification"] is not None, what="the verification to show")
     return exclusion_id
+
+
+async def shown_when(http, exclusion_id: str, holds, *, what: str) -> dict:
+    """The portal's view of the exclusion once ``holds`` (its views are fed from the topics)."""
+
+    async def probe():
+        answer = await http.get(f"/exclusions/{exclusion_id}")
+        return answer.json() if answer.status_code == 200 and holds(answer.json()) else None
+
+    return await eventually(probe, what=what)
 
 
 async def test_a_person_asks_for_an_exclusion_and_confirms_it_with_the_emailed_code(http, running):
@@ -196,7 +171,7 @@ async def test_a_late_code_is_gone_and_the_request_fails_on_the_timer(http, runn
     await running.app.timers.tick(running.clock())
     [failed] = await running.results_for(uuid.UUID(exclusion_id), count=1, type="verification.failed")
     assert failed["payload"]["reason"] == "expired"
-    assert (await http.get(f"/exclusions/{exclusion_id}")).json()["verification"]["state"] == "failed"
+    await shown_when(http, exclusion_id, lambda body: body["verification"]["state"] == "failed", what="the failure to show")
 
 
 async def test_three_new_codes_at_most_by_sms(http, running):
@@ -220,7 +195,7 @@ async def test_a_document_is_uploaded_sealed_and_the_review_decides(http, runnin
 
     assert uploaded.status_code == 202, uploaded.text
     document_id = uploaded.json()["document_id"]
-    stored = await MongoDocuments(running.database).get(document_id)
+    stored = await MongoIdentityDocuments(running.database).get(document_id)
     assert stored["content_type"] == "application/pdf" and stored["size"] == len(PDF)
     assert b"%PDF" not in stored["sealed"].encode()
     assert running.sealer.open(stored["sealed"], f"document:{document_id}") == PDF
@@ -232,7 +207,7 @@ async def test_a_document_is_uploaded_sealed_and_the_review_decides(http, runnin
     review = DocumentReviewedPayload(exclusion_id=uuid.UUID(exclusion_id), document_id=document_id, approved=True, reviewer="staff-1")
     await running.send(ReviewDocument(source="gateway", payload=review))
 
-    assert (await http.get(f"/exclusions/{exclusion_id}")).json()["verification"]["state"] == "verified"
+    await shown_when(http, exclusion_id, lambda body: body["verification"]["state"] == "verified", what="the verification to show")
     [verified] = await running.results_for(uuid.UUID(exclusion_id), count=1, type="exclusion.verified")
     assert verified["payload"]["method"] == "document"
 
@@ -254,7 +229,7 @@ async def test_an_upload_is_judged_by_its_bytes_and_its_size(http, running):
     assert too_large.status_code == 413
     assert (no_file.status_code, empty.status_code) == (400, 400)
     assert on_a_code_request.status_code == 409
-    assert await running.database["documents"].count_documents({}) == 0
+    assert await running.database["identity_documents"].count_documents({}) == 0
     assert (await http.get(f"/exclusions/{exclusion_id}")).json()["verification"]["state"] == "awaiting_document"
 
 
@@ -307,13 +282,18 @@ async def test_codes_are_checked_for_form_and_exclusions_for_existence(http, run
 
 async def test_the_person_sees_a_delayed_lift_with_its_date_and_nothing_personal(http, running):
     exclusion_id, starts = str(uuid.uuid4()), datetime(2025, 1, 31, 12, tzinfo=timezone.utc)
-    await running.database["exclusions"].insert_one(
-        {
-            "_id": exclusion_id, "person_id": "person-9", "identifiers": ["email:00ff"], "jurisdiction": "DE",
-            "duration": "+3m", "state": "lift_requested", "starts_at": starts, "ends_at": None,
-            "minimum_until": starts + timedelta(days=90), "lift_effective_at": starts + timedelta(days=97), "version": 4,
-        }
+    await running.publisher.event(
+        ExclusionLiftRequested(
+            source="registration",
+            subject="person-9",
+            payload=ExclusionSnapshot(
+                exclusion_id=uuid.UUID(exclusion_id), identifiers=["email:00ff"], scope=SCOPE_ALL, jurisdiction="DE",
+                duration="+3m", state=ExclusionState.LIFT_REQUESTED, starts_at=starts, ends_at=None,
+                minimum_until=starts + timedelta(days=90), lift_effective_at=starts + timedelta(days=97), version=4,
+            ),
+        )
     )
+    await shown_when(http, exclusion_id, lambda body: True, what="the exclusion to show")
 
     shown = await http.get(f"/exclusions/{exclusion_id}")
 
@@ -333,4 +313,4 @@ async def test_a_request_still_in_flight_after_the_bound_answers_processing(http
 
     assert answer.status_code == 202 and answer.json()["status"] == "processing"
     request_id = answer.json()["request_id"]
-    await eventually(lambda: running.database["exclusions"].find_one({"request_ids": {"$in": [request_id]}}), what="the exclusion")
+    await shown_when(http, str(derived_id(uuid.UUID(request_id), "exclusion")), lambda body: body["state"] == "pending_verification", what="the exclusion")
