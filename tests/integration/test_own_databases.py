@@ -1,0 +1,109 @@
+"""Each service on a database of its own, talking only through topics: the gateway's answers still
+read their own writes (native, ChipOut, lifts, the portal's whole flow).
+
+Registration, verification and the gateway share the broker and nothing else, so whatever the gateway
+answers it can only have learnt from the lifecycle and verification topics.
+"""
+
+import json
+import uuid
+from contextlib import AsyncExitStack
+
+import httpx
+import pytest
+
+from services.gateway.access import Scope
+from services.gateway.app import create_app as gateway_app
+from services.gateway.operators import add
+from services.gateway.repository import MongoOperators
+from services.registration.app import create_app as registration_app
+from services.verification.app import create_app as verification_app
+from services.verification.domain import sealed_context
+from shared import topics
+from shared.crypto import Sealer
+from shared.infra import free_port
+from shared.store import create_client
+from tests.gateway.conftest import Clock, new_uid, serving, settings_for
+from tests.support import TopicReader, eventually
+
+pytestmark = pytest.mark.integration
+
+
+async def test_the_gateway_answers_from_what_the_topics_told_it(servers):
+    settings = settings_for(servers, verification_timer_seconds=0)
+    databases = {name: f"{settings.mongo_db}_{name}" for name in ("registration", "verification", "gateway")}
+    client = create_client(settings)
+    clock = Clock()
+    port = free_port()
+    try:
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(registration_app(settings, database=client[databases["registration"]], clock=clock))
+            await stack.enter_async_context(verification_app(settings, database=client[databases["verification"]], clock=clock))
+            gateway_db = client[databases["gateway"]]
+            await stack.enter_async_context(serving(gateway_app(settings, database=gateway_db, clock=clock), port))
+            notices = await stack.enter_async_context(TopicReader(settings, topics.NOTIFICATION_REQUESTS))
+            http = await stack.enter_async_context(httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60))
+            excluder = (await add(MongoOperators(gateway_db), f"excluder-{settings.mongo_db}", {Scope.CHECK, Scope.EXCLUDE})).key
+            key = {"X-API-Key": excluder}
+
+            async def ready():
+                return (await http.get("/readyz")).status_code == 200
+
+            await eventually(ready, timeout=60, what="the gateway to be ready")
+
+            # Native: created, shown, checked, a lift refused with the policy's reason.
+            tag = uuid.uuid4().hex[:8]
+            identity = {"first_name": "Astrid", "last_name": f"Berg{tag}", "date_of_birth": "1979-11-02", "postcode": "111 22", "email": f"a.{tag}@example.se"}
+            created = await http.post("/v1/exclusions", json={"identity": identity, "duration": "+6m", "jurisdiction": "UK"}, headers=key)
+            assert created.status_code == 201, created.text
+            view = created.json()
+            assert view["state"] == "active" and view["created_at"] is not None
+            shown = await http.get(created.headers["Location"], headers=key)
+            checked = await http.post("/v1/checks", json={"identity": {"email": identity["email"]}}, headers=key)
+            lift = await http.post(f"/v1/exclusions/{view['exclusion_id']}/lift", json={"identity": identity}, headers=key)
+            again = await http.post("/v1/exclusions", json={"identity": identity, "duration": "+12m", "jurisdiction": "UK"}, headers=key)
+            assert shown.status_code == 200 and shown.json()["exclusion_id"] == view["exclusion_id"]
+            assert checked.json()["exclusion"] == "Y"
+            assert lift.status_code == 409 and "minimum" in lift.json()["reason"], lift.text
+            assert (await http.get(created.headers["Location"], headers=key)).json()["last_lift_refusal"]["reason"] == lift.json()["reason"]
+            assert again.status_code == 201 and again.json()["exclusion_id"] == view["exclusion_id"], "a second request extends the running one"
+
+            # ChipOut: excluded, and a status right after answers 200.
+            uid = new_uid()
+            body = {"key": excluder, "uid": uid, "type": ["GAMES"], "games": ["ALL"], "duration": "+30d", "year": "1985", "gender": "F"}
+            excluded = await http.post("/api/v1.3/exclude-customers", json=body)
+            status = await http.get("/v1.3/customer-status", params={"key": excluder, "uid": uid})
+            assert excluded.status_code == 201, excluded.text
+            assert status.status_code == 200 and status.json()["Excluded"][0]["Type"] == "All"
+
+            # The portal: request, code, confirmation, status.
+            email = f"anna.{tag}@example.se"
+            portal_request = {"national_id": "199001011234", "email": email, "duration": "+30d", "jurisdiction": "SE", "verify_by": "email"}
+            requested = await http.post("/v1/portal/exclusions", json=portal_request)
+            assert requested.status_code == 202, requested.text
+            assert (requested.json()["state"], requested.json()["verification"]) == ("pending_verification", "code")
+            exclusion_id = requested.json()["exclusion_id"]
+            [notice] = await notices.wait_for(
+                lambda m: m["payload"]["template"] == "verification_code" and m["payload"]["params"]["exclusion_id"] == exclusion_id
+            )
+            code = json.loads(Sealer.from_settings(settings).open_text(notice["payload"]["sealed_params"], sealed_context(notice["id"])))["code"]
+            wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+            refused = await http.post(f"/v1/portal/exclusions/{exclusion_id}/code", json={"code": wrong})
+            confirmed = await http.post(f"/v1/portal/exclusions/{exclusion_id}/code", json={"code": code})
+            assert (refused.status_code, refused.json()["attempts_left"]) == (400, 4), refused.text
+            assert confirmed.status_code == 200 and confirmed.json()["status"] == "verified", confirmed.text
+
+            async def active():
+                body = (await http.get(f"/v1/portal/exclusions/{exclusion_id}")).json()
+                return body if body["state"] == "active" else None
+
+            shown = await eventually(active, what="the confirmed request to be in force")
+            assert shown["verification"]["state"] == "verified" and shown["starts_on"] == clock.now.date().isoformat()
+
+            # Nothing the gateway answered came from another service's collections: it has none of them.
+            names = set(await gateway_db.list_collection_names())
+            assert not names & {"exclusions", "persons", "verifications", "verification_submissions", "documents"}, names
+    finally:
+        for name in databases.values():
+            await client.drop_database(name)
+        await client.close()
