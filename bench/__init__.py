@@ -1,1 +1,2 @@
-"""Benchmarks of the whole stack (more than one service at a time); not shipped in the image."""
+"""The benchmarks and load generators (``selfex bench decisions | http | enforcement``, ``python -m
+bench.restart``): above the services, run from a clone, never shipped in the image."""

@@ -5,8 +5,8 @@ ones. For each size N (loaded incrementally: the second size adds to the first):
 
 1. N exclusions written straight into the store (registration's documents and the gateway's
    lookup; 1 in 20 already expired), in bulk;
-2. the gateway started as its own process (uvicorn, as ``selfex run gateway`` does), with a
-   constant-answer route on the same middleware stack;
+2. the gateway started as its own process (uvicorn, as ``selfex run gateway`` does), its app with a
+   constant-answer route added by the bench (``app_with_constant``) on the same middleware stack;
 3. at C concurrent keep-alive clients (closed loop): the constant answer (the stack's limit) and the
    GAMSTOP check taking turns for R rounds (the median round's ratio is reported), the ChipOut status
    call (half the people excluded, half unknown; every answer checked), and a bare indexed lookup in
