@@ -36,7 +36,7 @@ from pathlib import Path
 from shared import topics
 from shared.broker import ensure_topics
 from shared.identity import Hasher
-from shared.infra import EMBEDDED_SESSION_TIMEOUT_MS, EmbeddedInfra, free_port
+from shared.infra import EmbeddedInfra, free_port
 from shared.settings import Settings
 from shared.store import open_database
 
@@ -75,10 +75,7 @@ def servers(settings: Settings, workdir: Path) -> Iterator[tuple[Settings, str]]
         return
     infra = EmbeddedInfra(workdir / "infra", kafka_port=free_port(), mongo_port=free_port(), mongo_in_memory=True)
     with infra:
-        yield settings.model_copy(update={
-            "kafka_bootstrap": infra.kafka_bootstrap, "mongo_uri": infra.mongo_uri, "kafka_idempotence": False,
-            "kafka_session_timeout_ms": EMBEDDED_SESSION_TIMEOUT_MS, "kafka_leave_group_on_stop": False,
-        }), "embedded (Tansu broker, nx-27017 store in memory)"
+        yield infra.settings_for(settings), "embedded (Tansu broker, nx-27017 store in memory)"
 
 
 async def run(args, sizes: list[int], settings: Settings, kind: str, workdir: Path) -> int:
@@ -211,19 +208,7 @@ def account_events_group(settings: Settings) -> str:
 
 
 def service_environment(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "SELFEX_KAFKA_BOOTSTRAP": settings.kafka,
-        "SELFEX_MONGO_URI": settings.mongo,
-        "SELFEX_MONGO_DB": settings.mongo_db,
-        "SELFEX_TOPIC_PREFIX": settings.topic_prefix,
-        "SELFEX_TOPIC_PARTITIONS": str(settings.topic_partitions),
-        "SELFEX_KAFKA_IDEMPOTENCE": str(settings.kafka_idempotence).lower(),
-        "SELFEX_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
-        "SELFEX_KAFKA_LEAVE_GROUP_ON_STOP": str(settings.kafka_leave_group_on_stop).lower(),
-        "SELFEX_HASH_SECRET": settings.hash_secret.get_secret_value(),
-        "SELFEX_LOG_FORMAT": "json",
-    }
+    return {**os.environ, **settings.environment(), "SELFEX_LOG_FORMAT": "json"}
 
 
 @contextmanager

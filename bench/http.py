@@ -42,7 +42,7 @@ from fastapi.responses import Response
 
 from shared.events import SCOPE_ALL, ExclusionState, utcnow
 from shared.identity import Hasher, IdentifierKind, Identity
-from shared.infra import EMBEDDED_SESSION_TIMEOUT_MS, EmbeddedInfra, free_port
+from shared.infra import EmbeddedInfra, free_port
 from shared.settings import Settings
 from shared.store import open_database
 
@@ -102,15 +102,7 @@ def servers(settings: Settings, workdir: Path) -> Iterator[tuple[Settings, Embed
         return
     infra = EmbeddedInfra(workdir / "infra", kafka_port=free_port(), mongo_port=free_port())
     with infra:
-        yield settings.model_copy(
-            update={
-                "kafka_bootstrap": infra.kafka_bootstrap,
-                "mongo_uri": infra.mongo_uri,
-                "kafka_idempotence": False,
-                "kafka_session_timeout_ms": EMBEDDED_SESSION_TIMEOUT_MS,
-                "kafka_leave_group_on_stop": False,
-            }
-        ), infra
+        yield infra.settings_for(settings), infra
 
 
 async def run(args, sizes: list[int], settings: Settings, infra: EmbeddedInfra | None, workdir: Path) -> dict:
@@ -332,22 +324,7 @@ async def store_lookups(database, hasher: Hasher, size: int, concurrency: int, s
 
 @contextmanager
 def gateway_process(settings: Settings, port: int, log_path: Path) -> Iterator[subprocess.Popen]:
-    env = {
-        **os.environ,
-        "SELFEX_KAFKA_BOOTSTRAP": settings.kafka,
-        "SELFEX_MONGO_URI": settings.mongo,
-        "SELFEX_MONGO_DB": settings.mongo_db,
-        "SELFEX_TOPIC_PREFIX": settings.topic_prefix,
-        "SELFEX_KAFKA_IDEMPOTENCE": str(settings.kafka_idempotence).lower(),
-        "SELFEX_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
-        "SELFEX_KAFKA_LEAVE_GROUP_ON_STOP": str(settings.kafka_leave_group_on_stop).lower(),
-        "SELFEX_HASH_SECRET": settings.hash_secret.get_secret_value(),
-        "SELFEX_GATEWAY_PORT": str(port),
-        "SELFEX_GATEWAY_RATE_PER_SECOND": str(settings.gateway_rate_per_second),
-        "SELFEX_GATEWAY_RATE_BURST": str(settings.gateway_rate_burst),
-        "SELFEX_LOG_LEVEL": "WARNING",
-        "SELFEX_LOG_FORMAT": "json",
-    }
+    env = {**os.environ, **settings.environment(), "SELFEX_GATEWAY_PORT": str(port), "SELFEX_LOG_LEVEL": "WARNING", "SELFEX_LOG_FORMAT": "json"}
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "bench.http"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

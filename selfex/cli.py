@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run one service against the servers the settings name")
     run.add_argument("service", choices=sorted(SERVICES))
 
+    secrets = commands.add_parser("secrets", help="fresh secrets for a deployment")
+    secrets.add_argument("action", choices=["generate"])
+
     docs = commands.add_parser("docs", help="generated documentation")
     docs.add_argument("kind", choices=["asyncapi"])
     docs.add_argument("--out", help="write to this file instead of standard output")
@@ -50,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         return _delegate(DELEGATED["operator"], args.rest)
     if args.command == "docs":
         return _docs(args.out)
+    if args.command == "secrets":
+        return _secrets()
     settings = Settings()
     if getattr(args, "partitions", None):
         settings = settings.model_copy(update={"topic_partitions": args.partitions})
@@ -57,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from shared.logging import configure_logging
 
     from shared.infra import InfrastructureError
+    from shared.settings import InsecureSettingsError
 
     configure_logging(settings.log_level, settings.log_format, service="selfex")
     try:
@@ -67,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "infra":
             return _infra_up(settings)
         return _run_service(args.service, settings)
-    except InfrastructureError as exc:
+    except (InfrastructureError, InsecureSettingsError) as exc:
         print(f"selfex: {exc}", file=sys.stderr)
         return 2
 
@@ -90,6 +96,20 @@ def _docs(out: str | None) -> int:
             handle.write(text)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _secrets() -> int:
+    """Fresh values for every secret, as lines for ``.env`` (shown once: keep them in a secret store)."""
+    import base64
+    import secrets
+    from datetime import date
+
+    key_id = f"e{date.today():%Y%m%d}"
+    print(f"SELFEX_HASH_SECRET={secrets.token_urlsafe(48)}")
+    print(f"SELFEX_HASH_KEY_ID=k{date.today():%Y%m%d}")
+    print(f"SELFEX_ENCRYPTION_KEYS={key_id}:{base64.b64encode(secrets.token_bytes(32)).decode()}")
+    print(f"SELFEX_ENCRYPTION_KEY_ID={key_id}")
     return 0
 
 
@@ -123,6 +143,7 @@ def _infra_up(settings: Settings) -> int:
 def _run_service(name: str, settings: Settings) -> int:
     from selfex.stack import SERVICES
 
+    settings.require_secrets(name)
     module_name, kind = SERVICES[name]
     module = importlib.import_module(module_name)
     if kind == "http":

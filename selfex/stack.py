@@ -146,8 +146,9 @@ class Stack:
             self.infra.start()
             env = environment_for(self.infra, env)
             self.settings = self.settings.model_copy(
-                update={"kafka_bootstrap": self.infra.kafka_bootstrap, "mongo_uri": self.infra.mongo_uri}
+                update={"kafka_bootstrap": self.infra.kafka_bootstrap, "mongo_uri": self.infra.mongo_uri, "development": True}
             )
+        self.settings.require_secrets("selfex up")  # named servers: no service starts with a public secret
         asyncio.run(ensure_topics(self.settings))
         if self.demo_operator:
             self._issue_demo_key()

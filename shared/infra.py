@@ -62,6 +62,19 @@ class EmbeddedInfra:
     def mongo_uri(self) -> str:
         return f"mongodb://127.0.0.1:{self.mongo_port}"
 
+    def settings_for(self, settings):
+        """``settings`` pointed at these servers, as development settings (the embedded servers hold no one's data)."""
+        return settings.model_copy(
+            update={
+                "kafka_bootstrap": self.kafka_bootstrap,
+                "mongo_uri": self.mongo_uri,
+                "kafka_idempotence": False,
+                "kafka_session_timeout_ms": EMBEDDED_SESSION_TIMEOUT_MS,
+                "kafka_leave_group_on_stop": False,
+                "development": True,
+            }
+        )
+
     def start(self, timeout: float = 60.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         for name, port, variable in (
@@ -171,4 +184,5 @@ def environment_for(infra: EmbeddedInfra, base: dict[str, str] | None = None) ->
     env.setdefault("SELFEX_KAFKA_IDEMPOTENCE", "false")
     env.setdefault("SELFEX_KAFKA_SESSION_TIMEOUT_MS", str(EMBEDDED_SESSION_TIMEOUT_MS))
     env.setdefault("SELFEX_KAFKA_LEAVE_GROUP_ON_STOP", "false")
+    env["SELFEX_DEVELOPMENT"] = "true"  # the embedded servers hold development data only
     return env

@@ -72,6 +72,7 @@ class Service:
         health = HealthServer(self.readiness, self.settings.health_host, self.settings.health_port)
 
         async def start() -> None:
+            self.settings.require_secrets(self.name)
             self.readiness.not_ready("service", "starting")
             await health.start()
             await ensure_topics(self.settings)

@@ -1,7 +1,22 @@
 """Settings from ``SELFEX_*`` environment variables (and a ``.env`` file, if present)."""
 
+import base64
+import binascii
+import json
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Public, committed values: what a development stack on the embedded servers runs with, and what no
+# other deployment may (``Settings.require_secrets``).
+DEVELOPMENT_HASH_SECRET = "selfex-development-secret-change-me"
+DEVELOPMENT_ENCRYPTION_KEYS = "e1:c2VsZmV4LWRldi1rZXktMDEyMzQ1Njc4OWFiY2RlZiE="
+MIN_HASH_SECRET_CHARS = 16
+MAKE_ONE = "`selfex secrets generate` prints fresh values"
+
+
+class InsecureSettingsError(RuntimeError):
+    """A secret is missing, the public development default, or too weak, outside development."""
 
 
 class Settings(BaseSettings):
@@ -32,12 +47,16 @@ class Settings(BaseSettings):
     embedded_kafka_port: int = 9092
     embedded_mongo_port: int = 27017
 
+    # A development stack: the committed secrets below are accepted. Set by `selfex up` when it starts
+    # the embedded servers; never set it for a deployment that holds anyone's data.
+    development: bool = False
+
     # Identity hashing: HMAC-SHA-256 with a deployment secret; the key id allows rotation.
-    hash_secret: SecretStr = SecretStr("selfex-development-secret-change-me")
+    hash_secret: SecretStr = SecretStr(DEVELOPMENT_HASH_SECRET)
     hash_key_id: str = "k1"
 
     # Sealing (AES-256-GCM) of contact details, documents and codes in transit: "id:base64key,...".
-    encryption_keys: SecretStr = SecretStr("e1:c2VsZmV4LWRldi1rZXktMDEyMzQ1Njc4OWFiY2RlZiE=")
+    encryption_keys: SecretStr = SecretStr(DEVELOPMENT_ENCRYPTION_KEYS)
     encryption_key_id: str = "e1"
 
     # Verification's timer (expired codes): seconds between rounds; 0 leaves the ticking to the caller.
@@ -99,3 +118,60 @@ class Settings(BaseSettings):
     @property
     def mongo(self) -> str:
         return self.mongo_uri or f"mongodb://127.0.0.1:{self.embedded_mongo_port}"
+
+    def environment(self) -> dict[str, str]:
+        """The ``SELFEX_*`` variables that give a child process these same settings."""
+        variables = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, bool):
+                value = str(value).lower()
+            elif isinstance(value, (dict, list)):
+                value = json.dumps(value)
+            variables[f"SELFEX_{name.upper()}"] = str(value)
+        return variables
+
+    def insecure_secrets(self) -> list[str]:
+        """What is wrong with the secrets, one line each (empty: nothing)."""
+        problems = []
+        secret = self.hash_secret.get_secret_value()
+        if secret == DEVELOPMENT_HASH_SECRET:
+            problems.append("SELFEX_HASH_SECRET is the public development default")
+        elif len(secret) < MIN_HASH_SECRET_CHARS:
+            problems.append(f"SELFEX_HASH_SECRET is shorter than {MIN_HASH_SECRET_CHARS} characters")
+        keys = self.encryption_keys.get_secret_value()
+        if keys == DEVELOPMENT_ENCRYPTION_KEYS or any(item == DEVELOPMENT_ENCRYPTION_KEYS for item in keys.split(",")):
+            problems.append("SELFEX_ENCRYPTION_KEYS holds the public development key")
+        else:
+            problems += _key_problems(keys, self.encryption_key_id)
+        return problems
+
+    def require_secrets(self, service: str) -> None:
+        """Refuse to run with a missing, default or weak secret, unless this is a development stack."""
+        if self.development:
+            return
+        if problems := self.insecure_secrets():
+            raise InsecureSettingsError(
+                f"{service} will not start: {'; '.join(problems)}. {MAKE_ONE} (put them in the environment or .env); "
+                "a development stack on the embedded servers sets SELFEX_DEVELOPMENT=true"
+            )
+
+
+def _key_problems(keys: str, current: str) -> list[str]:
+    found: dict[str, bytes] = {}
+    for item in filter(None, (part.strip() for part in keys.split(","))):
+        key_id, _, value = item.partition(":")
+        try:
+            found[key_id] = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            return [f"SELFEX_ENCRYPTION_KEYS: key {key_id!r} is not base64"]
+    if not found:
+        return ["SELFEX_ENCRYPTION_KEYS is empty"]
+    if weak := sorted(key_id for key_id, key in found.items() if len(key) != 32):
+        return [f"SELFEX_ENCRYPTION_KEYS: key {', '.join(weak)} is not 32 bytes (AES-256)"]
+    if current not in found:
+        return [f"SELFEX_ENCRYPTION_KEY_ID {current!r} names none of SELFEX_ENCRYPTION_KEYS"]
+    return []

@@ -18,6 +18,7 @@ import pytest_asyncio
 
 from shared.infra import EMBEDDED_SESSION_TIMEOUT_MS, EmbeddedInfra, free_port
 from shared.settings import Settings
+from tests.support import TEST_ENCRYPTION_KEYS, TEST_HASH_SECRET
 from shared.store import create_client
 
 
@@ -88,7 +89,9 @@ def settings(servers: Servers) -> Settings:
         # A shared CI machine can stall a view's feed for seconds; the tests of the bound set a short one.
         blocking_view_max_lag_seconds=30.0,
         gateway_feed_max_lag_seconds=30.0,
-        hash_secret="test-secret-0123456789abcdef",
+        hash_secret=TEST_HASH_SECRET,
+        encryption_keys=TEST_ENCRYPTION_KEYS,
+        encryption_key_id="t1",
         log_format="console",
     )
 

@@ -14,6 +14,11 @@ from shared.events import Event, MessageDeadLettered
 from shared.infra import free_port
 from shared.settings import Settings
 
+# The tests' own secrets: not the public development defaults, so every service the tests start runs
+# the way a deployment does (``Settings.require_secrets`` passes without SELFEX_DEVELOPMENT).
+TEST_HASH_SECRET = "test-secret-0123456789abcdef"
+TEST_ENCRYPTION_KEYS = "t1:dGVzdC1lbmNyeXB0aW9uLWtleS0wMTIzNDU2Nzg5YWI="
+
 T = TypeVar("T")
 
 

@@ -20,6 +20,8 @@ def test_the_decisions_bench_runs_and_prints_every_figure(settings, monkeypatch,
         "SELFEX_KAFKA_IDEMPOTENCE": str(settings.kafka_idempotence).lower(),
         "SELFEX_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
         "SELFEX_HASH_SECRET": settings.hash_secret.get_secret_value(),
+        "SELFEX_ENCRYPTION_KEYS": settings.encryption_keys.get_secret_value(),
+        "SELFEX_ENCRYPTION_KEY_ID": settings.encryption_key_id,
     }.items():
         monkeypatch.setenv(name, value)
 

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support import TEST_ENCRYPTION_KEYS, TEST_HASH_SECRET
 from fastapi.routing import APIRoute
 
 from bench.http import CONSTANT_PATH, app_with_constant
@@ -23,6 +25,9 @@ async def test_the_http_bench_runs_end_to_end_and_checks_its_answers(servers, tm
         "SELFEX_MONGO_URI": servers.mongo_uri,
         "SELFEX_KAFKA_IDEMPOTENCE": str(servers.idempotence).lower(),
         "SELFEX_KAFKA_SESSION_TIMEOUT_MS": str(servers.session_timeout_ms),
+        "SELFEX_HASH_SECRET": TEST_HASH_SECRET,
+        "SELFEX_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEYS,
+        "SELFEX_ENCRYPTION_KEY_ID": "t1",
     }
     command = [str(Path(sys.executable).parent / "selfex"), "bench", "http", "--sizes", "200,400", "--concurrency", "4",
                "--seconds", "0.5", "--warmup", "0.2", "--rounds", "2", "--rate", "50", "--latency-seconds", "0.5", "--json", str(out)]

@@ -69,6 +69,8 @@ def stack(settings: Settings, tmp_path: Path):
         "SELFEX_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
         "SELFEX_KAFKA_LEAVE_GROUP_ON_STOP": str(settings.kafka_leave_group_on_stop).lower(),
         "SELFEX_HASH_SECRET": settings.hash_secret.get_secret_value(),
+        "SELFEX_ENCRYPTION_KEYS": settings.encryption_keys.get_secret_value(),
+        "SELFEX_ENCRYPTION_KEY_ID": settings.encryption_key_id,
         "SELFEX_GATEWAY_PORT": str(port),
         "SELFEX_LOG_FORMAT": "json",
     }

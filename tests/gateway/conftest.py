@@ -23,6 +23,7 @@ from services.gateway.operators import add
 from services.gateway.repository import INDEXES, MongoOperators
 from shared.infra import free_port
 from shared.settings import Settings
+from tests.support import TEST_ENCRYPTION_KEYS, TEST_HASH_SECRET
 from shared.store import create_client, ensure_indexes
 from tests.support import eventually
 
@@ -39,7 +40,9 @@ def settings_for(servers, **overrides) -> Settings:
         kafka_idempotence=servers.idempotence,
         kafka_session_timeout_ms=servers.session_timeout_ms,
         kafka_leave_group_on_stop=servers.kind != "embedded",
-        hash_secret="test-secret-0123456789abcdef",
+        hash_secret=TEST_HASH_SECRET,
+        encryption_keys=TEST_ENCRYPTION_KEYS,
+        encryption_key_id="t1",
         log_format="console",
         log_level="WARNING",
         gateway_rate_per_second=10_000.0,
