@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     secrets = commands.add_parser("secrets", help="fresh secrets for a deployment")
     secrets.add_argument("action", choices=["generate"])
+    commands.add_parser("reencrypt", help="seal every stored secret again with the current encryption key (after a rotation)")
 
     docs = commands.add_parser("docs", help="generated documentation")
     docs.add_argument("kind", choices=["asyncapi"])
@@ -72,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             return Stack(settings, demo_operator=args.demo_operator).run()
         if args.command == "infra":
             return _infra_up(settings)
+        if args.command == "reencrypt":
+            return asyncio.run(_reencrypt(settings))
         return _run_service(args.service, settings)
     except (InfrastructureError, InsecureSettingsError) as exc:
         print(f"selfex: {exc}", file=sys.stderr)
@@ -110,6 +113,29 @@ def _secrets() -> int:
     print(f"SELFEX_HASH_KEY_ID=k{date.today():%Y%m%d}")
     print(f"SELFEX_ENCRYPTION_KEYS={key_id}:{base64.b64encode(secrets.token_bytes(32)).decode()}")
     print(f"SELFEX_ENCRYPTION_KEY_ID={key_id}")
+    return 0
+
+
+async def _reencrypt(settings: Settings) -> int:
+    """Each service's own sealed data, sealed again with the current key: run it once every replica
+    has the new key (SELFEX_ENCRYPTION_KEYS lists old and new, SELFEX_ENCRYPTION_KEY_ID names the
+    new); then the old key can leave the list."""
+    from services.gateway.repository import MongoIdentityDocuments
+    from services.registration.repository import MongoExclusions
+    from shared.crypto import Sealer
+    from shared.store import create_client
+
+    settings.require_secrets("selfex reencrypt")
+    sealer = Sealer.from_settings(settings)
+    client = create_client(settings)
+    try:
+        counts = {
+            "registration": await MongoExclusions(client[settings.mongo_db]).reseal(sealer),
+            "gateway": await MongoIdentityDocuments(client[settings.mongo_db]).reseal(sealer),
+        }
+    finally:
+        await client.close()
+    print(f"resealed with key {sealer.current}: " + ", ".join(f"{service} {count}" for service, count in counts.items()), flush=True)
     return 0
 
 

@@ -1,7 +1,8 @@
 """Sealing what must be kept but never shown: contact details, documents, one-time codes in transit.
 
 AES-256-GCM with keys named by id, so keys can be rotated: new data is sealed with the current key,
-old data still opens with the key it names.
+old data still opens with the key it names, and ``reseal`` moves it to the current key (``selfex
+reencrypt``, after which the old key can be dropped).
 """
 
 import base64
@@ -48,6 +49,16 @@ class Sealer:
             return self._keys[key_id].decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], context.encode())
         except (ValueError, KeyError, InvalidTag) as exc:
             raise SealError("sealed data does not open") from exc
+
+    def is_current(self, token: str) -> bool:
+        """Whether ``token`` was sealed with the current key."""
+        return token.split(":", 1)[0] == self.current
+
+    def reseal(self, token: str, context: str = "") -> str | None:
+        """``token`` sealed again with the current key; None when it already is (key rotation)."""
+        if self.is_current(token):
+            return None
+        return self.seal(self.open(token, context), context)
 
     def seal_text(self, text: str, context: str = "") -> str:
         return self.seal(text.encode(), context)

@@ -31,6 +31,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from shared.crypto import Sealer
 from shared.events import DecisionMade
 
 from services.gateway.domain import Summary, merged
@@ -277,6 +278,16 @@ class MongoIdentityDocuments:
     async def remove(self, document_id: str) -> None:
         """An upload verification refused is not kept."""
         await self._documents.delete_one({"_id": document_id})
+
+    async def reseal(self, sealer: Sealer) -> int:
+        """Seal every document again with the current key (key rotation); how many were."""
+        resealed = 0
+        async for document in self._documents.find({}, {"sealed": 1}):
+            token = document.get("sealed")
+            if token and (fresh := sealer.reseal(token, f"document:{document['_id']}")):
+                result = await self._documents.update_one({"_id": document["_id"], "sealed": token}, {"$set": {"sealed": fresh}})
+                resealed += result.modified_count
+        return resealed
 
 
 async def _newest_kept(collection: AsyncCollection, document: Mapping[str, Any], *, carried: str | None = None) -> bool:

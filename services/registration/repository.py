@@ -33,6 +33,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.registration.domain import RUNNING_STATES, Exclusion, best_match
+from shared.crypto import Sealer
 from shared.events import FINAL_STATES
 
 INDEXES = {
@@ -54,6 +55,11 @@ UNCLAIMED = 0.0
 # redelivered, finds it its own well before: the exclusion id derives from the request).
 CLAIM_ABANDONED_AFTER = timedelta(minutes=5)
 FINAL_STATE_VALUES = frozenset(state.value for state in FINAL_STATES)
+MAX_RESEAL_ATTEMPTS = 20
+
+
+class ConflictingWritesError(RuntimeError):
+    """A document kept changing under a maintenance write."""
 
 
 class AlreadyRunningError(Exception):
@@ -261,6 +267,47 @@ class MongoExclusions:
                 await _point(self._person_identifiers, identifier, "person_ids", document["_id"])
                 written += 1
         return written
+
+    # --- key rotation -------------------------------------------------------------------------
+
+    async def reseal(self, sealer: Sealer) -> int:
+        """Seal every stored contact and sealed request field again with the current key; how many.
+
+        Safe beside running replicas: a contact is replaced only if it is still the token read, an
+        exclusion only at the revision read (a write in between is retried on the next pass).
+        """
+        resealed = 0
+        async for person in self._persons.find({}, {"contacts": 1}):
+            for kind, token in (person.get("contacts") or {}).items():
+                if token and (fresh := sealer.reseal(token, f"contact:{person['_id']}")):
+                    result = await self._persons.update_one({"_id": person["_id"], f"contacts.{kind}": token}, {"$set": {f"contacts.{kind}": fresh}})
+                    resealed += result.modified_count
+        async for document in self._exclusions.find({}, {"third_party": 1, "support_persons": 1}):
+            tokens = [(document.get("third_party") or {}).get("applicant_name"), *(document.get("support_persons") or [])]
+            if any(token and not sealer.is_current(token) for token in tokens) and await self._reseal_exclusion(document["_id"], sealer):
+                resealed += 1
+        return resealed
+
+    async def _reseal_exclusion(self, exclusion_id: str, sealer: Sealer) -> bool:
+        for _ in range(MAX_RESEAL_ATTEMPTS):
+            document = await self._exclusions.find_one({"_id": exclusion_id})
+            if document is None:
+                return False
+            third_party = dict(document.get("third_party") or {})
+            applicant = third_party.get("applicant_name")
+            fresh_applicant = sealer.reseal(applicant, f"third_party:{exclusion_id}") if applicant else None
+            persons = list(document.get("support_persons") or [])
+            fresh_persons = [sealer.reseal(token, f"support_person:{exclusion_id}") for token in persons]
+            if fresh_applicant is None and not any(fresh_persons):
+                return False
+            if fresh_applicant:
+                document["third_party"] = third_party | {"applicant_name": fresh_applicant}
+            revision = document.get("revision", 0)
+            document["support_persons"] = [fresh or token for fresh, token in zip(fresh_persons, persons, strict=True)]
+            document["revision"] = revision + 1
+            if (await self._exclusions.replace_one({"_id": exclusion_id, "revision": revision}, document)).matched_count == 1:
+                return True
+        raise ConflictingWritesError(f"exclusion {exclusion_id} kept changing while it was resealed")
 
     # --- one running exclusion per identifier -------------------------------------------------
 
