@@ -151,8 +151,9 @@ async def test_a_document_is_reviewed_approved_or_rejected(running):
     assert (await running.upload(approved, "doc-a")).status is Status.DOCUMENT_RECEIVED
     assert (await running.upload(rejected, "doc-r")).status is Status.DOCUMENT_RECEIVED
     assert (await running.verification(approved)).state is State.AWAITING_REVIEW
+    await running.results_for(approved, count=2, type="verification.submission_refused")  # the wrong method, the early review
     outcomes = {m["type"] for m in await running.results_for(approved)}
-    assert outcomes == {"verification.submission_refused"}, "the request stays pending until the review"
+    assert outcomes == {"verification.submission_refused", "verification.progressed"}, "the request stays pending until the review"
 
     assert (await running.review(approved, "doc-a", approved=True)).status is Status.APPROVED
     assert (await running.review(rejected, "doc-r", approved=False)).status is Status.REJECTED
@@ -204,10 +205,12 @@ async def test_redelivered_messages_change_nothing_twice_and_repeat_the_same_eve
     assert [m["id"] for m in await running.results_for(exclusion_id, type="exclusion.verified")] == [
         str(derived_id(exclusion_id, "exclusion.verified"))
     ]
-    refused_wrong = [m for m in await running.results_for(exclusion_id) if m["causation_id"] == str(wrong.id)]
+    results = await running.results_for(exclusion_id)
+    refused_wrong = [m for m in results if m["causation_id"] == str(wrong.id) and m["type"] == "verification.submission_refused"]
     assert len(refused_wrong) == 1
-    refused_again = [m for m in await running.results_for(exclusion_id) if m["causation_id"] == str(again.id)]
-    assert len(refused_again) == 2 and len({m["id"] for m in refused_again}) == 1, "the same refusal, re-emitted"
+    for kind in ("verification.submission_refused", "verification.progressed"):
+        refused_again = [m for m in results if m["causation_id"] == str(again.id) and m["type"] == kind]
+        assert len(refused_again) == 2 and len({m["id"] for m in refused_again}) == 1, f"the same {kind}, re-emitted"
     notices = await running.notices.wait_for(lambda m: m["causation_id"] == str(request.id))
     assert len(notices) == 1, "a redelivered request sends no second code"
 
