@@ -188,7 +188,8 @@ class Driven:
 
 async def store_exclusions(database, workload: Workload) -> tuple[float, ExclusionView]:
     """Write blocking's projection in bulk (two writes in flight) and build the same view in-process for the lookup timing."""
-    started, view, scopes, writing = time.perf_counter(), ExclusionView(), Scopes(), set()
+    started, view, scopes = time.perf_counter(), ExclusionView(), Scopes()
+    writing: set[asyncio.Task] = set()
     for chunk in workload.exclusion_documents():
         if len(writing) >= 2:
             done, writing = await asyncio.wait(writing, return_when=asyncio.FIRST_COMPLETED)

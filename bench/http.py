@@ -242,7 +242,7 @@ def workloads(key: str, size: int, host: str) -> dict[str, list[loadgen.Request]
             {
                 "firstName": identity.first_name,
                 "lastName": identity.last_name,
-                "dateOfBirth": identity.date_of_birth.isoformat(),
+                "dateOfBirth": str(identity.date_of_birth),
                 "email": identity.email,
                 "postcode": identity.postcode,
             }
@@ -303,7 +303,7 @@ async def measure(args, settings: Settings, database, hasher: Hasher, key: str, 
 async def store_lookups(database, hasher: Hasher, size: int, concurrency: int, seconds: float) -> loadgen.Result:
     """The store's limit for the check's own query: one ``_id`` lookup in the gateway's lookup."""
     chosen = random.Random(size + 1)
-    ids = [hasher.hash(IdentifierKind.NATIONAL_ID, person(chosen.randrange(size * 2)).uid) for _ in range(SAMPLE)]
+    ids = [hasher.hash(IdentifierKind.NATIONAL_ID, str(person(chosen.randrange(size * 2)).uid)) for _ in range(SAMPLE)]
     lookup = database["exclusion_lookup"]
     result = loadgen.Result()
     stop_at = time.perf_counter() + seconds

@@ -14,9 +14,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # Delegated commands parse their own arguments, --help included.
     if argv[:1] == ["operator"]:
-        return _delegate(DELEGATED["operator"], argv[1:])
-    if argv[:1] == ["bench"] and argv[1:2] and argv[1] in DELEGATED["bench"]:
-        return _delegate(DELEGATED["bench"][argv[1]], argv[2:])
+        return _delegate(OPERATORS, argv[1:])
+    if argv[:1] == ["bench"] and argv[1:2] and argv[1] in BENCHES:
+        return _delegate(BENCHES[argv[1]], argv[2:])
     parser = argparse.ArgumentParser(prog="selfex", description="Selfex, the gambling self-exclusion platform.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -42,16 +42,16 @@ def main(argv: list[str] | None = None) -> int:
 
     # Subcommands whose arguments belong to the module that owns them (the benches, the gateway's operators).
     bench = commands.add_parser("bench", help="measure speed on the real broker and store", add_help=False)
-    bench.add_argument("target", choices=sorted(DELEGATED["bench"]))
+    bench.add_argument("target", choices=sorted(BENCHES))
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     operator = commands.add_parser("operator", help="operators and their API keys", add_help=False)
     operator.add_argument("rest", nargs=argparse.REMAINDER)
 
     args = parser.parse_args(argv)
     if args.command == "bench":
-        return _delegate(DELEGATED["bench"][args.target], args.rest)
+        return _delegate(BENCHES[args.target], args.rest)
     if args.command == "operator":
-        return _delegate(DELEGATED["operator"], args.rest)
+        return _delegate(OPERATORS, args.rest)
     if args.command == "docs":
         return _docs(args.out)
     if args.command == "secrets":
@@ -81,11 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-# command -> module whose ``main(argv) -> int`` takes the rest of the command line.
-DELEGATED = {
-    "bench": {"decisions": "bench.decisions", "http": "bench.http", "enforcement": "bench.enforcement"},
-    "operator": "services.gateway.operators",
-}
+# Commands whose module's ``main(argv) -> int`` takes the rest of the command line.
+BENCHES = {"decisions": "bench.decisions", "http": "bench.http", "enforcement": "bench.enforcement"}
+OPERATORS = "services.gateway.operators"
+
 
 
 def _docs(out: str | None) -> int:

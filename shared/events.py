@@ -750,9 +750,7 @@ class MessageDeadLettered(Event):
         return data
 
 
-EVENT_TYPES: dict[str, type[Event]] = {
-    model.model_fields["type"].default: model
-    for model in (
+_EVENT_MODELS: tuple[type[Event], ...] = (
         RequestExclusion,
         RequestLift,
         *LIFECYCLE_EVENTS,
@@ -771,7 +769,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         MessageDeadLettered,
         RequestHandled,
     )
-}
+EVENT_TYPES: dict[str, type[Event]] = {model.model_fields["type"].default: model for model in _EVENT_MODELS}
 
 
 

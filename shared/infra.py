@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,7 +136,7 @@ class EmbeddedInfra:
             for name, port in list(pending.items()):
                 if port_is_open(port):
                     if name == "mongo":
-                        with MongoClient(self.mongo_uri, serverSelectionTimeoutMS=2000) as client:
+                        with MongoClient[dict[str, Any]](self.mongo_uri, serverSelectionTimeoutMS=2000) as client:
                             client.admin.command("ping")
                     del pending[name]
             if time.monotonic() > deadline:

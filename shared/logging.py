@@ -8,6 +8,7 @@ import logging
 import sys
 
 import structlog
+from structlog.typing import Processor
 
 _configured = False
 
@@ -20,7 +21,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", *, service: str | 
         return
     _configured = True
     json_output = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    shared_processors = [
+    shared_processors: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,

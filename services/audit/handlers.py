@@ -1,6 +1,8 @@
 """Audit's consumer: every topic in, one chained log entry per event out."""
 
-from typing import Any
+from typing import Any, cast
+
+from aiokafka import ConsumerRecord
 
 from faststream.kafka import KafkaMessage
 
@@ -17,7 +19,7 @@ def register(service: Service, hasher: Hasher, log: list[MongoAuditLog]) -> None
     async def on_any_event(body: dict[str, Any], message: KafkaMessage) -> None:
         """Append the event, without raw personal data, to the hash-chained audit log."""
         event = parse_event(body)
-        record = message.raw_message
+        record = cast(ConsumerRecord, message.raw_message)  # one record: this subscriber is not a batch one
         appended = await log[0].append(
             str(event.id),
             {

@@ -134,8 +134,8 @@ class Exclusion(BaseModel):
             duration=self.duration,
             version=self.version,
             channel=self.channel,
-            third_party=self.third_party.applicant if self.third_party else None,  # type: ignore[arg-type]
-            verify_by=self.verify_by,  # type: ignore[arg-type]
+            third_party=self.third_party.applicant if self.third_party else None,
+            verify_by=self.verify_by,
             document_check=self.document_check,
             reason=reason,
             created_at=self.created_at,

@@ -318,7 +318,7 @@ class MongoExclusions:
 
     async def _claim(self, exclusion: Exclusion, at: datetime) -> None:
         """Claim every identifier for ``exclusion`` (in one order, so two claimers meet on the first shared one)."""
-        mine, taken = str(exclusion.id), []
+        mine, taken = str(exclusion.id), list[str]()
         for identifier in sorted(exclusion.identifiers):
             holder = await self._claim_one(identifier, exclusion, at)
             if holder != mine:

@@ -268,7 +268,7 @@ def _timed(
     event_type: type[Event], before: Exclusion, after: Exclusion, name: str, now: datetime, *, reason: str | None = None
 ) -> Event:
     """A timer's event: its id derives from the exclusion, the transition and the version it applies to."""
-    return event_type(
+    return event_type(  # type: ignore[call-arg]  # every lifecycle event type has its ``type`` default
         id=derived_id(before.id, f"{name}@{before.version}"),
         source=SOURCE,
         occurred_at=now,

@@ -144,7 +144,7 @@ class Policy(_Strict):
         duration = parse_duration(text)
         exact = [rule for rule in self.durations if rule.value is not None and rule.matches(duration)]
         ranged = [rule for rule in self.durations if rule.value is None and rule.matches(duration)]
-        rule = (exact or ranged or [None])[0]
+        rule = next(iter(exact or ranged), None)
         if rule is None:
             raise DurationError(f"duration {text!r} is not allowed in {self.jurisdiction}: {self.allowed()}")
         if rule.end is End.ON_REQUEST:

@@ -7,9 +7,9 @@ import pytest
 from selfex import cli
 
 
-@pytest.mark.parametrize("target", sorted(cli.DELEGATED["bench"]))
+@pytest.mark.parametrize("target", sorted(cli.BENCHES))
 def test_every_bench_command_is_a_module_of_the_bench_package_with_a_main(target):
-    module_name = cli.DELEGATED["bench"][target]
+    module_name = cli.BENCHES[target]
     assert module_name.startswith("bench.")
     assert callable(importlib.import_module(module_name).main)
 
