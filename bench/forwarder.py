@@ -13,7 +13,7 @@ import sys
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.blocking.handlers import BATCH_WAIT_MS, FETCH_MAX_WAIT_MS, MAX_BATCH
-from services.blocking.outbox import KeyPartitions
+from services.blocking.publisher import KeyPartitions
 
 
 async def forward(bootstrap: str, source: str, target: str, group: str) -> None:

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from services.blocking.domain import decide
-from services.blocking.outbox import KeyPartitions
+from services.blocking.publisher import KeyPartitions
 from services.blocking.view import ExclusionView
 
 Records = list[tuple[bytes, bytes, str]]  # (key, value, operator event id)

@@ -27,7 +27,7 @@ from shared.identity import Identity
 from bench.http import person
 from bench.measure import Output, producer, send_in_batches
 from bench.workload import Workload
-from services.blocking.outbox import KeyPartitions
+from services.blocking.publisher import KeyPartitions
 
 FIRST_PERSON = 10**11  # far from the loaded people (0..N-1) and the flow's (N..N+accounts)
 PROBE_EVERY_SECONDS = 0.02  # an account event of the person this often until one is blocked

@@ -10,14 +10,14 @@ import asyncio
 import copy
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faststream import BaseMiddleware
-from faststream.kafka import KafkaBroker
+from faststream.kafka import KafkaBroker, KafkaPublishMessage
 from faststream.message import StreamMessage
 from pydantic import ValidationError
 from pymongo.errors import PyMongoError
@@ -40,6 +40,11 @@ INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (PyMongoError, KafkaErr
 # ValidationError (a broken contract, a version this code does not know), a contract's own ValueError.
 POISON_ERRORS: tuple[type[BaseException], ...] = (ValueError,)
 KEY_CHARS = 200
+# A record batch holds at most this many bytes (every broker's producer is made with this
+# max_batch_size); what ``publish_batch`` is given beyond it goes in further batches.
+MAX_BATCH_BYTES = 512 * 1024
+# What a record adds to its key and value in a batch: varints, attributes, a few short headers.
+RECORD_OVERHEAD = 128
 
 
 def is_poison(error: BaseException) -> bool:
@@ -88,7 +93,7 @@ def create_broker(settings: Settings, *, service: str, readiness: Readiness | No
         parser=parse_with_readable_headers,
         logger=logging.getLogger("selfex.faststream"),
         log_level=logging.DEBUG,  # a line per message is too much on the hot path
-        **options,
+        **{"max_batch_size": MAX_BATCH_BYTES, **options},
     )
     dead_letters.broker = broker
     return broker
@@ -131,6 +136,42 @@ async def ensure_topics(settings: Settings, names: tuple[str, ...] = topics.ALL)
             log.info("topics_created", topics=[t.name for t in wanted], partitions=settings.topic_partitions)
     finally:
         await admin.close()
+
+
+BatchMessage = KafkaPublishMessage | bytes
+
+
+def batch_message(value: bytes, key: bytes | None) -> BatchMessage:
+    """A message for ``publish_batch``: with its own key, or the bare value when it has none
+    (FastStream 0.7.8 sends a batch of keyless ``KafkaPublishMessage`` to its serialiser whole)."""
+    return value if key is None else KafkaPublishMessage(value, key=key)
+
+
+def record_batches(messages: list[BatchMessage], max_bytes: int = MAX_BATCH_BYTES) -> Iterator[list[BatchMessage]]:
+    """The messages, in order, in runs that each fit in one record batch (one ``publish_batch`` each)."""
+    run: list[BatchMessage] = []
+    size = 0
+    for message in messages:
+        if isinstance(message, bytes):
+            length = len(message) + RECORD_OVERHEAD
+        else:
+            length = len(message.body) + len(message.key or b"") + RECORD_OVERHEAD
+        if run and size + length > max_bytes:
+            yield run
+            run, size = [], 0
+        run.append(message)
+        size += length
+    if run:
+        yield run
+
+
+async def topic_partitions(broker: KafkaBroker, topic: str) -> list[int]:
+    """The topic's partitions, as the cluster's metadata says now."""
+    [described] = await broker.config.admin_client.describe_topics([topic])
+    partitions = sorted(p["partition"] for p in described["partitions"])
+    if not partitions:
+        raise LookupError(f"no partitions for {topic}")
+    return partitions
 
 
 async def publish(broker: KafkaBroker, settings: Settings, event: Event) -> None:

@@ -18,7 +18,7 @@ from services.blocking import handlers
 from services.blocking.accounts import SeenAccounts
 from services.blocking.domain import ExclusionView
 from services.blocking.follower import ViewFollower
-from services.blocking.outbox import Outbox
+from services.blocking.publisher import BatchPublisher
 from services.blocking.repository import INDEXES, MongoExclusionProjection, MongoSeenAccounts, MongoViewSnapshots
 from services.blocking.snapshot import ViewSnapshots
 
@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
     if clock is not None:
         service.clock = clock
     view = ExclusionView()
-    outbox = Outbox(settings, client_id="selfex-blocking-outbox")
+    publisher = BatchPublisher(service.broker, settings)
     follower = ViewFollower(
         settings, view, lambda: MongoExclusionProjection(service.db), handlers.lifecycle_group(settings), service.readiness
     )
@@ -43,7 +43,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
     snapshots = ViewSnapshots(view, follower, lambda: MongoViewSnapshots(service.db), settings.blocking_snapshot_seconds)
 
     async def start() -> None:
-        await outbox.start()
         await follower.checkpoint()  # before the load: what the projection holds, the follower need not read again
         started = time.perf_counter()
         gc.disable()  # a million long-lived objects: collecting while they arrive only costs time
@@ -65,12 +64,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
 
     accounts = SeenAccounts(lambda: MongoSeenAccounts(service.db))
     membership = GroupMembership(service.readiness, "group")
-    handlers.register(service, Hasher.from_settings(settings), view, accounts, outbox, follower, listener=membership)
+    handlers.register(service, Hasher.from_settings(settings), view, accounts, publisher, follower, listener=membership)
     app = service.app(on_start=start)
     app.context.set_global(VIEW, view)  # for a look from outside (tests, diagnostics); handlers get it directly
     app.context.set_global(FOLLOWER, follower)
     app.context.set_global(SNAPSHOTS, snapshots)
     app.on_shutdown(snapshots.stop)  # while the store is still open
     app.on_shutdown(follower.stop)
-    app.after_shutdown(outbox.stop)  # after the subscribers stopped: nothing publishes any more
     return app

@@ -39,7 +39,6 @@ with one of its personal identifiers gets ``end_sessions``; when it stops exclud
 they get ``lift``, unless another exclusion in force still covers games for the same person.
 """
 
-import hashlib
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -47,10 +46,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from shared.events import (
-    EVENT_NAMESPACE,
     AccountEventKind,
     AccountEventOccurred,
     DecisionMade,
+    DecisionPayload,
     EnforcementCommanded,
     EnforcementPayload,
     Event,
@@ -65,7 +64,7 @@ from shared.identity import PERSONAL_KINDS, IdentifierKind, kind_of
 from services.blocking.view import ActiveExclusion, ExclusionView
 
 __all__ = [
-    "ActiveExclusion", "ExclusionView", "Known", "block_message", "blocks", "decide", "enforcement_action", "enforcements",
+    "ActiveExclusion", "ExclusionView", "Known", "allowed", "block_message", "blocks", "decide", "decision", "enforcement_action", "enforcements",
     "follow", "follow_view", "names_a_person", "unchecked",
 ]
 
@@ -113,22 +112,12 @@ def is_personal(identifier_hash: str) -> bool:
 
 def decide(event: AccountEventOccurred, identifiers: dict[IdentifierKind, str], view: ExclusionView, now: datetime) -> DecisionMade:
     """One decision for one account event; its id derives from the event, so redelivery repeats it."""
-    return DecisionMade.model_validate(decision_fields(event, identifiers, view, now))
-
-
-def decision_fields(event: AccountEventOccurred, identifiers: dict[IdentifierKind, str], view: ExclusionView, now: datetime) -> dict[str, Any]:
-    """The decision as the fields of a ``DecisionMade``, in the contract's order, not yet validated.
-
-    Blocking publishes these without building the model (``outbox.Record.decision``; an ALLOW even
-    without these fields, ``outbox.Allowed``): every value comes from the validated account event,
-    the view or the rules here, with the contract's types.
-    """
     refused = refusal(event, identifiers, view, now)
-    return refused if refused is not None else event_fields(event, now, Outcome.ALLOW)
+    return refused if refused is not None else allowed(event, now)
 
 
-def refusal(event: AccountEventOccurred, identifiers: dict[IdentifierKind, str], view: ExclusionView, now: datetime) -> dict[str, Any] | None:
-    """The BLOCK decision's fields if an exclusion refuses this event, else None (ALLOW)."""
+def refusal(event: AccountEventOccurred, identifiers: dict[IdentifierKind, str], view: ExclusionView, now: datetime) -> DecisionMade | None:
+    """The BLOCK decision if an exclusion refuses this event, else None (ALLOW)."""
     candidates = view.matching(identifiers.values())
     if not candidates:
         return None
@@ -148,7 +137,7 @@ def refusal(event: AccountEventOccurred, identifiers: dict[IdentifierKind, str],
     # The exclusion that lasts longest is the one to report; "until further notice" outlasts all.
     exclusion, _ = max(refusing, key=lambda pair: (pair[0].ends_at is None, pair[0].ends_at or now))
     ends_on = exclusion.ends_at.date() if exclusion.ends_at else None
-    return event_fields(
+    return decision(
         event,
         now,
         Outcome.BLOCK,
@@ -165,12 +154,17 @@ UNAVAILABLE_MESSAGE = "Selfex could not check this event; treat it as a block"
 IDENTITY_UNUSABLE = "identity_unusable"
 
 
-def unchecked(event: Any, now: datetime, reason: str) -> dict[str, Any]:
-    """The UNAVAILABLE decision's fields: the event could not be checked, for ``reason`` (never input values).
+def unchecked(event: Event, now: datetime, reason: str) -> DecisionMade:
+    """The UNAVAILABLE decision: the event could not be checked, for ``reason`` (never input values).
 
     ``event`` needs only the references a decision repeats (ids, operator, account, kind), so an
     event whose identity broke the contract can still be answered."""
-    return event_fields(event, now, Outcome.UNAVAILABLE, code=UNAVAILABLE_CODE, message=UNAVAILABLE_MESSAGE, reason=reason)
+    return decision(event, now, Outcome.UNAVAILABLE, code=UNAVAILABLE_CODE, message=UNAVAILABLE_MESSAGE, reason=reason)
+
+
+def allowed(event: Event, now: datetime) -> DecisionMade:
+    """The ALLOW decision (``event`` needs only the references a decision repeats, as for ``unchecked``)."""
+    return decision(event, now, Outcome.ALLOW)
 
 
 def names_a_person(identifiers: dict[IdentifierKind, str]) -> bool:
@@ -183,95 +177,23 @@ def block_message(ends_on: date | None) -> str:
     return f"Your account is blocked as part of the responsible gambling programme until {until}"
 
 
-def event_fields(event: AccountEventOccurred, now: datetime, outcome: Outcome, **outcome_fields: Any) -> dict[str, Any]:
-    """The decision on this event: its references to the event, then the outcome's own fields.
-
-    The event id is made text once: it is the cause, the payload's reference and the seed of the
-    decision's id."""
-    event_id = str(event.id)
+def decision(event: Event, now: datetime, outcome: Outcome, **outcome_fields: Any) -> DecisionMade:
+    """The decision on this event: its references to the event, then the outcome's own fields."""
     payload = event.payload
-    return decision_layout(
-        decision_id=decision_id_text(event_id),
+    return DecisionMade.caused_by(
+        event,
+        source=SOURCE,
         occurred_at=now,
-        correlation_id=str(event.correlation_id) if event.correlation_id else event_id,
-        event_id=event_id,
         operator_id=event.operator_id,
-        operator_event_id=payload.operator_event_id,
-        account_id=payload.account_id,
-        kind=payload.kind._value_,  # plain text: serialised without a call back into Python
-        outcome=outcome._value_,
-        **outcome_fields,
+        payload=DecisionPayload(
+            account_event_id=event.id,
+            operator_event_id=payload.operator_event_id,
+            account_id=payload.account_id,
+            kind=payload.kind,
+            outcome=outcome,
+            **outcome_fields,
+        ),
     )
-
-
-def decision_layout(
-    *,
-    decision_id: str,
-    occurred_at: Any,
-    correlation_id: str,
-    event_id: str,
-    operator_id: str,
-    operator_event_id: str,
-    account_id: str,
-    kind: str,
-    outcome: str,
-    code: str | None = None,
-    message: str | None = None,
-    ends_on: date | None = None,
-    scope: Scope | None = None,
-    matched: list[str] | None = None,
-    flags: list[str] | None = None,
-    reason: str | None = None,
-) -> dict[str, Any]:
-    """What ``DecisionMade.caused_by`` would build, every field present and in the contract's order."""
-    return {
-        "id": decision_id,
-        "type": DECISION_TYPE,
-        "version": 1,
-        "occurred_at": occurred_at,
-        "source": SOURCE,
-        "correlation_id": correlation_id,
-        "causation_id": event_id,
-        "subject": None,
-        "operator_id": operator_id,
-        "payload": {
-            "account_event_id": event_id,
-            "operator_event_id": operator_event_id,
-            "account_id": account_id,
-            "kind": kind,
-            "outcome": outcome,
-            "code": code,
-            "message": message,
-            "ends_on": ends_on,
-            "scope": scope,
-            "matched": matched or [],
-            "flags": flags or [],
-            "reason": reason,
-        },
-    }
-
-
-DECISION_TYPE = DecisionMade.model_fields["type"].default
-_DERIVED = hashlib.sha1(EVENT_NAMESPACE.bytes, usedforsecurity=False)
-_DECISION_SUFFIX = "/" + DECISION_TYPE
-
-
-def decision_id(event_id: uuid.UUID) -> uuid.UUID:
-    """``derived_id(event_id, "decision.made")`` (uuid5) without uuid5's per-call overhead."""
-    return uuid.UUID(decision_id_text(str(event_id)))
-
-
-def decision_id_text(event_id: str) -> str:
-    """``decision_id`` as text, from the event id as text."""
-    # uuid5: SHA-1 of namespace and name, the first 16 bytes, with the version nibble 5 and the
-    # RFC 4122 variant bits set (10xx in the first nibble of the fourth group); as hex text.
-    digest = _DERIVED.copy()
-    digest.update(f"{event_id}{_DECISION_SUFFIX}".encode())
-    h = digest.hexdigest()
-    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
-
-
-_VARIANT = {digit: format((int(digit, 16) & 0x3) | 0x8, "x") for digit in "0123456789abcdef"}
 
 
 # --- the view follows the lifecycle ----------------------------------------------------------

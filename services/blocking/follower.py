@@ -170,6 +170,8 @@ class ViewFollower:
                     await asyncio.shield(consumer.stop())
 
     async def _open(self, positions: dict[TopicPartition, int]) -> AIOKafkaConsumer:
+        # Raw aiokafka, not a FastStream subscriber: it seeks each partition to a position of its own
+        # and probes end_offsets against its position, which FastStream's subscribers do not expose.
         consumer = self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._settings.kafka,
             client_id="selfex-blocking-follower",

@@ -15,7 +15,7 @@ from pydantic import Field, ValidationError
 
 from shared import topics
 from shared.broker import DeadLetters, describe
-from shared.events import AccountEventKind, AccountEventOccurred, Contract, Event
+from shared.events import AccountEventKind, AccountEventOccurred, Contract, DecisionMade, Event
 from shared.identity import Hasher, IdentityError
 from shared.service import Service
 
@@ -23,7 +23,7 @@ from services.blocking import domain
 from services.blocking.accounts import SeenAccounts
 from services.blocking.follower import ViewFollower
 from services.blocking.identities import AccountIdentifiers
-from services.blocking.outbox import Allowed, Outbox, Record
+from services.blocking.publisher import BatchPublisher
 from services.blocking.repository import MongoExclusionProjection
 
 # An account-events batch: up to this many records; an empty poll waits this long before the next.
@@ -55,7 +55,7 @@ class AccountEventReferences(Event):
     payload: _References
 
 
-def unchecked_record(value: bytes | None, error: ValidationError, now) -> Record:
+def unchecked_decision(value: bytes | None, error: ValidationError, now) -> DecisionMade:
     """The UNAVAILABLE decision for an account event that breaks the contract; raises ``error`` when
     not even its references can be read (then there is nobody to answer: it is dead-lettered)."""
     try:
@@ -63,11 +63,10 @@ def unchecked_record(value: bytes | None, error: ValidationError, now) -> Record
     except ValidationError:
         raise error from None
     if references.payload.kind is AccountEventKind.WITHDRAWAL:  # never refused, whoever asks
-        return ALLOWED.record(references, now)  # type: ignore[arg-type] — it reads only the references
-    return Record.decision(domain.unchecked(references, now, f"event_invalid: {describe(error).removeprefix('ValidationError: ')}"))
+        return domain.allowed(references, now)
+    return domain.unchecked(references, now, f"event_invalid: {describe(error).removeprefix('ValidationError: ')}")
 
 
-ALLOWED = Allowed()
 NAMES_NOBODY = f"{domain.IDENTITY_UNUSABLE}: no personal identifier (national id, name with date of birth and postcode, e-mail or mobile)"
 
 
@@ -82,11 +81,10 @@ async def records_of(message: StreamMessage[Any]) -> Any:
 
 
 def register(
-    service: Service, hasher: Hasher, view: domain.ExclusionView, accounts: SeenAccounts, outbox: Outbox, follower: ViewFollower, *, listener=None
+    service: Service, hasher: Hasher, view: domain.ExclusionView, accounts: SeenAccounts, publisher: BatchPublisher, follower: ViewFollower, *, listener=None
 ) -> None:
     dead_letters = DeadLetters(service.settings, consumer=service.name, broker=service.broker)
     account_identifiers = AccountIdentifiers(hasher)
-    allowed = ALLOWED
     batches = {"batch": True, "max_records": MAX_BATCH, "batch_timeout_ms": BATCH_WAIT_MS, "decoder": records_of}
 
     @service.subscriber(
@@ -100,41 +98,42 @@ def register(
         """
         now = service.clock()
         unavailable = follower.unavailable_reason()  # once per batch: the view's state when deciding it
-        decisions, parked = [], []
+        decisions: list[DecisionMade] = []
+        parked = []
         for record in records:
             try:
                 try:
                     event = parse_account_event(record.value)
                 except ValidationError as error:
-                    decisions.append(unchecked_record(record.value, error, now))
+                    decisions.append(unchecked_decision(record.value, error, now))
                     continue
                 payload = event.payload
                 try:
                     identifiers, new = account_identifiers.of(event.operator_id, payload.account_id, payload.identity)  # raw identity ends here
                 except IdentityError as error:
                     if payload.kind is AccountEventKind.WITHDRAWAL:  # never refused, whoever asks
-                        decisions.append(allowed.record(event, now))
+                        decisions.append(domain.allowed(event, now))
                     else:
-                        decisions.append(Record.decision(domain.unchecked(event, now, f"{domain.IDENTITY_UNUSABLE}: {error}")))
+                        decisions.append(domain.unchecked(event, now, f"{domain.IDENTITY_UNUSABLE}: {error}"))
                     continue
                 if new:  # an account seen before with the same identity was noted then
                     accounts.note(event.operator_id, payload.account_id, identifiers.values())
                 refused = domain.refusal(event, identifiers, view, now)  # a device alone still refuses a registration
                 if refused is not None:
-                    decisions.append(Record.decision(refused))
+                    decisions.append(refused)
                 elif payload.kind is AccountEventKind.WITHDRAWAL:  # never refused: nothing to be unsure of
-                    decisions.append(allowed.record(event, now))
+                    decisions.append(domain.allowed(event, now))
                 elif not domain.names_a_person(identifiers):
-                    decisions.append(Record.decision(domain.unchecked(event, now, NAMES_NOBODY)))
+                    decisions.append(domain.unchecked(event, now, NAMES_NOBODY))
                 elif unavailable is not None:
-                    decisions.append(Record.decision(domain.unchecked(event, now, unavailable)))
+                    decisions.append(domain.unchecked(event, now, unavailable))
                 else:
-                    decisions.append(allowed.record(event, now))
+                    decisions.append(domain.allowed(event, now))
             except Exception as error:  # noqa: BLE001 — a bad record is parked, the batch goes on
                 parked.append((record, error))
         # The decisions go out while the newly seen accounts are stored, both before the commit: a
         # failed write fails the batch, which is retried (same decision ids), so no seen account is lost.
-        await asyncio.gather(outbox.publish_records(decisions), accounts.flush())
+        await asyncio.gather(publisher.publish(decisions), accounts.flush())
         for record, error in parked:
             await dead_letters.park_record(record, error)
 
@@ -167,7 +166,7 @@ def register(
             _, action = domain.follow(view, known, event.type, snapshot, now)
             if action:
                 commands += domain.enforcements(event, snapshot, action, await accounts.accounts_for(snapshot.identifiers))
-        await outbox.publish_all(commands)
+        await publisher.publish(commands)
         for record, error in refused:
             await dead_letters.park_record(record, error)
         if events:

@@ -14,13 +14,10 @@ from services.blocking.domain import (
     blocks,
     covers_game,
     decide,
-    decision_fields,
-    decision_id,
     enforcements,
     follow,
     follow_view,
 )
-from services.blocking.outbox import Record
 from shared.events import (
     SCOPE_ALL,
     AccountEventKind,
@@ -122,32 +119,12 @@ def test_the_decision_answers_the_account_event_it_was_made_for():
     assert made.key() == b"op-1:acc-1"
 
 
-@pytest.mark.parametrize(
-    ("event", "view"),
-    [
-        pytest.param(account_event(identity=BERIT), view_of(exclusion()), id="allow"),
-        pytest.param(account_event(), view_of(exclusion()), id="block-until-a-date"),
-        pytest.param(account_event(), view_of(exclusion(ends_at=None)), id="block-until-further-notice"),
-        pytest.param(account_event(AccountEventKind.BET, game=Game.SLOTS), view_of(exclusion(scope=SLOTS)), id="block-a-game"),
-        pytest.param(account_event(AccountEventKind.REGISTRATION, identity=ANNAS_DEVICE), view_of(exclusion()), id="circumvention"),
-    ],
-)
-def test_a_decision_published_without_building_the_model_is_byte_for_byte_the_contracts(event, view):
-    fields = decision_fields(event, HASHER.identifiers(event.payload.identity), view, NOW)
-    model = DecisionMade.model_validate(fields)
-
-    published = Record.decision(fields)
-
-    assert published == Record.of(model)  # topic, key, value and headers
-    assert DecisionMade.model_validate_json(published.value) == model == decide(event, HASHER.identifiers(event.payload.identity), view, NOW)
-
-
 def test_a_decision_answers_an_event_that_carries_its_own_correlation_id():
     event = account_event().model_copy(update={"correlation_id": uuid.uuid4()})
-    fields = decision_fields(event, HASHER.identifiers(ANNA), view_of(exclusion()), NOW)
 
-    assert Record.decision(fields) == Record.of(DecisionMade.model_validate(fields))
-    assert DecisionMade.model_validate(fields).correlation_id == event.correlation_id
+    made = decide(event, HASHER.identifiers(ANNA), view_of(exclusion()), NOW)
+
+    assert (made.correlation_id, made.causation_id) == (event.correlation_id, event.id)
 
 
 def test_the_same_account_event_redelivered_gets_the_same_decision_id():
@@ -362,11 +339,6 @@ def test_enforcement_goes_to_each_account_once_with_ids_derived_from_the_cause()
     assert commands[0].key() == b"op-1:a" and commands[0].subject == "p"
     assert commands[0].payload.message.endswith((NOW + timedelta(days=30)).date().isoformat())
     assert enforcements(cause, cause.payload, "lift", [("op-1", "a")])[0].payload.message is None
-
-
-@given(st.uuids())
-def test_the_fast_decision_id_is_the_derived_id(event_id):
-    assert decision_id(event_id) == derived_id(event_id, "decision.made")
 
 
 def test_a_decision_is_what_caused_by_would_build():

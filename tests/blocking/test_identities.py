@@ -3,7 +3,7 @@
 from aiokafka.partitioner import DefaultPartitioner
 
 from services.blocking.identities import AccountIdentifiers
-from services.blocking.outbox import KeyPartitions
+from services.blocking.publisher import KeyPartitions
 from shared.identity import Hasher, IdentifierKind, Identity, uid_from_personnummer
 
 HASHER = Hasher(b"test-secret-0123456789abcdef")
