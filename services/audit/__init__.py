@@ -1,1 +1,1 @@
-"""Audit: the append-only, hash-chained record of every event, without raw personal data."""
+"""Audit: owns ``audit_log``, the append-only, hash-chained record of every event, without raw personal data."""

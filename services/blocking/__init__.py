@@ -1,1 +1,2 @@
-"""Blocking: a decision for every account event, from a fast in-memory view of active exclusions."""
+"""Blocking: owns its projection of exclusions, the accounts it has seen and its view snapshots
+(``blocking_*``), and answers every account event with a decision from its in-memory view."""
