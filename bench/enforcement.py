@@ -53,7 +53,7 @@ from bench.probes import Flow, Person, Watch, exclude, percentiles
 from bench.workload import Workload
 from services.blocking import repository as blocking_store
 from services.gateway import repository as gateway_store
-from services.gateway.access import ALL_SCOPES
+from services.gateway.access import ALL_PERMISSIONS as ALL_SCOPES
 from services.gateway.operators import add
 from services.registration import repository as registration_store
 

@@ -47,7 +47,7 @@ from shared.settings import Settings
 from shared.store import open_database
 
 from bench import loadgen
-from services.gateway.access import ALL_SCOPES
+from services.gateway.access import ALL_PERMISSIONS as ALL_SCOPES
 from services.gateway.domain import Summary
 from services.gateway.operators import add
 from services.gateway.repository import INDEXES, MongoOperators

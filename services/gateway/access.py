@@ -1,8 +1,13 @@
-"""Who may call: API keys (only their SHA-256 is stored), scopes, and a rate limit per key.
+"""Who may call: API keys (only their SHA-256 is stored), the permissions a key holds, and a rate
+limit per key.
 
 A key is 256 random bits, so a plain SHA-256 of it cannot be reversed by guessing; no salt is needed.
 Accepted keys are remembered for ``gateway_key_cache_seconds`` (a revocation takes that long to
 reach a running gateway); rejected keys are never remembered, so a new key works at once.
+
+The rate limit is the deployment's: ``limits``' in-memory moving window, each replica allowing a key
+its share of the burst (``gateway_replicas``), so a key whose requests the load balancer spreads over
+the replicas gets the configured limit in all.
 """
 
 import hashlib
@@ -13,21 +18,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from cachetools import TTLCache
+from limits import RateLimitItemPerSecond
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
 from shared.settings import Settings
 
 from services.gateway.repository import MongoOperators
 
 KEY_PREFIX = "sx_"
 MAX_KEY_LENGTH = 200
+KEYS_REMEMBERED = 10_000
 
 
-class Scope(StrEnum):
+class Permission(StrEnum):
+    """What a key may do (stored with the operator as its ``scopes``)."""
+
     CHECK = "check"  # GAMSTOP checks, ChipOut status, native checks, status and history, own decisions
     EXCLUDE = "exclude"  # ChipOut's exclude, native create / extend / lift
     COMPLIANCE = "compliance"  # the document review endpoint
 
 
-ALL_SCOPES = frozenset(Scope)
+ALL_PERMISSIONS = frozenset(Permission)
 
 
 def new_key() -> str:
@@ -45,12 +58,12 @@ def fingerprint(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
-def parse_scopes(text: str) -> frozenset[Scope]:
+def parse_permissions(text: str) -> frozenset[Permission]:
     names = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [name for name in names if name not in {s.value for s in Scope}]
+    unknown = [name for name in names if name not in {p.value for p in Permission}]
     if unknown or not names:
-        raise ValueError(f"scopes are a comma-separated list of {', '.join(s.value for s in Scope)}")
-    return frozenset(Scope(name) for name in names)
+        raise ValueError(f"scopes are a comma-separated list of {', '.join(p.value for p in Permission)}")
+    return frozenset(Permission(name) for name in names)
 
 
 @dataclass(frozen=True)
@@ -72,11 +85,11 @@ class WrongKeyError(Exception):
         self.fingerprint = fingerprint(key)
 
 
-class ScopeMissingError(Exception):
-    def __init__(self, operator: Operator, scope: Scope) -> None:
-        super().__init__(f"this key does not have the {scope.value!r} scope")
+class PermissionMissingError(Exception):
+    def __init__(self, operator: Operator, permission: Permission) -> None:
+        super().__init__(f"this key does not have the {permission.value!r} scope")
         self.operator = operator
-        self.scope = scope
+        self.permission = permission
 
 
 class RateLimitedError(Exception):
@@ -86,36 +99,32 @@ class RateLimitedError(Exception):
         self.retry_after = retry_after
 
 
-class TokenBuckets:
-    """One bucket per operator: ``rate`` tokens a second, at most ``burst`` saved up."""
+class RateLimits:
+    """Per key: at most ``burst`` requests in any window of ``burst / rate`` seconds, deployment-wide;
+    this replica allows its share, ``burst / replicas`` (at least one)."""
 
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
+    def __init__(self, rate: float, burst: int, replicas: int = 1) -> None:
+        window = max(1, math.ceil(burst / rate))
+        self.item = RateLimitItemPerSecond(max(1, burst // replicas), window)
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
 
-    def take(self, name: str) -> float:
-        """0 when a token was taken, else the seconds until one will be there."""
-        now = self.clock()
-        tokens, then = self._buckets.get(name, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - then) * self.rate)
-        if tokens >= 1.0:
-            self._buckets[name] = (tokens - 1.0, now)
-            return 0.0
-        self._buckets[name] = (tokens, now)
-        return (1.0 - tokens) / self.rate
+    def take(self, name: str) -> int:
+        """0 when the request is within the limit, else the whole seconds until it would be (at least 1)."""
+        if self._limiter.hit(self.item, name):
+            return 0
+        reset_at, _ = self._limiter.get_window_stats(self.item, name)
+        return max(1, math.ceil(reset_at - time.time()))
 
 
 class Gatekeeper:
-    """Admits a request: a known key, a token in its bucket, the scope the route needs."""
+    """Admits a request: a known key, room in its rate limit, the permission the route needs."""
 
     def __init__(self, operators: MongoOperators, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
         self._operators = operators
-        self._ttl = settings.gateway_key_cache_seconds
-        self._clock = clock
-        self._known: dict[str, tuple[Operator, float]] = {}
-        self.buckets = TokenBuckets(settings.gateway_rate_per_second, settings.gateway_rate_burst, clock)
+        ttl = settings.gateway_key_cache_seconds
+        # Accepted keys only; a bounded number of them (a key is one per operator).
+        self._known: TTLCache[str, Operator] | None = TTLCache(maxsize=KEYS_REMEMBERED, ttl=ttl, timer=clock) if ttl > 0 else None
+        self.limits = RateLimits(settings.gateway_rate_per_second, settings.gateway_rate_burst, settings.gateway_replicas)
 
     async def operator(self, key: str | None) -> Operator:
         if not key:
@@ -123,25 +132,25 @@ class Gatekeeper:
         if len(key) > MAX_KEY_LENGTH or not key.isascii():
             raise WrongKeyError(key[:MAX_KEY_LENGTH])
         digest = key_hash(key)
-        cached = self._known.get(digest)
-        now = self._clock()
-        if cached is not None and cached[1] > now:
-            return cached[0]
+        known = self._known
+        if known is not None:
+            cached = known.get(digest)
+            if cached is not None:
+                return cached
         record = await self._operators.by_key_hash(digest)
         if record is None:
-            self._known.pop(digest, None)
             raise WrongKeyError(key)
         operator = Operator(record.id, record.name, record.scopes)
-        if self._ttl > 0:
-            self._known[digest] = (operator, now + self._ttl)
+        if known is not None:
+            known[digest] = operator
         return operator
 
-    async def admit(self, key: str | None, scope: Scope) -> Operator:
+    async def admit(self, key: str | None, permission: Permission) -> Operator:
         """The operator behind the key, if it may do this now; otherwise the reason it may not."""
         operator = await self.operator(key)
-        wait = self.buckets.take(operator.id)
-        if wait > 0:
-            raise RateLimitedError(operator, max(1, math.ceil(wait)))
-        if scope.value not in operator.scopes:
-            raise ScopeMissingError(operator, scope)
+        wait = self.limits.take(operator.id)
+        if wait:
+            raise RateLimitedError(operator, wait)
+        if permission.value not in operator.scopes:
+            raise PermissionMissingError(operator, permission)
         return operator

@@ -70,7 +70,7 @@ def create_app(
     async def publish(event: Event) -> None:
         await publish_event(service.broker, settings, event)
 
-    requests = RequestLog(settings)
+    requests = RequestLog(service.broker, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

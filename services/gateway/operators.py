@@ -16,7 +16,7 @@ from shared.logging import configure_logging
 from shared.settings import Settings
 from shared.store import open_database
 
-from services.gateway.access import ALL_SCOPES, key_hash, new_key, parse_scopes
+from services.gateway.access import ALL_PERMISSIONS, key_hash, new_key, parse_permissions
 from services.gateway.repository import INDEXES, MongoOperators, OperatorExistsError, OperatorRecord, UnknownOperatorError
 
 DEMO_OPERATOR = "demo"
@@ -51,9 +51,9 @@ async def demo_operator(settings: Settings) -> Issued:
     try:
         operators = MongoOperators(database)
         try:
-            return await add(operators, DEMO_OPERATOR, ALL_SCOPES)
+            return await add(operators, DEMO_OPERATOR, ALL_PERMISSIONS)
         except OperatorExistsError:
-            return await rotate(operators, DEMO_OPERATOR, ALL_SCOPES)
+            return await rotate(operators, DEMO_OPERATOR, ALL_PERMISSIONS)
     finally:
         await client.close()
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.action == "add":
         try:
-            scopes = parse_scopes(args.scopes)
+            scopes = parse_permissions(args.scopes)
         except ValueError as exc:
             parser.error(str(exc))
         if not args.name.strip() or len(args.name) > 200:

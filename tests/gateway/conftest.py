@@ -17,7 +17,7 @@ import pytest_asyncio
 import uvicorn
 from pymongo import AsyncMongoClient
 
-from services.gateway.access import Scope
+from services.gateway.access import Permission
 from services.gateway.app import create_app
 from services.gateway.operators import add
 from services.gateway.repository import INDEXES, MongoOperators
@@ -68,7 +68,7 @@ class World:
     operator_ids: dict[str, str] = field(default_factory=dict)
     app: object = None  # the gateway's FastAPI app (its state holds the feed and the gateway)
 
-    async def operator(self, name: str, scopes: set[Scope]) -> str:
+    async def operator(self, name: str, scopes: set[Permission]) -> str:
         """A new operator with these scopes; returns its key. Names are made unique to the world:
         nx-27017 keeps one set of collections for every database name."""
         issued = await add(MongoOperators(self.database), f"{name}-{self.settings.mongo_db}", scopes)
@@ -149,9 +149,9 @@ async def world(
             await stack.enter_async_context(serving(app, port))
             http = await stack.enter_async_context(httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60))
             the_world = World(settings, database, f"http://127.0.0.1:{port}", http, app=app)
-            await the_world.operator("checker", {Scope.CHECK})
-            await the_world.operator("excluder", {Scope.CHECK, Scope.EXCLUDE})
-            await the_world.operator("compliance", {Scope.COMPLIANCE})
+            await the_world.operator("checker", {Permission.CHECK})
+            await the_world.operator("excluder", {Permission.CHECK, Permission.EXCLUDE})
+            await the_world.operator("compliance", {Permission.COMPLIANCE})
             if ready:
 
                 async def is_ready():

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from services.gateway.access import Scope
+from services.gateway.access import Permission
 from shared import topics
 from tests.gateway.conftest import new_person, new_uid, world
 from tests.support import TopicReader
@@ -278,7 +278,7 @@ HOSTILE_QUERIES = [
 async def test_every_documented_route_answers_hostile_input_with_a_4xx_never_a_500(servers):
     """Walks the OpenAPI document: each route, each method, every hostile body and query above."""
     async with world(servers) as the_world:
-        key = await the_world.operator("everything", set(Scope))
+        key = await the_world.operator("everything", set(Permission))
         document = (await the_world.client.get("/openapi.json")).json()
         failures = []
         for path, methods in document["paths"].items():

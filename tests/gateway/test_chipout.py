@@ -2,7 +2,7 @@
 
 import pytest
 
-from services.gateway.access import Scope
+from services.gateway.access import Permission
 from tests.gateway.conftest import new_uid
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
@@ -89,7 +89,7 @@ async def test_a_bad_parameter_is_400_naming_it(gw):
 
 
 async def test_a_key_without_the_check_scope_cannot_ask_status(gw):
-    key = await gw.operator("reviewer-only", {Scope.COMPLIANCE})
+    key = await gw.operator("reviewer-only", {Permission.COMPLIANCE})
 
     answer = await gw.client.get(STATUS, params={"key": key, "uid": new_uid()})
 

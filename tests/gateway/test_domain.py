@@ -1,17 +1,17 @@
-"""The gateway's rules on literal data: what exclusions mean to an operator asking, keys, buckets."""
+"""The gateway's rules on literal data: what exclusions mean to an operator asking, keys, rate limits."""
 
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from services.gateway.access import Scope as KeyScope
-from services.gateway.access import TokenBuckets, fingerprint, key_hash, new_key, parse_scopes
+from services.gateway.access import Gatekeeper, Permission, RateLimits, WrongKeyError, fingerprint, key_hash, new_key, parse_permissions
 from services.gateway.chipout import exclusion_requested
 from services.gateway.domain import Summary, chipout_status, chipout_type, check, gamstop_answer, merged, unique
 from services.gateway.problems import Problem, field_name
 from shared.events import SCOPE_ALL, ExclusionState, ExclusionType, Game, Scope
 from shared.policies import load_policies
+from shared.settings import Settings
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
 SLOTS = Scope(types=frozenset({ExclusionType.GAMES}), games=frozenset({Game.SLOTS}))
@@ -109,15 +109,47 @@ def test_unique_keeps_the_newest_summary_of_each_exclusion():
     assert unique([summary(version=1, exclusion_id="a"), summary(version=4, exclusion_id="a"), summary(exclusion_id="b")])[0].version == 4
 
 
-def test_a_token_bucket_refills_at_its_rate():
-    now = [0.0]
-    buckets = TokenBuckets(rate=2.0, burst=2, clock=lambda: now[0])
+def test_past_its_burst_a_key_waits_whole_seconds_and_other_keys_do_not():
+    limits = RateLimits(rate=2.0, burst=4)  # 4 in any 2 seconds
 
-    assert [buckets.take("op") for _ in range(3)] == [0.0, 0.0, 0.5]
-    assert buckets.take("other") == 0.0
-    now[0] = 0.5
-    assert buckets.take("op") == 0.0
-    assert buckets.take("op") == pytest.approx(0.5)
+    assert [limits.take("op") for _ in range(4)] == [0, 0, 0, 0]
+    assert 1 <= limits.take("op") <= 2
+    assert limits.take("other") == 0
+
+
+def test_each_replica_allows_its_share_of_the_deployments_burst():
+    limits = RateLimits(rate=1.0, burst=6, replicas=3)  # 6 in any 6 seconds across 3 replicas: 2 here
+
+    assert [limits.take("op") > 0 for _ in range(3)] == [False, False, True]
+    assert [RateLimits(rate=1.0, burst=2, replicas=5).take("op") > 0 for _ in range(2)] == [False, False], "never less than one"
+
+
+class Operators:
+    """The operators' store: one key, and a count of the lookups."""
+
+    def __init__(self, key: str) -> None:
+        self.digest, self.lookups = key_hash(key), 0
+
+    async def by_key_hash(self, digest: str):
+        self.lookups += 1
+        return type("Record", (), {"id": "op-1", "name": "Op", "scopes": frozenset({"check"})}) if digest == self.digest else None
+
+
+async def test_an_accepted_key_is_remembered_for_its_ttl_and_a_rejected_one_never():
+    key, now = new_key(), [0.0]
+    operators = Operators(key)
+    settings = Settings(gateway_key_cache_seconds=5.0)
+    gatekeeper = Gatekeeper(operators, settings, clock=lambda: now[0])  # type: ignore[arg-type]
+
+    assert (await gatekeeper.operator(key)).id == (await gatekeeper.operator(key)).id == "op-1"
+    assert operators.lookups == 1
+    now[0] = 5.1
+    await gatekeeper.operator(key)
+    assert operators.lookups == 2
+    for _ in range(2):
+        with pytest.raises(WrongKeyError):
+            await gatekeeper.operator("sx_not-a-key")
+    assert operators.lookups == 4
 
 
 def test_keys_are_random_and_only_their_hash_identifies_them():
@@ -129,11 +161,11 @@ def test_keys_are_random_and_only_their_hash_identifies_them():
 
 
 def test_scopes_parse_from_a_comma_list():
-    assert parse_scopes("check, exclude") == {KeyScope.CHECK, KeyScope.EXCLUDE}
+    assert parse_permissions("check, exclude") == {Permission.CHECK, Permission.EXCLUDE}
     with pytest.raises(ValueError):
-        parse_scopes("check,admin")
+        parse_permissions("check,admin")
     with pytest.raises(ValueError):
-        parse_scopes("")
+        parse_permissions("")
 
 
 def test_a_validation_location_becomes_a_field_name():

@@ -12,7 +12,7 @@ from contextlib import AsyncExitStack
 import httpx
 import pytest
 
-from services.gateway.access import Scope
+from services.gateway.access import Permission
 from services.gateway.app import create_app as gateway_app
 from services.gateway.operators import add
 from services.gateway.repository import MongoOperators
@@ -43,7 +43,7 @@ async def test_the_gateway_answers_from_what_the_topics_told_it(servers):
             await stack.enter_async_context(serving(gateway_app(settings, database=gateway_db, clock=clock), port))
             notices = await stack.enter_async_context(TopicReader(settings, topics.NOTIFICATION_REQUESTS))
             http = await stack.enter_async_context(httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60))
-            excluder = (await add(MongoOperators(gateway_db), f"excluder-{settings.mongo_db}", {Scope.CHECK, Scope.EXCLUDE})).key
+            excluder = (await add(MongoOperators(gateway_db), f"excluder-{settings.mongo_db}", {Permission.CHECK, Permission.EXCLUDE})).key
             key = {"X-API-Key": excluder}
 
             async def ready():
