@@ -62,8 +62,8 @@ def _refused(exc: Exception) -> Problem:
         return Problem(400, "key is missing", "key")
     if isinstance(exc, access.RateLimitedError):
         return Problem(429, str(exc), headers={"Retry-After": str(exc.retry_after)})
-    if isinstance(exc, access.ScopeMissingError):
-        return Problem(401, f"this API key may not do this: it lacks the {exc.scope.value!r} scope", "key")
+    if isinstance(exc, access.PermissionMissingError):
+        return Problem(401, f"this API key may not do this: it lacks the {exc.permission.value!r} scope", "key")
     return Problem(401, "wrong API key", "key")
 
 
@@ -92,7 +92,7 @@ async def exclude_customer(request: Request) -> Response:
     key = body.get("key")
     if key is not None and not isinstance(key, str):
         raise Problem(400, "key must be a string", "key")
-    operator = await admitted(request, key, access.Scope.EXCLUDE, refused=_refused)
+    operator = await admitted(request, key, access.Permission.EXCLUDE, refused=_refused)
     the_gateway = gateway(request)
     payload = exclusion_requested(body, the_gateway.policies[JURISDICTION], the_gateway.clock().year)
     command = RequestExclusion(source="gateway", operator_id=operator.id, payload=payload)
@@ -134,7 +134,7 @@ async def exclude_customer(request: Request) -> Response:
 @router.get("/api/v1.3/customer-status", include_in_schema=False)
 async def customer_status(request: Request) -> Response:
     params = request.query_params
-    await admitted(request, params.get("key"), access.Scope.CHECK, refused=_refused)
+    await admitted(request, params.get("key"), access.Permission.CHECK, refused=_refused)
     uid = _uid(params.get("uid"))
     the_gateway = gateway(request)
     identifier = the_gateway.hasher.hash(IdentifierKind.NATIONAL_ID, uid)

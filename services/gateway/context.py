@@ -90,7 +90,7 @@ def lookup_current(request: Request, the_gateway: Gateway, *, status: int = 503)
     raise Unavailable(status, the_gateway.feed.reason() or "the lookup is not known to be current")
 
 
-async def admitted(request: Request, key: str | None, scope: access.Scope, *, refused: Callable[[Exception], Problem]) -> Operator:
+async def admitted(request: Request, key: str | None, scope: access.Permission, *, refused: Callable[[Exception], Problem]) -> Operator:
     """The operator behind ``key`` if it may do this now; else the API's own answer, via ``refused``."""
     the_note = note(request)
     try:
@@ -99,9 +99,9 @@ async def admitted(request: Request, key: str | None, scope: access.Scope, *, re
         the_note.key_fingerprint = exc.fingerprint
         the_note.outcome = "wrong key"
         raise refused(exc) from None
-    except (access.ScopeMissingError, access.RateLimitedError) as exc:
+    except (access.PermissionMissingError, access.RateLimitedError) as exc:
         the_note.operator_id = exc.operator.id
-        the_note.outcome = "rate limited" if isinstance(exc, access.RateLimitedError) else f"no {exc.scope.value} scope"
+        the_note.outcome = "rate limited" if isinstance(exc, access.RateLimitedError) else f"no {exc.permission.value} scope"
         raise refused(exc) from None
     except access.KeyMissingError as exc:
         the_note.outcome = "no key"

@@ -69,14 +69,14 @@ CHECK_RESPONSES = {**KEY_RESPONSES, **UNAVAILABLE}
 def _refused(exc: Exception) -> Problem:
     if isinstance(exc, access.RateLimitedError):
         return Problem(429, str(exc), headers={"Retry-After": str(exc.retry_after)})
-    if isinstance(exc, access.ScopeMissingError):
+    if isinstance(exc, access.PermissionMissingError):
         return Problem(403, str(exc), "scope")
     if isinstance(exc, access.KeyMissingError):
         return Problem(401, "no API key: send it in X-API-Key (or Authorization: Bearer)", "X-API-Key", headers={"WWW-Authenticate": "Bearer"})
     return Problem(401, "wrong API key", "X-API-Key", headers={"WWW-Authenticate": "Bearer"})
 
 
-def operator_with(scope: access.Scope):
+def operator_with(scope: access.Permission):
     """A dependency: the operator behind the request's key, holding ``scope``."""
 
     async def authorised(
@@ -90,9 +90,9 @@ def operator_with(scope: access.Scope):
     return authorised
 
 
-Checker = Annotated[Operator, Depends(operator_with(access.Scope.CHECK))]
-Excluder = Annotated[Operator, Depends(operator_with(access.Scope.EXCLUDE))]
-Compliance = Annotated[Operator, Depends(operator_with(access.Scope.COMPLIANCE))]
+Checker = Annotated[Operator, Depends(operator_with(access.Permission.CHECK))]
+Excluder = Annotated[Operator, Depends(operator_with(access.Permission.EXCLUDE))]
+Compliance = Annotated[Operator, Depends(operator_with(access.Permission.COMPLIANCE))]
 
 
 # --- exclusions ---------------------------------------------------------------------------------
