@@ -263,7 +263,9 @@ class LiftRequestedPayload(Contract):
 
 
 class RequestLift(Event):
-    """The person asks to end their exclusion; the policy says whether and when it may end."""
+    """The first contract's lift request, kept readable. Registration no longer ends anything on it:
+    an unproven lift is dead-lettered. A lift is the person's act, proven by a code (``RequestLiftVerification``,
+    then ``LiftVerified`` from verification)."""
 
     topic: ClassVar[str] = topics.EXCLUSION_COMMANDS
     type: Literal["exclusion.lift_request"] = "exclusion.lift_request"
@@ -278,7 +280,25 @@ class RequestLift(Event):
         return _redact_identity(self, hasher) if self.payload.identity else self.model_dump(mode="json")
 
 
-ExclusionCommand = Annotated[Union[RequestExclusion, RequestLift], Field(discriminator="type")]
+class CancellationPayload(Contract):
+    exclusion_id: uuid.UUID
+    reason: str = Field(min_length=1, max_length=2000, description="why the exclusion was made in error")
+    cancelled_by: str = Field(min_length=1, max_length=200, description="the register staff member (their key's name)")
+
+
+class CancelExclusion(Event):
+    """Register staff cancel an exclusion made in error, with the reason; audited like every command."""
+
+    topic: ClassVar[str] = topics.EXCLUSION_COMMANDS
+    type: Literal["exclusion.cancel"] = "exclusion.cancel"
+    payload: CancellationPayload
+
+    def key(self) -> bytes:
+        """By the person when known (their commands stay in order), else by the exclusion."""
+        return (self.subject or str(self.payload.exclusion_id)).encode()
+
+
+ExclusionCommand = Annotated[Union[RequestExclusion, RequestLift, CancelExclusion], Field(discriminator="type")]
 
 
 # --- exclusion lifecycle (pseudonymous from here on) ------------------------------------------
@@ -390,7 +410,8 @@ class ExclusionLifted(_Lifecycle):
 
 
 class ExclusionCancelled(_Lifecycle):
-    """A request that was never verified (failed, or timed out) ended without taking effect."""
+    """A request that was never verified (failed, or timed out) ended without taking effect, or register
+    staff cancelled an exclusion made in error; ``reason`` says which, and why."""
 
     type: Literal["exclusion.cancelled"] = "exclusion.cancelled"
 
@@ -437,10 +458,12 @@ class _KeyedByExclusion(Event):
 class CodeSubmittedPayload(Contract):
     exclusion_id: uuid.UUID
     sealed_code: str = Field(description="the code as typed, sealed (AES-GCM) by the gateway")
+    lift_id: uuid.UUID | None = Field(default=None, description="the lift verification the code is for; None: the exclusion request's")
 
     @staticmethod
     def sealing_context(exclusion_id: uuid.UUID | str) -> str:
-        """What a typed code is sealed to on its way from the portal: that exclusion, and nothing else."""
+        """What a typed code is sealed to on its way from the portal: that exclusion (or that lift
+        verification: pass its ``lift_id``), and nothing else."""
         return f"verification-code:{exclusion_id}"
 
 
@@ -454,6 +477,7 @@ class SubmitCode(_KeyedByExclusion):
 
 class CodeResendPayload(Contract):
     exclusion_id: uuid.UUID
+    lift_id: uuid.UUID | None = Field(default=None, description="a new code for this lift verification; None: the exclusion request's")
 
 
 class ResendCode(_KeyedByExclusion):
@@ -495,13 +519,32 @@ class ReviewDocument(_KeyedByExclusion):
     payload: DocumentReviewedPayload
 
 
-VerificationInput = Annotated[Union[SubmitCode, ResendCode, SubmitDocument, ReviewDocument], Field(discriminator="type")]
+class LiftVerificationRequestedPayload(Contract):
+    lift_id: uuid.UUID = Field(description="the lift verification's id, chosen by whoever relays the request")
+    exclusion_id: uuid.UUID
+    verify_by: Literal["email", "sms"] | None = Field(default=None, description="where the code goes; None: any contact on file")
+    locale: str | None = Field(default=None, max_length=16)
+
+
+class RequestLiftVerification(_KeyedByExclusion):
+    """The person (or an operator relaying them) asks to lift an exclusion: a one-time code goes to the
+    person's contact on file (``subject``: the person), and only that code completes the request."""
+
+    topic: ClassVar[str] = topics.VERIFICATION_INPUTS
+    type: Literal["verification.lift_request"] = "verification.lift_request"
+    payload: LiftVerificationRequestedPayload
+
+
+VerificationInput = Annotated[
+    Union[SubmitCode, ResendCode, SubmitDocument, ReviewDocument, RequestLiftVerification], Field(discriminator="type")
+]
 
 
 class VerificationOutcomePayload(Contract):
     exclusion_id: uuid.UUID
     method: Literal["code", "document"]
     reason: str | None = None
+    lift_id: uuid.UUID | None = Field(default=None, description="set when a lift verification ended so; the exclusion is untouched by its failure")
 
 
 class ExclusionVerified(_KeyedByExclusion):
@@ -510,6 +553,20 @@ class ExclusionVerified(_KeyedByExclusion):
     topic: ClassVar[str] = topics.VERIFICATION_EVENTS
     type: Literal["exclusion.verified"] = "exclusion.verified"
     payload: VerificationOutcomePayload
+
+
+class LiftVerified(_KeyedByExclusion):
+    """The person proved, with the code sent to their contact, that the lift request is theirs; the
+    policy now says whether and when the exclusion ends. One per lift verification (``id_for``)."""
+
+    topic: ClassVar[str] = topics.VERIFICATION_EVENTS
+    type: Literal["verification.lift_verified"] = "verification.lift_verified"
+    payload: VerificationOutcomePayload
+
+    @staticmethod
+    def id_for(lift_id: uuid.UUID | str) -> uuid.UUID:
+        """The id of the one LiftVerified a lift verification can lead to (what registration's answer is caused by)."""
+        return derived_id(lift_id, "verification.lift_verified")
 
 
 class VerificationFailed(_KeyedByExclusion):
@@ -523,6 +580,7 @@ class VerificationFailed(_KeyedByExclusion):
 class SubmissionRefusedPayload(Contract):
     exclusion_id: uuid.UUID
     reason: str
+    lift_id: uuid.UUID | None = None
 
 
 class VerificationSubmissionRefused(_KeyedByExclusion):
@@ -559,6 +617,7 @@ class VerificationProgressedPayload(Contract):
     exclusion_id: uuid.UUID
     verification: VerificationStanding | None = Field(default=None, description="None: no verification is open for the request")
     answer: SubmissionAnswer | None = Field(default=None, description="when a submission caused it")
+    lift_id: uuid.UUID | None = Field(default=None, description="set for a lift verification (its standing is kept under this id)")
 
 
 class VerificationProgressed(_KeyedByExclusion):
@@ -570,7 +629,8 @@ class VerificationProgressed(_KeyedByExclusion):
 
 
 VerificationEvent = Annotated[
-    Union[ExclusionVerified, VerificationFailed, VerificationSubmissionRefused, VerificationProgressed], Field(discriminator="type")
+    Union[ExclusionVerified, LiftVerified, VerificationFailed, VerificationSubmissionRefused, VerificationProgressed],
+    Field(discriminator="type"),
 ]
 
 
@@ -753,12 +813,15 @@ class MessageDeadLettered(Event):
 _EVENT_MODELS: tuple[type[Event], ...] = (
         RequestExclusion,
         RequestLift,
+        CancelExclusion,
         *LIFECYCLE_EVENTS,
         SubmitCode,
         ResendCode,
         SubmitDocument,
         ReviewDocument,
+        RequestLiftVerification,
         ExclusionVerified,
+        LiftVerified,
         VerificationFailed,
         VerificationSubmissionRefused,
         VerificationProgressed,

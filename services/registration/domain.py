@@ -56,6 +56,18 @@ class NothingToLiftError(ValueError):
     """A lift request for an exclusion, or a person, that registration does not know."""
 
 
+class UnverifiedLiftError(ValueError):
+    """A lift request nobody proved is the person's (no code): it can never end an exclusion."""
+
+
+class NotThePersonsLiftError(ValueError):
+    """A lift verified with someone else's code: the code went to another person than the exclusion's."""
+
+
+class NothingToCancelError(ValueError):
+    """A cancellation of an exclusion registration does not know, or that has ended already."""
+
+
 class UnknownExclusionError(ValueError):
     """A verification outcome for an exclusion registration does not know."""
 

@@ -1,23 +1,38 @@
 """Registration's consumers: translate the message, delegate to the registrar."""
 
 from shared import topics
-from shared.events import ExclusionCommand, ExclusionVerified, RequestExclusion, VerificationEvent, VerificationFailed
+from shared.events import (
+    CancelExclusion,
+    ExclusionCommand,
+    ExclusionVerified,
+    LiftVerified,
+    RequestExclusion,
+    VerificationEvent,
+    VerificationFailed,
+)
 from shared.service import Service
 
+from services.registration.domain import UnverifiedLiftError
 from services.registration.registrar import Registrar
 
 
 def register(service: Service, registrar: Registrar) -> None:
     @service.subscriber(topics.EXCLUSION_COMMANDS, title="registration.exclusion_commands")
     async def on_exclusion_command(command: ExclusionCommand) -> None:
-        """Register an exclusion request (new, or extending a running one), or a request to lift one."""
+        """Register an exclusion request (new, or extending a running one), or register staff's cancellation
+        of one made in error. A lift request here is refused (dead-lettered): only a verified lift ends anything."""
         if isinstance(command, RequestExclusion):
             await registrar.request(command)
+        elif isinstance(command, CancelExclusion):
+            await registrar.cancel(command)
         else:
-            await registrar.lift(command)
+            raise UnverifiedLiftError("a lift request must be verified with the person's code (verification.lift_verified); this one ends nothing")
 
     @service.subscriber(topics.VERIFICATION_EVENTS, title="registration.verification_events")
     async def on_verification_event(event: VerificationEvent) -> None:
-        """A verified request takes effect (after any cooling-off); a failed one is cancelled."""
-        if isinstance(event, (ExclusionVerified, VerificationFailed)):
+        """A verified request takes effect (after any cooling-off); a failed one is cancelled; a verified
+        lift request goes to the policy, which says whether and when the exclusion ends."""
+        if isinstance(event, LiftVerified):
+            await registrar.lift(event)
+        elif isinstance(event, (ExclusionVerified, VerificationFailed)) and event.payload.lift_id is None:
             await registrar.verification(event)

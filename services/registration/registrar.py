@@ -1,4 +1,4 @@
-"""The registrar: applies requests, lift requests and verification outcomes to exclusions.
+"""The registrar: applies requests, verified lifts, staff cancellations and verification outcomes to exclusions.
 
 Each one is: already applied? (then publish whatever of it has not gone out, and stop) → load →
 decide (domain, transitions) → one conditional write holding the events → publish them. A write
@@ -12,13 +12,20 @@ from datetime import datetime
 import structlog
 
 from shared.crypto import Sealer
-from shared.events import ExclusionVerified, RequestExclusion, RequestLift, VerificationFailed, derived_id
+from shared.events import CancelExclusion, ExclusionVerified, LiftVerified, RequestExclusion, VerificationFailed, derived_id
 from shared.identity import Hasher, normalise_email, normalise_mobile
 from shared.policies import Policy, PolicyError, Terms, policy_for
 from shared.service import Clock
 
 from services.registration import domain, transitions
-from services.registration.domain import NothingToLiftError, RequestRefusedError, Sealed, UnknownExclusionError
+from services.registration.domain import (
+    NotThePersonsLiftError,
+    NothingToCancelError,
+    NothingToLiftError,
+    RequestRefusedError,
+    Sealed,
+    UnknownExclusionError,
+)
 from services.registration.outbox import Outbox, entries
 from services.registration.repository import AlreadyRunningError, MongoExclusions, Stored
 from services.registration.transitions import Transition
@@ -112,16 +119,38 @@ class Registrar:
         else:  # a concurrent delivery of the same request made it first
             await self._already_applied(request.id)
 
-    async def lift(self, request: RequestLift) -> None:
-        """The person asks to end the exclusion: the policy says whether, and when."""
-        if await self._already_applied(request.id):
+    async def lift(self, verified: LiftVerified) -> None:
+        """The person proved (with the code sent to their contact) that they ask to end the exclusion:
+        the policy says whether, and when. A lift proven by someone else than the exclusion's person
+        ends nothing."""
+        if await self._already_applied(verified.id):
             return
         for _ in range(MAX_ATTEMPTS):
-            stored = await self._to_lift(request)
+            stored = await self.exclusions.load(verified.payload.exclusion_id)
+            if stored is None:
+                raise NothingToLiftError(f"no exclusion {verified.payload.exclusion_id} to lift")
+            if verified.subject != stored.exclusion.person_id:
+                self.log.warning("lift_of_another_person_refused", exclusion_id=str(stored.id), lift_id=str(verified.payload.lift_id))
+                raise NotThePersonsLiftError("the lift was verified by someone other than the excluded person")
             policy = self._policy(stored.exclusion.jurisdiction)
-            if await self._write(stored, transitions.request_lift(stored.exclusion, request, policy, self.clock())):
+            if await self._write(stored, transitions.request_lift(stored.exclusion, verified, policy, self.clock())):
                 return
-        raise ConflictError(f"exclusion {stored.id} kept changing")
+        raise ConflictError(f"exclusion {verified.payload.exclusion_id} kept changing")
+
+    async def cancel(self, command: CancelExclusion) -> None:
+        """Register staff cancel an exclusion made in error: it ends now, with their reason."""
+        if await self._already_applied(command.id):
+            return
+        for _ in range(MAX_ATTEMPTS):
+            stored = await self.exclusions.load(command.payload.exclusion_id)
+            if stored is None:
+                raise NothingToCancelError(f"no exclusion {command.payload.exclusion_id} to cancel")
+            transition = transitions.cancel(stored.exclusion, command, self._policy(stored.exclusion.jurisdiction), self.clock())
+            if transition is None:
+                raise NothingToCancelError(f"exclusion {stored.id} has ended already ({stored.exclusion.state.value})")
+            if await self._write(stored, transition):
+                return
+        raise ConflictError(f"exclusion {command.payload.exclusion_id} kept changing")
 
     async def verification(self, outcome: ExclusionVerified | VerificationFailed) -> None:
         """The verification service's verdict on a request waiting for it."""
@@ -171,19 +200,6 @@ class Registrar:
             event_id=str(transition.event.id),
         )
         await self.outbox.deliver(before, pending)
-
-    async def _to_lift(self, request: RequestLift) -> Stored:
-        if request.payload.exclusion_id is not None:
-            stored = await self.exclusions.load(request.payload.exclusion_id)
-        elif request.payload.identity is not None:
-            identifiers = domain.person_identifiers(self.hasher.identifiers(request.payload.identity))
-            person_id, _ = await self.exclusions.match_person(identifiers)
-            stored = await self.exclusions.running_for(person_id) if person_id else None
-        else:
-            raise NothingToLiftError("a lift request names neither an exclusion nor a person")
-        if stored is None:
-            raise NothingToLiftError("no exclusion matches the lift request")
-        return stored
 
     def _policy(self, jurisdiction: str) -> Policy:
         try:

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.events import (
+    CancelExclusion,
     Event,
     ExclusionActivated,
     ExclusionCancelled,
@@ -26,7 +27,6 @@ from shared.events import (
     NotificationRequested,
     NotificationRequestedPayload,
     RequestExclusion,
-    RequestLift,
     VerificationFailed,
     derived_id,
 )
@@ -132,8 +132,9 @@ def extend(
     return Transition(extended, event, notices)
 
 
-def request_lift(exclusion: Exclusion, request: RequestLift, policy: Policy, now: datetime) -> Transition:
-    """The person asks to end it: refused, lifted at once, or lifted after the return cooling-off."""
+def request_lift(exclusion: Exclusion, request: Event, policy: Policy, now: datetime) -> Transition:
+    """The person asked to end it, and proved it (``request``: the verified lift): refused, lifted at
+    once, or lifted after the return cooling-off."""
     reason = lift_refusal(exclusion, policy, now)
     if reason is not None:
         refused = _advance(
@@ -169,6 +170,26 @@ def lift_refusal(exclusion: Exclusion, policy: Policy, now: datetime) -> str | N
     if exclusion.ends_at is not None and now + policy.return_cooling_off >= exclusion.ends_at:
         return f"the exclusion ends by itself at {_iso(exclusion.ends_at)}, before a lift could take effect"
     return None
+
+
+def cancel(exclusion: Exclusion, command: CancelExclusion, policy: Policy, now: datetime) -> Transition | None:
+    """Register staff cancel an exclusion made in error: it ends now, cancelled, with their reason;
+    the person and any support persons are told. None if it has ended already."""
+    if not exclusion.running:
+        return None
+    reason = command.payload.reason
+    cancelled = _advance(
+        exclusion,
+        policy,
+        state=ExclusionState.CANCELLED,
+        ended_at=now,
+        lift_effective_at=None,
+        reason=reason,
+        request_ids=[*exclusion.request_ids, str(command.id)],
+        causes=[*exclusion.causes, str(command.id)],
+    )
+    event = _caused(ExclusionCancelled, cancelled, command, now, reason=reason)
+    return Transition(cancelled, event, (_notice(event, cancelled, "exclusion_cancelled", "person"), *_ended(cancelled, event)))
 
 
 # --- verification outcomes ----------------------------------------------------------------------

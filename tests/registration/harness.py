@@ -17,6 +17,7 @@ from shared.events import (
     ExclusionRequestedPayload,
     ExclusionVerified,
     LiftRequestedPayload,
+    LiftVerified,
     RequestExclusion,
     RequestLift,
     Scope,
@@ -79,7 +80,19 @@ def request(
     )
 
 
-def lift(exclusion_id: str | None = None, identity: Identity | None = None) -> RequestLift:
+def lift(exclusion_id: str, subject: str) -> LiftVerified:
+    """What verification announces once the person (``subject``) typed the right code for a lift."""
+    lift_id = uuid.uuid4()
+    return LiftVerified(
+        id=LiftVerified.id_for(lift_id),
+        source="verification",
+        subject=subject,
+        payload=VerificationOutcomePayload(exclusion_id=uuid.UUID(exclusion_id), method="code", lift_id=lift_id),
+    )
+
+
+def unverified_lift(exclusion_id: str | None = None, identity: Identity | None = None) -> RequestLift:
+    """The first contract's lift request, as anyone could write it to the commands topic: no proof."""
     return RequestLift(
         source="test",
         payload=LiftRequestedPayload(exclusion_id=uuid.UUID(exclusion_id) if exclusion_id else None, identity=identity),
@@ -124,6 +137,10 @@ class Registration:
         await self.send(cause)
         [event] = await self.caused_by(cause)
         return event
+
+    async def lift(self, exclusion_id: str) -> LiftVerified:
+        """A lift the exclusion's person verified with their code."""
+        return lift(exclusion_id, (await self.stored(exclusion_id))["person_id"])
 
     async def tick(self, **advance: float) -> int:
         """Move the clock on, then run one pass of the timer loop."""

@@ -12,9 +12,9 @@ from aiokafka.errors import KafkaConnectionError
 
 from services.registration.app import create_app
 from shared import topics
-from shared.events import Channel, Event
+from shared.events import CancellationPayload, CancelExclusion, Channel, Event
 from shared.identity import Identity
-from tests.registration.harness import START, ManualClock, failed, lift, person, registration, request, verified
+from tests.registration.harness import START, ManualClock, failed, lift, person, registration, request, unverified_lift, verified
 from tests.support import Publisher, TopicReader, dead_letter_original, eventually
 
 pytestmark = pytest.mark.integration
@@ -85,7 +85,7 @@ async def test_a_new_request_withdraws_a_pending_lift(settings, database):
         identity = person(1)
         exclusion_id = (await reg.handle(request(identity, "+6m", "UK")))["payload"]["exclusion_id"]
         reg.clock.advance(days=200)
-        requested = await reg.handle(lift(exclusion_id))
+        requested = await reg.handle(await reg.lift(exclusion_id))
         assert requested["type"] == "exclusion.lift_requested"
 
         withdrawn = await reg.handle(request(identity, "+6m", "UK"))
@@ -118,13 +118,15 @@ async def test_a_redelivered_command_or_verification_has_one_effect_and_one_even
         exclusion_id = (await reg.caused_by(new))[0]["payload"]["exclusion_id"]
         extension = request(person(1), "+60d")
         await twice(extension, b"p1")
-        refused_lift = lift(exclusion_id)
-        await twice(refused_lift, b"p1")
+        refused_lift = await reg.lift(exclusion_id)
+        await twice(refused_lift, exclusion_id.encode())
+        await reg.caused_by(refused_lift)  # a verified lift travels on the verification topic, not the markers'
 
         uk = (await reg.handle(request(person(2), "+6m", "UK")))["payload"]["exclusion_id"]
         reg.clock.advance(days=200)
-        uk_lift = lift(uk)
-        await twice(uk_lift, b"p2")
+        uk_lift = await reg.lift(uk)
+        await twice(uk_lift, uk.encode())
+        await reg.caused_by(uk_lift)
 
         portal = (await reg.handle(request(person(3), "+30d", channel=Channel.PORTAL)))["payload"]["exclusion_id"]
         proved = verified(portal)
@@ -239,8 +241,8 @@ async def test_a_request_the_policy_refuses_or_a_lift_of_nothing_is_dead_lettere
             request(person(1), "+30d", "FR"),
             request(person(2), "+30d", "UK"),
             request(person(3), "+6m", "AU", support_persons=[{"name": f"S{n}", "email": f"s{n}@x.au"} for n in range(6)]),
-            lift("00000000-0000-0000-0000-000000000001"),
-            lift(identity=person(4)),
+            lift("00000000-0000-0000-0000-000000000001", "person-nobody"),
+            unverified_lift(identity=person(4)),
         ]
         for command in refused:
             await reg.send(command)
@@ -250,8 +252,8 @@ async def test_a_request_the_policy_refuses_or_a_lift_of_nothing_is_dead_lettere
         assert errors[str(refused[0].id)] == "RequestRefusedError: no policy for jurisdiction 'FR'; known: AU, DE, DK, NL, SE, UK"
         assert errors[str(refused[1].id)].startswith("RequestRefusedError: duration '+30d' is not allowed in UK")
         assert errors[str(refused[2].id)] == "RequestRefusedError: 6 support persons named; AU allows 5"
-        assert errors[str(refused[3].id)] == "NothingToLiftError: no exclusion matches the lift request"
-        assert errors[str(refused[4].id)] == "NothingToLiftError: no exclusion matches the lift request"
+        assert errors[str(refused[3].id)] == "NothingToLiftError: no exclusion 00000000-0000-0000-0000-000000000001 to lift"
+        assert errors[str(refused[4].id)].startswith("UnverifiedLiftError: a lift request must be verified")
         assert await database["exclusions"].count_documents({}) == 0
 
 
@@ -270,3 +272,61 @@ async def test_the_timer_loop_runs_by_itself(settings, database):
             lambda m: m["type"] == "exclusion.expired" and m["payload"]["exclusion_id"] == activated["payload"]["exclusion_id"]
         )
         assert expired["payload"]["state"] == "expired"
+
+
+# --- lifts are the person's act; staff cancel one made in error ------------------------------------
+
+
+async def test_an_unverified_lift_request_on_the_commands_topic_ends_nothing(settings, database):
+    async with registration(settings, database) as reg, TopicReader(settings, topics.DEAD_LETTER) as dead_letters:
+        identity = person(1)
+        exclusion_id = (await reg.handle(request(identity, "+12m")))["payload"]["exclusion_id"]  # SE: lifted at once on request
+        reg.clock.advance(days=400)
+        by_id, by_person = unverified_lift(exclusion_id), unverified_lift(identity=identity)
+        await reg.send(by_id)
+        await reg.send(by_person)
+
+        parked = await dead_letters.wait_for(lambda m: m["payload"]["consumer"] == "registration", count=2)
+        marker = await reg.handle(request(identity, "+12m"))
+
+        assert {json.loads(dead_letter_original(settings, m))["id"] for m in parked} == {str(by_id.id), str(by_person.id)}
+        assert all(m["payload"]["error"].startswith("UnverifiedLiftError") for m in parked)
+        assert marker["type"] == "exclusion.extended" and marker["payload"]["state"] == "active"
+        assert await reg.types(exclusion_id) == ["exclusion.activated", "exclusion.extended"]
+        assert (await reg.stored(exclusion_id))["state"] == "active"
+
+
+async def test_a_lift_verified_by_someone_else_ends_nothing(settings, database):
+    async with registration(settings, database) as reg, TopicReader(settings, topics.DEAD_LETTER) as dead_letters:
+        exclusion_id = (await reg.handle(request(person(1), "+12m")))["payload"]["exclusion_id"]
+        other = (await reg.handle(request(person(2), "+12m")))["subject"]
+        reg.clock.advance(days=400)
+        forged = lift(exclusion_id, other)
+        await reg.send(forged)
+
+        [parked] = await dead_letters.wait_for(lambda m: json.loads(dead_letter_original(settings, m))["id"] == str(forged.id))
+        assert parked["payload"]["error"].startswith("NotThePersonsLiftError")
+        assert (await reg.stored(exclusion_id))["state"] == "active"
+
+
+async def test_staff_cancel_an_exclusion_made_in_error_with_the_reason(settings, database):
+    async with registration(settings, database) as reg:
+        exclusion_id = (await reg.handle(request(person(1), "+6m", "UK")))["payload"]["exclusion_id"]
+        stored = await reg.stored(exclusion_id)
+        command = CancelExclusion(
+            source="test",
+            operator_id="staff-key-1",
+            subject=stored["person_id"],
+            payload=CancellationPayload(exclusion_id=exclusion_id, reason="registered for the wrong person", cancelled_by="Staff Seven"),
+        )
+
+        cancelled = await reg.handle(command)
+        again = await reg.handle(request(person(1), "+6m", "UK"))  # a new request opens a new exclusion
+
+        assert cancelled["type"] == "exclusion.cancelled"
+        assert (cancelled["payload"]["state"], cancelled["payload"]["reason"]) == ("cancelled", "registered for the wrong person")
+        assert cancelled["operator_id"] == "staff-key-1" and cancelled["payload"]["ended_at"] is not None
+        assert (await reg.stored(exclusion_id))["state"] == "cancelled"
+        [told] = await reg.notices(lambda m: m["causation_id"] == cancelled["id"])
+        assert (told["payload"]["template"], told["payload"]["recipient"]) == ("exclusion_cancelled", "person")
+        assert again["type"] == "exclusion.activated" and again["payload"]["exclusion_id"] != exclusion_id

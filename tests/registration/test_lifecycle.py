@@ -68,12 +68,12 @@ async def test_se_until_further_notice_stays_after_its_twelve_months_until_lifte
         assert (activated["payload"]["ends_at"], at(activated["payload"]["minimum_until"])) == (None, months(12))
 
         reg.clock.advance(days=30)
-        refused = await reg.handle(lift(exclusion_id))
+        refused = await reg.handle(await reg.lift(exclusion_id))
         assert refused["type"] == "exclusion.lift_refused"
         assert "minimum period runs until 2026-03-03" in refused["payload"]["reason"]
 
         assert await reg.tick(days=800) == 0, "it does not end by itself"
-        lifted = await reg.handle(lift(exclusion_id))
+        lifted = await reg.handle(await reg.lift(exclusion_id))
 
         assert lifted["type"] == "exclusion.lifted"
         assert at(lifted["payload"]["lift_effective_at"]) == reg.clock()
@@ -91,12 +91,12 @@ async def test_uk_six_months_stays_after_its_minimum_until_a_lift_takes_effect_2
         assert (activated["payload"]["ends_at"], at(activated["payload"]["minimum_until"])) == (None, months(6))
 
         reg.clock.set(months(3))
-        refused = await reg.handle(lift(exclusion_id))
+        refused = await reg.handle(await reg.lift(exclusion_id))
         assert "minimum period runs until 2025-09-03" in refused["payload"]["reason"]
 
         assert await reg.tick(days=200) == 0
         assert (await reg.stored(exclusion_id))["state"] == "active", "still excluded after the minimum"
-        requested = await reg.handle(lift(exclusion_id))
+        requested = await reg.handle(await reg.lift(exclusion_id))
         assert requested["type"] == "exclusion.lift_requested"
         assert requested["payload"]["state"] == "lift_requested"
         assert at(requested["payload"]["lift_effective_at"]) == reg.clock() + timedelta(hours=24)
@@ -132,11 +132,11 @@ async def test_de_a_lift_only_on_request_after_the_minimum_effective_a_week_late
         assert Sealer.from_settings(settings).open_text(sealed_name, f"third_party:{stored['_id']}") == regulator.applicant_name
 
         reg.clock.set(months(2))
-        assert (await reg.handle(lift(own["exclusion_id"])))["type"] == "exclusion.lift_refused"
+        assert (await reg.handle(await reg.lift(own["exclusion_id"])))["type"] == "exclusion.lift_refused"
         reg.clock.set(months(4))
-        requested = await reg.handle(lift(own["exclusion_id"]))
+        requested = await reg.handle(await reg.lift(own["exclusion_id"]))
         assert at(requested["payload"]["lift_effective_at"]) == months(4) + timedelta(days=7)
-        refused = await reg.handle(lift(applied["payload"]["exclusion_id"]))
+        refused = await reg.handle(await reg.lift(applied["payload"]["exclusion_id"]))
         assert "minimum period runs until 2026-03-03" in refused["payload"]["reason"]
         # The portal request was never verified: cancelled after the timeout (72 hours) at the first tick.
         assert await reg.tick(days=6) == 1
@@ -162,7 +162,7 @@ async def test_nl_ends_by_itself_cancellable_after_six_months_with_an_eight_day_
         await reg.notices(lambda m: m["causation_id"] == applied["id"] and m["payload"]["template"] == "third_party_exclusion")
 
         reg.clock.set(months(5))
-        refused = await reg.handle(lift(long["exclusion_id"]))
+        refused = await reg.handle(await reg.lift(long["exclusion_id"]))
         assert "minimum period runs until 2025-09-03" in refused["payload"]["reason"]
         assert await reg.tick(days=31 - 1) == 2, "the reminders of the two six-month exclusions"
         reg.clock.set(months(6))
@@ -171,7 +171,7 @@ async def test_nl_ends_by_itself_cancellable_after_six_months_with_an_eight_day_
         await reg.sequence(applied["payload"]["exclusion_id"], ["exclusion.activated", "exclusion.ending_soon", "exclusion.expired"])
 
         reg.clock.set(months(7))
-        requested = await reg.handle(lift(long["exclusion_id"]))
+        requested = await reg.handle(await reg.lift(long["exclusion_id"]))
         assert at(requested["payload"]["lift_effective_at"]) == months(7) + timedelta(days=8)
         assert await reg.tick(days=8) == 1
         await reg.sequence(
@@ -197,9 +197,9 @@ async def test_au_support_persons_are_told_when_it_starts_and_ends_and_removal_t
         assert opened == supporters
 
         reg.clock.set(months(2))
-        assert (await reg.handle(lift(exclusion_id)))["type"] == "exclusion.lift_refused"
+        assert (await reg.handle(await reg.lift(exclusion_id)))["type"] == "exclusion.lift_refused"
         reg.clock.set(months(4))
-        requested = await reg.handle(lift(exclusion_id))
+        requested = await reg.handle(await reg.lift(exclusion_id))
         assert at(requested["payload"]["lift_effective_at"]) == months(4) + timedelta(days=7)
         assert await reg.tick(days=7) == 1
         [*_, lifted] = await reg.sequence(
@@ -227,11 +227,11 @@ async def test_dk_24_hours_and_1_3_6_months_end_by_themselves_and_permanent_is_l
             assert await reg.tick() == 1
             await reg.sequence(ids[duration], ["exclusion.activated", "exclusion.ending_soon", "exclusion.expired"])
 
-        refused = await reg.handle(lift(ids["+12m"]))
+        refused = await reg.handle(await reg.lift(ids["+12m"]))
         assert "minimum period runs until 2026-03-03" in refused["payload"]["reason"]
         reg.clock.set(months(12))
         assert await reg.tick() == 0
-        assert (await reg.handle(lift(ids["+12m"])))["type"] == "exclusion.lifted"
+        assert (await reg.handle(await reg.lift(ids["+12m"])))["type"] == "exclusion.lifted"
 
 
 # --- verification and cooling-off ----------------------------------------------------------------------

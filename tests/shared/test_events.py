@@ -62,6 +62,9 @@ PAYLOADS: dict[str, dict] = {
     "exclusion.lift_request": {"identity": IDENTITY},
     "verification.code_submitted": {"exclusion_id": EXCLUSION_ID, "sealed_code": "c2VhbGVk"},
     "verification.code_resend": {"exclusion_id": EXCLUSION_ID},
+    "verification.lift_request": {"lift_id": uuid.UUID("00000000-0000-4000-8000-000000000002"), "exclusion_id": EXCLUSION_ID, "verify_by": "sms"},
+    "verification.lift_verified": {"exclusion_id": EXCLUSION_ID, "method": "code", "lift_id": uuid.UUID("00000000-0000-4000-8000-000000000002")},
+    "exclusion.cancel": {"exclusion_id": EXCLUSION_ID, "reason": "registered for the wrong person", "cancelled_by": "staff-7"},
     "verification.document_submitted": {
         "exclusion_id": EXCLUSION_ID, "document_id": "doc-1", "content_type": "application/pdf", "size": 1024,
     },
