@@ -116,7 +116,7 @@ async def bench_size(args, settings: Settings, size: int, workdir: Path) -> dict
     forwarding = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}fwd."})
     await ensure_topics(forwarding, names=(topics.ACCOUNT_EVENTS, topics.DECISIONS))
     workload = Workload(hasher=Hasher.from_settings(settings), exclusions=size, accounts=args.accounts)
-    client, database = await open_database(settings, INDEXES)
+    client, database = await open_database(settings, "blocking", INDEXES)
     try:
         store_s, view = await store_exclusions(database, workload)
         decide_us, match_us = measure.lookup_cost(view, workload.probes(LOOKUP_PROBES), workload.now)
@@ -148,7 +148,7 @@ async def bench_size(args, settings: Settings, size: int, workdir: Path) -> dict
                 limit_latency = await limit.latency(workload.events(int(args.rate * args.latency_seconds), "latency"), args.rate)
                 peak_mb = sum(measure.memory_mb(service.pid)[1] for service in services)
     finally:
-        await client.drop_database(settings.mongo_db)
+        await client.drop_database(database.name)
         await client.close()
     return {
         "store_s": store_s, "ready_s": ready_s, "view_load_s": max(view_load_seconds(path) for path in log_paths), "rss_mb": rss_mb,

@@ -3,9 +3,9 @@
 Starts embedded servers on free ports unless SELFEX_KAFKA_BOOTSTRAP and SELFEX_MONGO_URI name real
 ones. Then, in one run:
 
-1. N exclusions written into each service's own store, in bulk, the way the other benches write
-   them: registration's exclusions and the gateway's lookup as ``selfex bench http`` does,
-   blocking's projection as ``selfex bench decisions`` does (the same people, by national id);
+1. N exclusions written in bulk into each service's own database through its own repository:
+   registration's and the gateway's as ``selfex bench http`` does, blocking's projection as
+   ``selfex bench decisions`` does (the same people, by national id);
 2. the services as separate processes (``selfex run NAME``): registration, verification, the
    gateway and blocking as deployed, two instances (audit with ``--audit``);
 3. a steady flow of account events into blocking (1,000/s by default) for the rest of the run;
@@ -44,7 +44,7 @@ from shared.broker import ensure_topics
 from shared.identity import Hasher
 from shared.infra import free_port
 from shared.settings import Settings
-from shared.store import ensure_indexes, open_database
+from shared.store import create_client, ensure_indexes
 
 from bench import http as gateway_bench
 from bench import measure, restart
@@ -55,7 +55,6 @@ from services.blocking import repository as blocking_store
 from services.gateway import repository as gateway_store
 from services.gateway.access import ALL_PERMISSIONS as ALL_SCOPES
 from services.gateway.operators import add
-from services.registration import repository as registration_store
 
 HOP_TOPIC = "bench.hop"
 HOST = "127.0.0.1"
@@ -117,17 +116,20 @@ async def run(args, settings: Settings, kind: str, workdir: Path) -> dict:
         "settings": {key: getattr(args, key) for key in ("exclusions", "excluded", "rate", "flow", "partitions", "give_up", "restart_sizes")},
         "services": names,
     }
-    client, database = await open_database(settings)
+    client = create_client(settings)
+    stores = gateway_bench.Stores.of(client, settings)
+    blocking_db = client[settings.database_for("blocking")]
     try:
-        issued = await add(gateway_store.MongoOperators(database), f"bench-{tag}", ALL_SCOPES)
+        await stores.indexed()
+        issued = await add(gateway_store.MongoOperators(stores.gateway), f"bench-{tag}", ALL_SCOPES)
         workload = Workload(hasher=hasher, exclusions=args.exclusions, accounts=args.accounts)
-        progress(f"loading {args.exclusions:,} exclusions into registration's, the gateway's and blocking's stores")
+        progress(f"loading {args.exclusions:,} exclusions into registration's, the gateway's and blocking's own databases")
         started = time.perf_counter()
         await asyncio.gather(
-            gateway_bench.load(database, hasher, 0, args.exclusions),
-            store_exclusions(database, workload),
+            gateway_bench.load(stores, hasher, 0, args.exclusions),
+            store_exclusions(blocking_db, workload),
         )
-        await ensure_indexes(database, {**registration_store.INDEXES, **gateway_store.INDEXES, **blocking_store.INDEXES})
+        await ensure_indexes(blocking_db, blocking_store.INDEXES)
         report["load_seconds"] = round(time.perf_counter() - started, 1)
         with Stack(settings, workdir) as stack:
             progress(f"starting {', '.join(names)}")
@@ -144,9 +146,10 @@ async def run(args, settings: Settings, kind: str, workdir: Path) -> dict:
         await restarts(args, settings, workdir, report)
     finally:
         try:
-            await client.drop_database(settings.mongo_db)
+            for name in set(names):
+                await client.drop_database(settings.database_for(name))
         except PyMongoError as error:  # the store is still busy: the figures are already out
-            progress(f"the bench's database was not dropped: {type(error).__name__}")
+            progress(f"the bench's databases were not dropped: {type(error).__name__}")
         await client.close()
     return report
 

@@ -3,8 +3,9 @@
 Starts embedded servers on free ports unless SELFEX_KAFKA_BOOTSTRAP and SELFEX_MONGO_URI name real
 ones. For each size N (loaded incrementally: the second size adds to the first):
 
-1. N exclusions written straight into the store (registration's documents and the gateway's
-   lookup; 1 in 20 already expired), in bulk;
+1. N exclusions written in bulk, each service's share into its own database through its own
+   repository (registration's exclusions, persons, pointers and claims; the gateway's lookup and
+   views; 1 in 20 already expired);
 2. the gateway started as its own process (uvicorn, as ``selfex run gateway`` does), its app with a
    constant-answer route added by the bench (``app_with_constant``) on the same middleware stack;
 3. at C concurrent keep-alive clients (closed loop): the constant answer (the stack's limit) and the
@@ -32,25 +33,31 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import Response
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 
-from shared.events import SCOPE_ALL, ExclusionState, utcnow
+from shared.events import SCOPE_ALL, Channel, ExclusionState, utcnow
 from shared.identity import Hasher, IdentifierKind, Identity
 from shared.infra import EmbeddedInfra, free_port
 from shared.settings import Settings
-from shared.store import open_database
+from shared.store import create_client, ensure_indexes
 
 from bench import loadgen
+from services.gateway import repository as gateway_store
 from services.gateway.access import ALL_PERMISSIONS as ALL_SCOPES
 from services.gateway.domain import Summary
 from services.gateway.operators import add
-from services.gateway.repository import INDEXES, MongoOperators
+from services.gateway.views import view_of
+from services.registration import repository as registration_store
+from services.registration.domain import Exclusion
 
 BATCH = 5_000
 SAMPLE = 2_000  # distinct requests per workload, half of them for people not excluded
@@ -116,28 +123,31 @@ async def run(args, sizes: list[int], settings: Settings, infra: EmbeddedInfra |
             "log_level": "WARNING",
         }
     )
-    client, database = await open_database(settings, INDEXES)
+    client = create_client(settings)
+    stores = Stores.of(client, settings)
+    await stores.indexed()
     report: dict = {
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "store": "nx-27017 (embedded)" if infra else settings.mongo},
         "settings": {"concurrency": args.concurrency, "rounds": args.rounds, "seconds": args.seconds, "rate": args.rate, "latency_seconds": args.latency_seconds},
         "sizes": {},
     }
     try:
-        key = (await add(MongoOperators(database), f"bench-{tag}", ALL_SCOPES)).key
+        key = (await add(gateway_store.MongoOperators(stores.gateway), f"bench-{tag}", ALL_SCOPES)).key
         hasher = Hasher.from_settings(settings)
         loaded = 0
         for size in sizes:
             progress(f"loading exclusions {loaded:,} to {size:,}")
             started = time.perf_counter()
-            await load(database, hasher, loaded, size)
+            await load(stores, hasher, loaded, size)
             load_seconds = time.perf_counter() - started
             loaded = size
             progress(f"loaded {size:,} exclusions in {load_seconds:.0f} s; measuring")
-            figures = await measure(args, settings, database, hasher, key, size, infra, workdir)
+            figures = await measure(args, settings, stores.gateway, hasher, key, size, infra, workdir)
             report["sizes"][str(size)] = {"load_seconds": round(load_seconds, 1), **figures}
     finally:
         try:
-            await client.drop_database(settings.mongo_db)
+            for name in ("registration", "gateway"):
+                await client.drop_database(settings.database_for(name))
         finally:
             await client.close()
     return report
@@ -165,66 +175,93 @@ def expired(i: int) -> bool:
     return i % EXPIRED_EVERY == 0
 
 
-async def load(database, hasher: Hasher, start: int, stop: int) -> None:
-    """Exclusions ``start``..``stop``-1 as registration stores them, and the gateway's lookup of them.
+@dataclass(frozen=True)
+class Stores:
+    """The databases the loader writes, each through its own service's repository."""
+
+    registration: AsyncDatabase
+    gateway: AsyncDatabase
+
+    @classmethod
+    def of(cls, client: AsyncMongoClient, settings: Settings) -> "Stores":
+        return cls(client[settings.database_for("registration")], client[settings.database_for("gateway")])
+
+    async def indexed(self) -> None:
+        await ensure_indexes(self.registration, registration_store.INDEXES)
+        await ensure_indexes(self.gateway, gateway_store.INDEXES)
+
+
+async def load(stores: Stores, hasher: Hasher, start: int, stop: int) -> None:
+    """Exclusions ``start``..``stop``-1, each service's share in its own database through its own
+    repository: registration's exclusions, persons, pointers and claims (so it matches the loaded
+    people and refuses a second running exclusion for them), the gateway's lookup and views (as its
+    lifecycle consumer would have made them from each exclusion's snapshot).
 
     Each person is looked up by national id (ChipOut) and by name + birth date + postcode (GAMSTOP).
     """
     now = utcnow()
-    exclusions, lookup = database["exclusions"], database["exclusion_lookup"]
+    exclusions = registration_store.MongoExclusions(stores.registration)
+    lookup, views = gateway_store.MongoLookup(stores.gateway), gateway_store.MongoViews(stores.gateway)
     pending: list[asyncio.Task] = []
     for first in range(start, stop, BATCH):
         # A thread builds this batch while the store inserts the last one.
-        documents, entries = await asyncio.to_thread(_batch, hasher, first, min(stop, first + BATCH), now)
+        batch = await asyncio.to_thread(_batch, hasher, first, min(stop, first + BATCH), now)
         await asyncio.gather(*pending)
         if first and first % 100_000 == 0:
             progress(f"  {first:,} loaded")
         pending = [
-            asyncio.create_task(exclusions.insert_many(documents, ordered=False)),
-            asyncio.create_task(lookup.insert_many(entries, ordered=False)),
+            asyncio.create_task(exclusions.insert_loaded(batch.exclusions, at=now)),
+            asyncio.create_task(lookup.insert_many(batch.lookup)),
+            asyncio.create_task(views.insert_many(batch.views)),
         ]
     await asyncio.gather(*pending)
 
 
-def _batch(hasher: Hasher, first: int, stop: int, now) -> tuple[list[dict], list[dict]]:
-    documents, entries = [], []
+@dataclass
+class Batch:
+    exclusions: list[Exclusion]
+    lookup: dict[str, list[Summary]]
+    views: list[dict]
+
+
+def _batch(hasher: Hasher, first: int, stop: int, now: datetime) -> Batch:
+    batch = Batch([], {}, [])
     for i in range(first, stop):
-        document, summary = _exclusion(i, hasher, now)
-        documents.append(document)
-        entries += [{"_id": h, "exclusions": [summary.stored()], "revision": 1} for h in document["identifiers"]]
-    return documents, entries
+        exclusion = _exclusion(i, hasher, now)
+        snapshot = exclusion.snapshot()
+        batch.exclusions.append(exclusion)
+        batch.views.append(view_of(snapshot, exclusion.person_id))
+        for identifier in exclusion.identifiers:
+            batch.lookup[identifier] = [Summary.from_snapshot(snapshot, exclusion.person_id)]
+    return batch
 
 
-def _exclusion(i: int, hasher: Hasher, now) -> tuple[dict, Summary]:
+def _exclusion(i: int, hasher: Hasher, now: datetime) -> Exclusion:
     identity = person(i)
     hashes = hasher.identifiers(identity)
     identifiers = sorted((hashes[IdentifierKind.NATIONAL_ID], hashes[IdentifierKind.NAME_DOB_POSTCODE]))
-    request_id = str(uuid.UUID(int=i + 1))
+    request_id = uuid.UUID(int=i + 1)
     starts = now - timedelta(days=400 if expired(i) else 10)
     ends = starts + timedelta(days=365)
-    document = {
-        "_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench-exclusion-{i}")),
-        "person_id": f"bench-person-{i}",
-        "identifiers": identifiers,
-        "scope": SCOPE_ALL.model_dump(mode="json"),
-        "jurisdiction": "SE",
-        "duration": "+12m",
-        "channel": "operator",
-        "state": (ExclusionState.EXPIRED if expired(i) else ExclusionState.ACTIVE).value,
-        "created_at": starts,
-        "starts_at": starts,
-        "ends_at": ends,
-        "minimum_until": None,
-        "lift_effective_at": None,
-        "ended_at": ends if expired(i) else None,
-        "request_id": request_id,
-        "request_ids": [request_id],
-        "requested_by": "bench",
-        "third_party": None,
-        "version": 1,
-        "next_transition_at": None if expired(i) else ends,
-    }
-    return document, Summary.from_exclusion(document)
+    return Exclusion(
+        id=uuid.uuid5(uuid.NAMESPACE_URL, f"bench-exclusion-{i}"),
+        person_id=f"bench-person-{i}",
+        identifiers=identifiers,
+        scope=SCOPE_ALL,
+        jurisdiction="SE",
+        duration="+12m",
+        channel=Channel.OPERATOR,
+        state=ExclusionState.EXPIRED if expired(i) else ExclusionState.ACTIVE,
+        created_at=starts,
+        starts_at=starts,
+        ends_at=ends,
+        ended_at=ends if expired(i) else None,
+        request_id=request_id,
+        request_ids=[str(request_id)],
+        requested_by="bench",
+        causes=[str(request_id)],
+        next_transition_at=None if expired(i) else ends,
+    )
 
 
 # --- the runs ------------------------------------------------------------------------------------

@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
 async def restart_size(settings: Settings, size: int, workdir: Path, database_name: str) -> dict:
     tag = uuid.uuid4().hex[:6]
     name = f"{database_name}_{size}" if database_name else f"restart_{tag}_{size}"
-    settings = settings.model_copy(update={"topic_prefix": f"restart{tag}.", "mongo_db": name, "health_port": free_port()})
+    settings = settings.model_copy(update={"topic_prefix": f"restart{tag}.", "mongo_databases": {"blocking": name}, "health_port": free_port()})
     await ensure_topics(settings)
-    client, database = await open_database(settings, INDEXES)
+    client, database = await open_database(settings, "blocking", INDEXES)
     try:
         started = time.perf_counter()
         if await database[EXCLUSIONS].estimated_document_count() != size:

@@ -6,8 +6,11 @@ import importlib
 import signal
 import sys
 import time
+from collections.abc import Sequence
 
 from shared.settings import Settings
+
+RESEALED = ("registration", "gateway")  # the services that keep sealed data, each resealed in its own database
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
 
     secrets = commands.add_parser("secrets", help="fresh secrets for a deployment")
     secrets.add_argument("action", choices=["generate"])
-    commands.add_parser("reencrypt", help="seal every stored secret again with the current encryption key (after a rotation)")
+    reencrypt = commands.add_parser("reencrypt", help="seal every stored secret again with the current encryption key (after a rotation)")
+    reencrypt.add_argument("--service", choices=RESEALED, action="append", help="only this service's database (repeatable; default: each)")
 
     docs = commands.add_parser("docs", help="generated documentation")
     docs.add_argument("kind", choices=["asyncapi"])
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "infra":
             return _infra_up(settings)
         if args.command == "reencrypt":
-            return asyncio.run(_reencrypt(settings))
+            return asyncio.run(_reencrypt(settings, args.service or RESEALED))
         return _run_service(args.service, settings)
     except (InfrastructureError, InsecureSettingsError) as exc:
         print(f"selfex: {exc}", file=sys.stderr)
@@ -115,10 +119,10 @@ def _secrets() -> int:
     return 0
 
 
-async def _reencrypt(settings: Settings) -> int:
-    """Each service's own sealed data, sealed again with the current key: run it once every replica
-    has the new key (SELFEX_ENCRYPTION_KEYS lists old and new, SELFEX_ENCRYPTION_KEY_ID names the
-    new); then the old key can leave the list."""
+async def _reencrypt(settings: Settings, services: Sequence[str] = RESEALED) -> int:
+    """Each service's own sealed data, sealed again with the current key, in that service's own
+    database: run it once every replica has the new key (SELFEX_ENCRYPTION_KEYS lists old and new,
+    SELFEX_ENCRYPTION_KEY_ID names the new); then the old key can leave the list."""
     from services.gateway.repository import MongoIdentityDocuments
     from services.registration.repository import MongoExclusions
     from shared.crypto import Sealer
@@ -126,12 +130,10 @@ async def _reencrypt(settings: Settings) -> int:
 
     settings.require_secrets("selfex reencrypt")
     sealer = Sealer.from_settings(settings)
+    resealers = {"registration": MongoExclusions, "gateway": MongoIdentityDocuments}
     client = create_client(settings)
     try:
-        counts = {
-            "registration": await MongoExclusions(client[settings.mongo_db]).reseal(sealer),
-            "gateway": await MongoIdentityDocuments(client[settings.mongo_db]).reseal(sealer),
-        }
+        counts = {service: await resealers[service](client[settings.database_for(service)]).reseal(sealer) for service in services}
     finally:
         await client.close()
     print(f"resealed with key {sealer.current}: " + ", ".join(f"{service} {count}" for service, count in counts.items()), flush=True)

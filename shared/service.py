@@ -77,7 +77,7 @@ class Service:
             await health.start()
             await ensure_topics(self.settings)
             if self.database is None:
-                client, self.database = await open_database(self.settings, self.indexes)
+                client, self.database = await open_database(self.settings, self.name, self.indexes)
                 opened.append(client)
             else:
                 await ensure_indexes(self.database, self.indexes)

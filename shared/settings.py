@@ -27,7 +27,10 @@ class Settings(BaseSettings):
     # Where the servers are. Empty means "start the embedded ones" for `selfex up`.
     kafka_bootstrap: str = ""
     mongo_uri: str = ""
+    # Each service owns a database: ``<mongo_db>_<service>`` (selfex_registration, selfex_gateway, …),
+    # unless named here, e.g. SELFEX_MONGO_DATABASES='{"gateway": "gateway_eu"}'.
     mongo_db: str = "selfex"
+    mongo_databases: dict[str, str] = Field(default_factory=dict)
 
     # Kafka behaviour. Idempotence is on for real Kafka; Tansu does not implement InitProducerId.
     kafka_idempotence: bool = False
@@ -121,6 +124,10 @@ class Settings(BaseSettings):
     @property
     def mongo(self) -> str:
         return self.mongo_uri or f"mongodb://127.0.0.1:{self.embedded_mongo_port}"
+
+    def database_for(self, service: str) -> str:
+        """The name of the database ``service`` owns: its override, else ``<mongo_db>_<service>``."""
+        return self.mongo_databases.get(service) or f"{self.mongo_db}_{service}"
 
     def environment(self) -> dict[str, str]:
         """The ``SELFEX_*`` variables that give a child process these same settings."""

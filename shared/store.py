@@ -22,11 +22,12 @@ def create_client(settings: Settings) -> AsyncMongoClient:
     )
 
 
-async def open_database(settings: Settings, indexes: Indexes = {}) -> tuple[AsyncMongoClient, AsyncDatabase]:
-    """Connect, and create the indexes the service declares (creating an existing one is a no-op)."""
+async def open_database(settings: Settings, service: str, indexes: Indexes | None = None) -> tuple[AsyncMongoClient, AsyncDatabase]:
+    """Connect to ``service``'s own database (``Settings.database_for``), and create the indexes it
+    declares (creating an existing one is a no-op)."""
     client = create_client(settings)
-    database = client[settings.mongo_db]
-    await ensure_indexes(database, indexes)
+    database = client[settings.database_for(service)]
+    await ensure_indexes(database, indexes or {})
     return client, database
 
 

@@ -47,7 +47,7 @@ async def demo_operator(settings: Settings) -> Issued:
 
     Each ``make run`` prints a key that works; the one printed before stops working.
     """
-    client, database = await open_database(settings, INDEXES)
+    client, database = await open_database(settings, "gateway", INDEXES)
     try:
         operators = MongoOperators(database)
         try:
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _run(args: argparse.Namespace, settings: Settings, scopes) -> int:
-    client, database = await open_database(settings, INDEXES)
+    client, database = await open_database(settings, "gateway", INDEXES)
     try:
         operators = MongoOperators(database)
         if args.action == "add":

@@ -165,6 +165,12 @@ class MongoLookup:
         for identifier in sorted(set(identifiers)):
             await self._record_one(identifier, summary)
 
+    async def insert_many(self, summaries: Mapping[str, list[Summary]]) -> None:
+        """Identifiers written straight in with their summaries (a bench's load); none may exist yet."""
+        batch = [{"_id": identifier, "exclusions": [s.stored() for s in found], "revision": 1} for identifier, found in summaries.items()]
+        if batch:
+            await self._lookup.insert_many(batch, ordered=False)
+
     async def _record_one(self, identifier: str, summary: Summary) -> None:
         for _ in range(MAX_ATTEMPTS):
             document = await self._lookup.find_one({"_id": identifier})

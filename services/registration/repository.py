@@ -268,6 +268,33 @@ class MongoExclusions:
                 written += 1
         return written
 
+    async def insert_loaded(self, exclusions: list[Exclusion], *, at: datetime) -> None:
+        """Exclusions written straight in, none of them or their persons stored yet (a bench's load),
+        with all that ``insert`` and ``save_person`` would write: each identifier's pointer to its
+        person, each person (its identifiers those of its exclusions), each request's pointer to its
+        exclusion, the running ones' claims; the pointers and claims first, as one by one."""
+        if not exclusions:
+            return
+        persons: dict[str, set[str]] = {}
+        for exclusion in exclusions:
+            persons.setdefault(exclusion.person_id, set()).update(exclusion.identifiers)
+        pointers = {identifier: sorted(person_ids) for identifier, person_ids in _pointed(persons).items()}
+        await self._person_identifiers.insert_many(
+            [{"_id": identifier, "person_ids": person_ids} for identifier, person_ids in pointers.items()], ordered=False
+        )
+        await self._persons.insert_many(
+            [{"_id": person_id, "identifiers": sorted(identifiers), "year_of_birth": None, "gender": None} for person_id, identifiers in persons.items()],
+            ordered=False,
+        )
+        causes = [{"_id": cause, "exclusion_ids": [str(exclusion.id)]} for exclusion in exclusions for cause in exclusion.causes]
+        if causes:
+            await self._causes.insert_many(causes, ordered=False)
+        claims = [_claim(identifier, exclusion, at) for exclusion in exclusions if exclusion.running for identifier in sorted(set(exclusion.identifiers))]
+        if claims:
+            await self._running.insert_many(claims, ordered=False)
+        documents = [{**_document(e), "revision": 1, "outbox": [], "outbox_at": None, "claim_until": UNCLAIMED} for e in exclusions]
+        await self._exclusions.insert_many(documents, ordered=False)
+
     # --- key rotation -------------------------------------------------------------------------
 
     async def reseal(self, sealer: Sealer) -> int:
@@ -391,6 +418,15 @@ async def _point(collection, key: str, field_name: str, target: str) -> None:
         await collection.insert_one({"_id": key, field_name: [target]})
     except DuplicateKeyError:
         await collection.update_one({"_id": key}, {"$addToSet": {field_name: target}})
+
+
+def _pointed(persons: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Identifier hash → the persons holding it."""
+    pointers: dict[str, set[str]] = {}
+    for person_id, identifiers in persons.items():
+        for identifier in identifiers:
+            pointers.setdefault(identifier, set()).add(person_id)
+    return pointers
 
 
 def _claim(identifier: str, exclusion: Exclusion, at: datetime) -> dict[str, Any]:

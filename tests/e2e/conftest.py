@@ -10,9 +10,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import pytest_asyncio
 
+from selfex.stack import SERVICES
 from shared.infra import free_port
 from shared.settings import Settings
+from shared.store import create_client
 
 
 @dataclass
@@ -83,3 +86,16 @@ def stack(settings: Settings, tmp_path: Path):
         yield RunningStack(settings.model_copy(update={"gateway_port": port}), process, base_url, log_path)
     finally:
         stop(process)
+
+
+@pytest_asyncio.fixture
+async def databases(settings: Settings):
+    """Each service's own database, by service name, where the stack's processes open it by default
+    (``Settings.database_for``); dropped afterwards."""
+    client = create_client(settings)
+    try:
+        yield {name: client[settings.database_for(name)] for name in SERVICES}
+    finally:
+        for name in SERVICES:
+            await client.drop_database(settings.database_for(name))
+        await client.close()

@@ -47,7 +47,7 @@ def login(person_uid: str, account: str) -> AccountEventOccurred:
     )
 
 
-async def test_an_excluded_person_is_blocked_and_everything_is_audited(stack, database):
+async def test_an_excluded_person_is_blocked_and_everything_is_audited(stack, databases):
     settings = stack.settings
     request = RequestExclusion(
         source="operator-test",
@@ -66,13 +66,13 @@ async def test_an_excluded_person_is_blocked_and_everything_is_audited(stack, da
         await publish.event(request)
 
         stored = await eventually(
-            lambda: database["exclusions"].find_one({"request_id": str(request.id), "state": "active"}),
+            lambda: databases["registration"]["exclusions"].find_one({"request_id": str(request.id), "state": "active"}),
             what="registration to store an active exclusion",
         )
         assert stored["ends_at"].date() == (utcnow() + timedelta(days=30)).date()
         # Blocking learns of it from the lifecycle topic; wait until its view has it.
         await eventually(
-            lambda: database["blocking_exclusions"].find_one({"_id": stored["_id"]}),
+            lambda: databases["blocking"]["blocking_exclusions"].find_one({"_id": stored["_id"]}),
             what="blocking to take the exclusion into its view",
         )
 
@@ -99,7 +99,7 @@ async def test_an_excluded_person_is_blocked_and_everything_is_audited(stack, da
     # Audit has stored every one of those events: command, activation, two logins, two decisions.
     expected = {str(request.id), str(excluded.id), str(other.id)} | {m["id"] for m in found}
     audited = await eventually(
-        lambda: _audited(database, expected), timeout=30, what="audit to store every event of the flow"
+        lambda: _audited(databases["audit"], expected), timeout=30, what="audit to store every event of the flow"
     )
     types = sorted(entry["event"]["type"] for entry in audited)
     assert types.count("exclusion.activated") == 1

@@ -1,6 +1,7 @@
 """``selfex operator``: keys printed once, stored only as a hash, revoked and rotated for real."""
 
 import asyncio
+import json
 import os
 import re
 import sys
@@ -25,7 +26,8 @@ async def gw(servers):
 
 async def selfex(gw, *args: str) -> tuple[int, str]:
     """Run ``selfex operator ...``; its stdout, then its stderr."""
-    env = {**os.environ, "SELFEX_MONGO_URI": gw.settings.mongo_uri, "SELFEX_MONGO_DB": gw.settings.mongo_db}
+    # The world's gateway runs on one injected database: the command is pointed at it as the gateway's own.
+    env = {**os.environ, "SELFEX_MONGO_URI": gw.settings.mongo_uri, "SELFEX_MONGO_DATABASES": json.dumps({"gateway": gw.settings.mongo_db})}
     process = await asyncio.create_subprocess_exec(
         SELFEX, "operator", *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )

@@ -22,9 +22,11 @@ from services.verification.domain import sealed_context
 from shared import topics
 from shared.crypto import Sealer
 from shared.infra import free_port
+from shared.settings import Settings
 from shared.store import create_client
 from tests.gateway.conftest import Clock, new_uid, serving, settings_for
-from tests.support import TopicReader, eventually
+from tests.registration.harness import person, request
+from tests.support import Publisher, TopicReader, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +55,13 @@ async def test_the_gateway_answers_from_what_the_topics_told_it(servers):
 
             # Native: created, shown, checked, a lift refused with the policy's reason.
             tag = uuid.uuid4().hex[:8]
-            identity = {"first_name": "Astrid", "last_name": f"Berg{tag}", "date_of_birth": "1979-11-02", "postcode": "111 22", "email": f"a.{tag}@example.se"}
+            identity = {
+                "first_name": "Astrid",
+                "last_name": f"Berg{tag}",
+                "date_of_birth": "1979-11-02",
+                "postcode": "111 22",
+                "email": f"a.{tag}@example.se",
+            }
             created = await http.post("/v1/exclusions", json={"identity": identity, "duration": "+6m", "jurisdiction": "UK"}, headers=key)
             assert created.status_code == 201, created.text
             view = created.json()
@@ -66,7 +74,9 @@ async def test_the_gateway_answers_from_what_the_topics_told_it(servers):
             assert checked.json()["exclusion"] == "Y"
             assert lift.status_code == 409 and "minimum" in lift.json()["reason"], lift.text
             assert (await http.get(created.headers["Location"], headers=key)).json()["last_lift_refusal"]["reason"] == lift.json()["reason"]
-            assert again.status_code == 201 and again.json()["exclusion_id"] == view["exclusion_id"], "a second request extends the running one"
+            assert again.status_code == 201 and again.json()["exclusion_id"] == view["exclusion_id"], (
+                "a second request extends the running one"
+            )
 
             # ChipOut: excluded, and a status right after answers 200.
             uid = new_uid()
@@ -86,7 +96,9 @@ async def test_the_gateway_answers_from_what_the_topics_told_it(servers):
             [notice] = await notices.wait_for(
                 lambda m: m["payload"]["template"] == "verification_code" and m["payload"]["params"]["exclusion_id"] == exclusion_id
             )
-            code = json.loads(Sealer.from_settings(settings).open_text(notice["payload"]["sealed_params"], sealed_context(notice["id"])))["code"]
+            code = json.loads(Sealer.from_settings(settings).open_text(notice["payload"]["sealed_params"], sealed_context(notice["id"])))[
+                "code"
+            ]
             wrong = f"{(int(code) + 1) % 1_000_000:06d}"
             refused = await http.post(f"/v1/portal/exclusions/{exclusion_id}/code", json={"code": wrong})
             confirmed = await http.post(f"/v1/portal/exclusions/{exclusion_id}/code", json={"code": code})
@@ -105,5 +117,48 @@ async def test_the_gateway_answers_from_what_the_topics_told_it(servers):
             assert not names & {"exclusions", "persons", "verifications", "verification_submissions", "documents"}, names
     finally:
         for name in databases.values():
+            await client.drop_database(name)
+        await client.close()
+
+
+def test_each_service_is_given_a_database_of_its_own_unless_one_is_named():
+    settings = Settings(mongo_db="selfex", mongo_databases={"gateway": "gateway_eu"})
+
+    assert [settings.database_for(name) for name in ("registration", "verification", "blocking", "audit")] == [
+        "selfex_registration",
+        "selfex_verification",
+        "selfex_blocking",
+        "selfex_audit",
+    ]
+    assert settings.database_for("gateway") == "gateway_eu"
+    assert Settings(mongo_db="selfex").database_for("gateway") == "selfex_gateway"
+
+
+async def test_services_started_without_a_database_open_their_own(servers):
+    """No database injected: registration and verification each open ``<mongo_db>_<service>``, and an
+    exclusion requested lands in registration's alone."""
+    settings = settings_for(servers, verification_timer_seconds=0, registration_timer_seconds=0)
+    own = {name: settings.database_for(name) for name in ("registration", "verification")}
+    assert len(set(own.values())) == 2 and settings.mongo_db not in own.values()
+    client = create_client(settings)
+    command = request(person(int(uuid.uuid4().int % 10**8)), "+6m")
+    try:
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(registration_app(settings))
+            await stack.enter_async_context(verification_app(settings))
+            publisher = await stack.enter_async_context(Publisher(settings))
+            await publisher.event(command)
+
+            async def stored():
+                return await client[own["registration"]]["exclusions"].find_one({"request_id": str(command.id)})
+
+            await eventually(stored, what="the exclusion in registration's own database")
+            registration_names = set(await client[own["registration"]].list_collection_names())
+            verification_names = set(await client[own["verification"]].list_collection_names())
+            assert {"exclusions", "persons"} <= registration_names and not registration_names & {"verifications", "documents"}
+            assert "verifications" in verification_names and not verification_names & {"exclusions", "persons"}
+            assert settings.mongo_db not in await client.list_database_names(), "nothing is written to the bare prefix"
+    finally:
+        for name in own.values():
             await client.drop_database(name)
         await client.close()

@@ -39,6 +39,8 @@ async def all_stored(database, count: int) -> bool:
 async def test_an_encryption_key_is_rotated_while_requests_flow_and_every_contact_still_opens(settings, database, tmp_path):
     before = settings.model_copy(update={"encryption_keys": SecretStr(OLD), "encryption_key_id": "e1"})
     after = settings.model_copy(update={"encryption_keys": SecretStr(f"{NEW},{OLD}"), "encryption_key_id": "e2"})
+    # Registration runs on the test's database: `selfex reencrypt` is told it is registration's own.
+    rotating = after.model_copy(update={"mongo_databases": {"registration": settings.mongo_db}})
 
     async with registration(before, database) as running:  # the old key: everything sealed with e1
         for n in range(20):
@@ -51,7 +53,7 @@ async def test_an_encryption_key_is_rotated_while_requests_flow_and_every_contac
                 await running.send(excluded(n))
                 await asyncio.sleep(0)  # interleave with the re-encryption
 
-        env = {**os.environ, **after.environment(), "SELFEX_LOG_FORMAT": "json"}
+        env = {**os.environ, **rotating.environment(), "SELFEX_LOG_FORMAT": "json"}
         reencrypt = asyncio.create_subprocess_exec(SELFEX, "reencrypt", env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         sending, process = await asyncio.gather(flow(), reencrypt)
         output, _ = await process.communicate()
