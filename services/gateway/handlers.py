@@ -44,12 +44,13 @@ def register(service: Service) -> Any:
 
     @service.subscriber(topics.VERIFICATION_EVENTS, title="gateway.verification_events")
     async def on_verification_event(event: VerificationEvent) -> None:
-        """Keep where each verification stands, then the answer to the submission that moved it."""
+        """Keep where each verification (of an exclusion request, or of a lift) stands, then the answer to the submission that moved it."""
         if not isinstance(event, VerificationProgressed):
             return
         progress = event.payload
         if progress.verification is not None:
-            await MongoVerificationViews(service.db).record(verification_view_of(progress.exclusion_id, progress.verification))
+            view = verification_view_of(progress.exclusion_id, progress.verification, lift_id=progress.lift_id)
+            await MongoVerificationViews(service.db).record(view)
         if progress.answer is not None:
             await MongoSubmissionAnswers(service.db).record(answer_of(progress.exclusion_id, progress.answer), utcnow())
 

@@ -15,19 +15,19 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from shared.events import (
     FINAL_STATES,
+    CancellationPayload,
+    CancelExclusion,
     Channel,
     DocumentReviewedPayload,
     ExclusionRequestedPayload,
-    LiftRequestedPayload,
     RequestExclusion,
-    RequestLift,
     ReviewDocument,
     Scope,
 )
 from shared.identity import PERSONAL_KINDS, Identity, IdentityError, normalised_identifiers
 from shared.policies import DurationError, Policy, PolicyError, policy_for
 
-from services.gateway import access
+from services.gateway import access, lifts
 from services.gateway.access import Operator
 from services.gateway.bodies import JsonCheckedRoute
 from services.gateway.context import Gateway, admitted, gateway, lookup_current
@@ -36,8 +36,10 @@ from services.gateway.edge import note
 from services.gateway.problems import Problem
 from services.gateway.schemas import (
     BatchCheck,
+    Cancellation,
     ExclusionCreate,
     ExclusionExtend,
+    LiftCode,
     LiftRequest,
     Moment,
     PersonIdentity,
@@ -93,6 +95,8 @@ def operator_with(scope: access.Permission):
 Checker = Annotated[Operator, Depends(operator_with(access.Permission.CHECK))]
 Excluder = Annotated[Operator, Depends(operator_with(access.Permission.EXCLUDE))]
 Compliance = Annotated[Operator, Depends(operator_with(access.Permission.COMPLIANCE))]
+# Who may cancel an exclusion made in error: register staff. Until keys carry roles, the compliance scope.
+RegisterStaff = Annotated[Operator, Depends(operator_with(access.Permission.COMPLIANCE))]
 
 
 # --- exclusions ---------------------------------------------------------------------------------
@@ -164,26 +168,78 @@ async def extend_exclusion(body: ExclusionExtend, operator: Excluder, request: R
 @router.post(
     "/exclusions/{exclusion_id}/lift",
     tags=["exclusions"],
-    summary="Ask to lift an exclusion: the policy says whether, and when",
+    status_code=202,
+    summary="Relay a person's request to lift their exclusion: a one-time code goes to the person, never to the caller",
     responses={
         **KEY_RESPONSES,
-        200: {"description": "the lift was accepted: state lift_requested, lift_effective_at says when"},
+        202: {"description": "a lift verification started: lift_id and status; the person completes it with their code"},
         404: {"description": "no such exclusion for this person"},
-        409: {"description": "refused: the reason says why (e.g. the minimum has not passed), or it has ended"},
+        409: {"description": "the exclusion has ended"},
     },
 )
 async def lift_exclusion(body: LiftRequest, operator: Excluder, request: Request, exclusion_id: Annotated[str, EXCLUSION_ID]) -> JSONResponse:
+    """Ending an exclusion is the person's act: this only starts the lift. The code goes to the
+    person's contact on file; the person (not this key) completes it at ``/v1/lifts/{lift_id}/code``
+    or on the portal, and then the policy says whether, and when, it ends."""
     the_gateway = gateway(request)
     document = await _persons_running_exclusion(the_gateway, exclusion_id, body.identity)
-    command = RequestLift(source="gateway", operator_id=operator.id, payload=LiftRequestedPayload(exclusion_id=uuid.UUID(exclusion_id)))
-    command = command.for_person(the_gateway.hasher, _policy(the_gateway, document["jurisdiction"]).mobile_region, identity=body.identity.identity())
+    answer = await lifts.start(the_gateway, request.app.state.db, document, operator_id=operator.id, verify_by=body.verify_by)
+    note(request).outcome = f"lift verification {answer.body.get('status', answer.status)}"
+    return JSONResponse(answer.body, status_code=answer.status)
+
+
+@router.post(
+    "/lifts/{lift_id}/code",
+    tags=["exclusions"],
+    summary="The person completes their lift request with their code (no API key: the code is the proof)",
+    responses={
+        200: {"description": "the code was right and the policy accepted: state lift_requested (lift_effective_at says when) or lifted"},
+        202: {"description": "received, not yet decided"},
+        400: {"description": "malformed, or a wrong code (attempts_left says how many are left)"},
+        404: {"description": "no such lift request"},
+        409: {"description": "the policy refused the lift (the reason says why), or the code was used already"},
+        410: {"description": "the code expired, or the lift request failed"},
+    },
+)
+async def complete_lift(body: LiftCode, request: Request, lift_id: Annotated[str, Path(description="the lift request's id", max_length=64)]) -> JSONResponse:
+    """For the person's own client: an operator's key neither is needed nor helps, only the code sent to the person does."""
+    try:
+        lift = uuid.UUID(lift_id)
+    except ValueError:
+        raise Problem(400, "lift_id must be a UUID", "lift_id") from None
+    the_gateway = gateway(request)
+    answer = await lifts.complete(the_gateway, request.app.state.db, request.app.state.sealer, lift, body.code)
+    note(request).outcome = f"lift {answer.body.get('status', answer.status)}"
+    return JSONResponse(answer.body, status_code=answer.status)
+
+
+@router.post(
+    "/exclusions/{exclusion_id}/cancel",
+    tags=["compliance"],
+    summary="Cancel an exclusion made in error, with the reason (register staff); audited",
+    responses={
+        **KEY_RESPONSES,
+        200: {"description": "cancelled: state cancelled, ended_at now"},
+        202: {"description": "accepted, not yet written"},
+        404: {"description": "no such exclusion"},
+        409: {"description": "the exclusion has ended already"},
+    },
+)
+async def cancel_exclusion(body: Cancellation, staff: RegisterStaff, request: Request, exclusion_id: Annotated[str, EXCLUSION_ID]) -> JSONResponse:
+    the_gateway = gateway(request)
+    document = await _exclusion(the_gateway, exclusion_id)
+    if document.get("state") in {s.value for s in FINAL_STATES}:
+        raise Problem(409, f"exclusion {exclusion_id} has ended ({document['state']})", "exclusion_id")
+    command = CancelExclusion(
+        source="gateway",
+        operator_id=staff.id,
+        subject=document.get("person_id"),
+        payload=CancellationPayload(exclusion_id=uuid.UUID(document["_id"]), reason=body.reason, cancelled_by=staff.name[:200]),
+    )
     written = await the_gateway.published_and_read(command)
     if written is None:
         return _processing(request, command.id)
-    if written.refusal is not None:
-        note(request).outcome = "lift refused"
-        raise Problem(409, "lift refused", "exclusion_id", reason=written.refusal, exclusion=_view(the_gateway, written.exclusion))
-    note(request).outcome = "lift requested"
+    note(request).outcome = "cancelled"
     return JSONResponse(_view(the_gateway, written.exclusion))
 
 

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pymongo.errors import PyMongoError
 
 from shared.events import (
+    FINAL_STATES,
     SCOPE_ALL,
     Channel,
     CodeResendPayload,
@@ -42,7 +43,9 @@ from shared.events import (
 from shared.identity import PERSONAL_KINDS, Identity, IdentityError, normalise_mobile, uid_from_personnummer
 from shared.policies import DurationError
 
+from services.gateway import lifts
 from services.gateway.bodies import json_value
+from services.gateway.context import gateway
 from services.gateway.problems import Problem as GatewayProblem
 from services.gateway.repository import (
     MongoCommandEffects,
@@ -51,7 +54,7 @@ from services.gateway.repository import (
     MongoVerificationViews,
     MongoViews,
 )
-from services.gateway.schemas import born_on
+from services.gateway.schemas import ANSWER_STATUS, born_on
 
 router = APIRouter(prefix="/v1/portal", tags=["portal"])
 log = structlog.get_logger("gateway.portal")
@@ -67,24 +70,7 @@ MAGIC_NUMBERS = (
 )
 CODE = re.compile(r"[0-9]{6}")
 # A submission's status, as verification answers it, to the portal's HTTP status.
-HTTP_STATUS = {
-    "verified": 200,
-    "code_sent": 202,
-    "document_received": 202,
-    "wrong_code": 400,
-    "attempts_exhausted": 400,
-    "superseded": 400,
-    "other_request": 400,
-    "already_used": 409,
-    "already_verified": 409,
-    "wrong_method": 409,
-    "unknown_request": 409,
-    "document_pending": 409,
-    "not_under_review": 409,
-    "expired": 410,
-    "closed": 410,
-    "resends_exhausted": 429,
-}
+HTTP_STATUS = ANSWER_STATUS
 T = TypeVar("T")
 
 
@@ -104,6 +90,31 @@ class PortalExclusionRequest(BaseModel):
     jurisdiction: str = Field(default="SE", max_length=8)
     scope: Scope | None = None
     verify_by: Literal["email", "sms"] | None = Field(default=None, description="default: e-mail if given, else SMS")
+    locale: str | None = Field(default=None, max_length=16)
+
+    @field_validator("date_of_birth")
+    @classmethod
+    def _born(cls, value: date | None) -> date | None:
+        return born_on(value) if value is not None else None
+
+    def identity(self) -> Identity:
+        fields = ("national_id", "first_name", "last_name", "date_of_birth", "postcode", "email", "mobile")
+        return Identity(**{name: getattr(self, name) for name in fields if getattr(self, name) is not None})
+
+
+class PortalLiftRequest(BaseModel):
+    """Who you are (one identifier of the exclusion's person is enough), and where your code goes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    national_id: str | None = Field(default=None, description="personnummer (SE), 12 digits")
+    first_name: str | None = None
+    last_name: str | None = None
+    date_of_birth: date | None = None
+    postcode: str | None = None
+    email: str | None = None
+    mobile: str | None = None
+    verify_by: Literal["email", "sms"] | None = Field(default=None, description="which contact on file gets the code; default: any")
     locale: str | None = Field(default=None, max_length=16)
 
     @field_validator("date_of_birth")
@@ -322,6 +333,64 @@ async def show_exclusion(exclusion_id: str, request: Request) -> JSONResponse:
     return JSONResponse(body)
 
 
+# --- lifting your exclusion ---------------------------------------------------------------
+
+
+@router.post(
+    "/exclusions/{exclusion_id}/lift",
+    status_code=202,
+    responses={400: REFUSALS[400], 404: {"description": "no such exclusion for this person"}, 409: {"description": "it has ended"}, 503: REFUSALS[503]},
+    openapi_extra=_body("application/json", _inlined(PortalLiftRequest.model_json_schema())),
+)
+@answers
+async def request_lift(exclusion_id: str, request: Request) -> JSONResponse:
+    """Ask to lift your exclusion: a one-time code goes to your contact on file; your code completes
+    the request, and then the jurisdiction's policy says whether, and when, it ends."""
+    state = request.app.state
+    form = _validated(PortalLiftRequest, await _json_object(request))
+    exclusion = await MongoViews(state.db).get(str(_uuid(exclusion_id)))
+    policy = state.policies.get(str(exclusion.get("jurisdiction"))) if exclusion else None
+    try:
+        hashes = set(state.hasher.identifiers(form.identity(), policy.mobile_region if policy else "GB").values())
+    except (ValidationError, IdentityError):
+        raise Problem(400, "the identity given is not valid", "identity") from None
+    if exclusion is None or not hashes & set(exclusion.get("identifiers") or []):
+        raise Problem(404, "no such exclusion for this person")
+    if exclusion.get("state") in {s.value for s in FINAL_STATES}:
+        raise Problem(409, f"the exclusion has ended ({exclusion['state']})")
+    answer = await lifts.start(gateway(request), state.db, exclusion, operator_id=None, verify_by=form.verify_by, locale=form.locale)
+    return JSONResponse(answer.body, status_code=answer.status)
+
+
+@router.post("/lifts/{lift_id}/code", responses=REFUSALS | {409: {"description": "the policy refused the lift: the reason says why"}}, openapi_extra=_body("application/json", CODE_BODY))
+@answers
+async def submit_lift_code(lift_id: str, request: Request) -> JSONResponse:
+    """Complete your lift request with the 6-digit code you received; the answer is the policy's decision."""
+    state = request.app.state
+    lift = _uuid(lift_id, "lift_id")
+    code = (await _json_object(request)).get("code")
+    if not isinstance(code, str) or not CODE.fullmatch(code.strip()):
+        raise Problem(400, "code must be the 6 digits you received", "code")
+    answer = await lifts.complete(gateway(request), state.db, state.sealer, lift, code.strip())
+    return JSONResponse(answer.body, status_code=answer.status)
+
+
+@router.post("/lifts/{lift_id}/code/resend", status_code=202, responses=REFUSALS | {429: {"description": "no more codes: at most 3 resends"}})
+@answers
+async def resend_lift_code(lift_id: str, request: Request) -> JSONResponse:
+    """Send a new code for your lift request (at most 3 times); the previous one stops working."""
+    answer = await lifts.resend(gateway(request), request.app.state.db, _uuid(lift_id, "lift_id"))
+    return JSONResponse(answer.body, status_code=answer.status)
+
+
+@router.get("/lifts/{lift_id}", responses={400: REFUSALS[400], 404: {"description": "no such lift request"}})
+@answers
+async def show_lift(lift_id: str, request: Request) -> JSONResponse:
+    """Where your lift request stands: waiting for the code, verified, failed; attempts and codes left."""
+    answer = await lifts.standing(request.app.state.db, _uuid(lift_id, "lift_id"))
+    return JSONResponse(answer.body, status_code=answer.status)
+
+
 # --- the parts ----------------------------------------------------------------------------
 
 
@@ -375,11 +444,11 @@ def _verify_by(form: PortalExclusionRequest, *, needs_code: bool) -> Literal["em
     raise Problem(400, "a one-time code needs an e-mail address or a mobile number", "verify_by")
 
 
-def _uuid(text: str) -> uuid.UUID:
+def _uuid(text: str, field: str = "exclusion_id") -> uuid.UUID:
     try:
         return uuid.UUID(text)
     except ValueError:
-        raise Problem(400, "exclusion_id is not a UUID", "exclusion_id") from None
+        raise Problem(400, f"{field} is not a UUID", field) from None
 
 
 async def _known_exclusion(db, exclusion_id: str) -> uuid.UUID:

@@ -11,7 +11,8 @@ fed from the topics (no other service's collection is read or written here).
 - ``command_effects``: one per command registration applied (``_id`` = the command's id): the
   exclusion it made or changed, and the refusal if it was refused. A write's answer reads it by id.
 - ``verification_views``: one per exclusion waiting for (or done with) verification (``_id`` = the
-  exclusion id): method, state, attempts and resends left, the code's expiry, ``version``.
+  exclusion id), and one per lift request (``_id`` = the lift id, ``lift`` true, ``exclusion_id``):
+  method, state, attempts and resends left, the code's expiry, ``version``.
 - ``submission_answers``: one per portal submission (``_id`` = the command's id): what became of it.
 - ``identity_documents``: the documents people upload, sealed (AES-GCM, context "document:<id>").
 - ``operator_decisions``: blocking's decisions, by operator, so each operator reads only its own.
@@ -238,7 +239,7 @@ class MongoCommandEffects:
 
 
 class MongoVerificationViews:
-    """Exclusion id → where its verification stands."""
+    """Exclusion id (or lift id) → where its verification stands."""
 
     def __init__(self, database: AsyncDatabase) -> None:
         self._views = database["verification_views"]

@@ -146,6 +146,43 @@ class LiftRequest(Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"examples": [{"identity": {"email": "harry@example.com"}}]})
 
     identity: PersonIdentity = Field(description="the person the exclusion belongs to")
+    verify_by: Literal["email", "sms"] | None = Field(default=None, description="where the person's code goes (a contact on file); default: any")
+
+
+class LiftCode(Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"examples": [{"code": "123456"}]})
+
+    code: str = Field(pattern=r"^[0-9]{6}$", description="the 6 digits the person received")
+
+
+class Cancellation(Strict):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_extra={"examples": [{"reason": "registered for the wrong person (case 4711)"}]}
+    )
+
+    reason: str = Field(min_length=1, max_length=2000, description="why the exclusion was made in error; kept in the audit log")
+
+
+# A verification's answer to a submission (its ``status``) as an HTTP status: the portal's and the lifts'.
+ANSWER_STATUS = {
+    "verified": 200,
+    "code_sent": 202,
+    "document_received": 202,
+    "wrong_code": 400,
+    "attempts_exhausted": 400,
+    "superseded": 400,
+    "other_request": 400,
+    "already_used": 409,
+    "already_verified": 409,
+    "already_requested": 409,
+    "wrong_method": 409,
+    "unknown_request": 409,
+    "document_pending": 409,
+    "not_under_review": 409,
+    "expired": 410,
+    "closed": 410,
+    "resends_exhausted": 429,
+}
 
 
 class PersonQuery(Strict):

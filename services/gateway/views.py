@@ -42,9 +42,11 @@ def view_of(snapshot: ExclusionSnapshot, person_id: str | None, *, refusal: Mapp
     }
 
 
-def verification_view_of(exclusion_id: Any, standing: VerificationStanding) -> dict[str, Any]:
-    """Where an exclusion's verification stands."""
-    return {"_id": str(exclusion_id), **standing.model_dump(mode="json")}
+def verification_view_of(exclusion_id: Any, standing: VerificationStanding, *, lift_id: Any = None) -> dict[str, Any]:
+    """Where an exclusion request's verification stands (kept under the exclusion's id), or a lift
+    request's (under the lift's id, ``lift`` true, naming the exclusion it would lift)."""
+    key = lift_id if lift_id is not None else exclusion_id
+    return {"_id": str(key), "exclusion_id": str(exclusion_id), "lift": lift_id is not None, **standing.model_dump(mode="json")}
 
 
 def answer_of(exclusion_id: Any, answer: SubmissionAnswer) -> dict[str, Any]:

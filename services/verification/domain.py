@@ -20,9 +20,11 @@ from shared.events import (
     ExclusionRequested,
     ExclusionState,
     ExclusionVerified,
+    LiftVerified,
     NotificationRequested,
     NotificationRequestedPayload,
     ResendCode,
+    RequestLiftVerification,
     ReviewDocument,
     SubmissionAnswer,
     SubmissionRefusedPayload,
@@ -82,6 +84,7 @@ class Status(StrEnum):
     RESENDS_EXHAUSTED = "resends_exhausted"
     DOCUMENT_PENDING = "document_pending"
     NOT_UNDER_REVIEW = "not_under_review"
+    ALREADY_REQUESTED = "already_requested"
 
 
 ACCEPTED = frozenset({Status.VERIFIED, Status.CODE_SENT, Status.DOCUMENT_RECEIVED, Status.APPROVED, Status.REJECTED})
@@ -106,12 +109,15 @@ class Outcome(BaseModel):
 
 
 class Verification(BaseModel):
-    """One exclusion request's proof of identity, from the request to verified, failed or cancelled."""
+    """One proof that a request is the person's, from the request to verified, failed or cancelled: of
+    an exclusion request (keyed by the exclusion), or of a lift request (keyed by ``lift_id``)."""
 
     model_config = ConfigDict(frozen=True)
 
     exclusion_id: uuid.UUID
+    lift_id: uuid.UUID | None = None
     subject: str | None
+    operator_id: str | None = None  # who relayed a lift request, if someone did
     correlation_id: uuid.UUID | None = None
     method: Method
     state: State
@@ -135,6 +141,11 @@ class Verification(BaseModel):
     @property
     def is_open(self) -> bool:
         return self.state in OPEN_STATES
+
+    @property
+    def key(self) -> uuid.UUID:
+        """What it is stored, hashed and sealed under: the lift verification's id, else the exclusion's."""
+        return self.lift_id or self.exclusion_id
 
 
 @dataclass(frozen=True)
@@ -197,6 +208,34 @@ def start(event: ExclusionRequested, now: datetime, issued: IssuedCode | None) -
     else:
         started, notice = verification, _document_notice(verification, event, now)
     return started.model_copy(update={"outbox": (notice.model_dump_json(), _progressed(started, now).model_dump_json())})
+
+
+def start_lift(verification: Verification | None, command: RequestLiftVerification, now: datetime, issued: IssuedCode) -> Decision:
+    """A lift request: a code goes to the person's contact on file; only that code completes it.
+    A second request under the same ``lift_id`` changes nothing."""
+    if verification is not None:
+        return _refused(verification, command, Status.ALREADY_REQUESTED, "this lift request was made already", now)
+    payload = command.payload
+    started = Verification(
+        exclusion_id=payload.exclusion_id,
+        lift_id=payload.lift_id,
+        subject=command.subject,
+        operator_id=command.operator_id,
+        correlation_id=command.correlation_id or command.id,
+        method="code",
+        state=State.AWAITING_CODE,
+        channel=payload.verify_by or "any",
+        code_hash=issued.hash,
+        code_expires_at=now + CODE_LIFETIME,
+        created_at=now,
+        updated_at=now,
+    )
+    reason = "a one-time code is on its way to the person's contact on file"
+    outcome = _outcome(command, Status.CODE_SENT, reason, now, attempts_left=MAX_ATTEMPTS, resends_left=MAX_RESENDS)
+    notice = _code_notice(started, command, issued, now)
+    started = started.model_copy(update={"applied": (outcome,)})
+    progressed = _progressed(started, now, outcome=outcome)
+    return Decision(outcome=outcome, verification=started.model_copy(update={"outbox": (notice.model_dump_json(), progressed.model_dump_json())}))
 
 
 def cancel(verification: Verification, reason: str | None, now: datetime) -> Verification | None:
@@ -308,7 +347,10 @@ def refusal_events(verification: Verification | None, command: Event, outcome: O
     """What an unchanged verification's outcome announces (the same again on redelivery)."""
     if not outcome.refused:
         return ()
-    return (_refusal_event(verification, command, outcome), _progressed(verification, outcome.recorded_at, outcome=outcome))
+    return (
+        _refusal_event(verification, command, outcome),
+        _progressed(verification, outcome.recorded_at, outcome=outcome, lift_id=getattr(command.payload, "lift_id", None)),
+    )
 
 
 def standing(verification: Verification) -> VerificationStanding:
@@ -390,7 +432,9 @@ def _announced(changed: Verification, now: datetime) -> Verification:
     return changed.model_copy(update={"outbox": (*changed.outbox, _progressed(changed, now).model_dump_json())})
 
 
-def _progressed(verification: Verification | None, now: datetime, *, outcome: Outcome | None = None) -> VerificationProgressed:
+def _progressed(
+    verification: Verification | None, now: datetime, *, outcome: Outcome | None = None, lift_id: uuid.UUID | None = None
+) -> VerificationProgressed:
     """Where the verification stands, and the submission's answer if one caused it. The id derives
     from the submission, else from the verification's version, so redelivery repeats the same event."""
     if outcome is not None:
@@ -406,7 +450,7 @@ def _progressed(verification: Verification | None, now: datetime, *, outcome: Ou
     else:
         assert verification is not None, "a change no submission caused is a change of a verification"
         exclusion_id, answer = verification.exclusion_id, None
-        event_id = derived_id(exclusion_id, f"verification.progressed@{verification.version}")
+        event_id = derived_id(verification.key, f"verification.progressed@{verification.version}")
     return VerificationProgressed(
         id=event_id,
         source=SOURCE,
@@ -415,7 +459,10 @@ def _progressed(verification: Verification | None, now: datetime, *, outcome: Ou
         causation_id=outcome.submission_id if outcome else None,
         subject=verification.subject if verification else None,
         payload=VerificationProgressedPayload(
-            exclusion_id=exclusion_id, verification=standing(verification) if verification else None, answer=answer
+            exclusion_id=exclusion_id,
+            verification=standing(verification) if verification else None,
+            answer=answer,
+            lift_id=verification.lift_id if verification else lift_id,
         ),
     )
 
@@ -438,11 +485,25 @@ def _refusal_event(verification: Verification | None, command: Event, outcome: O
         source=SOURCE,
         subject=verification.subject if verification else None,
         occurred_at=outcome.recorded_at,
-        payload=SubmissionRefusedPayload(exclusion_id=outcome.exclusion_id, reason=outcome.reason),
+        payload=SubmissionRefusedPayload(
+            exclusion_id=outcome.exclusion_id, reason=outcome.reason, lift_id=getattr(command.payload, "lift_id", None)
+        ),
     )
 
 
-def _verified(verification: Verification, method: Method, cause_id: uuid.UUID, now: datetime) -> ExclusionVerified:
+def _verified(verification: Verification, method: Method, cause_id: uuid.UUID, now: datetime) -> ExclusionVerified | LiftVerified:
+    if verification.lift_id is not None:
+        # One per lift verification: registration's answer is caused by it, under an id the gateway can derive.
+        return LiftVerified(
+            id=LiftVerified.id_for(verification.lift_id),
+            source=SOURCE,
+            occurred_at=now,
+            correlation_id=verification.correlation_id,
+            causation_id=cause_id,
+            subject=verification.subject,
+            operator_id=verification.operator_id,
+            payload=VerificationOutcomePayload(exclusion_id=verification.exclusion_id, method=method, lift_id=verification.lift_id),
+        )
     # One per exclusion, whichever submission verified it.
     return ExclusionVerified(
         id=derived_id(verification.exclusion_id, "exclusion.verified"),
@@ -460,17 +521,24 @@ def _failed(
 ) -> VerificationFailed:
     # One per exclusion: an expiry seen by the timer and by a late submission is still one failure.
     return VerificationFailed(
-        id=derived_id(verification.exclusion_id, "verification.failed"),
+        id=derived_id(verification.key, "verification.failed"),
         source=SOURCE,
         occurred_at=now,
         correlation_id=verification.correlation_id,
         causation_id=cause_id,
         subject=verification.subject,
-        payload=VerificationOutcomePayload(exclusion_id=verification.exclusion_id, method=method or verification.method, reason=reason),
+        payload=VerificationOutcomePayload(
+            exclusion_id=verification.exclusion_id, method=method or verification.method, reason=reason, lift_id=verification.lift_id
+        ),
     )
 
 
 def _code_notice(verification: Verification, cause: Event, issued: IssuedCode, now: datetime) -> NotificationRequested:
+    """The code, sealed, for the person: the notification service finds their contact by ``subject``
+    (the person) and the exclusion, as registration keeps it; a lift's code names the lift too."""
+    params = {"exclusion_id": str(verification.exclusion_id), "valid_minutes": str(int(CODE_LIFETIME.total_seconds() // 60))}
+    if verification.lift_id is not None:
+        params["lift_id"] = str(verification.lift_id)
     return NotificationRequested(
         id=code_notice_id(cause),
         source=SOURCE,
@@ -479,9 +547,9 @@ def _code_notice(verification: Verification, cause: Event, issued: IssuedCode, n
         causation_id=cause.id,
         subject=verification.subject,
         payload=NotificationRequestedPayload(
-            template="verification_code",
+            template="lift_code" if verification.lift_id else "verification_code",
             channel=verification.channel,
-            params={"exclusion_id": str(verification.exclusion_id), "valid_minutes": str(int(CODE_LIFETIME.total_seconds() // 60))},
+            params=params,
             sealed_params=issued.sealed_params,
         ),
     )

@@ -19,7 +19,7 @@ def register(service: Service, verifier: Verifier) -> None:
 
     @service.subscriber(topics.VERIFICATION_INPUTS, title="verification.inputs")
     async def on_verification_input(command: VerificationInput) -> None:
-        """Check a code, send a new one, take a document in, or apply a reviewer's decision."""
+        """Check a code, send a new one, start a lift verification, take a document in, or apply a reviewer's decision."""
         outcome = await verifier.submit(command)
         service.log.info(
             "submission_handled",

@@ -1,7 +1,7 @@
 """Verifications, submission outcomes and uploaded documents in MongoDB: the only code that knows
 these collections' shapes (the portal reads and writes them through this module too).
 
-verifications            _id = exclusion id; the Verification model, plus ``next_check_at`` (indexed:
+verifications            _id = exclusion id, or a lift verification's id (``Verification.key``); the Verification model, plus ``next_check_at`` (indexed:
                          the timer's work list). Written whole, conditional on ``version``.
 verification_submissions _id = the submission's event id; the Outcome model (what the portal reads).
 documents                _id = document id; exclusion_id, content_type, size, ``sealed`` (the bytes,
@@ -34,8 +34,9 @@ class MongoVerifications:
     def __init__(self, database: AsyncDatabase) -> None:
         self._collection = database["verifications"]
 
-    async def get(self, exclusion_id: uuid.UUID | str) -> Verification | None:
-        document = await self._collection.find_one({"_id": str(exclusion_id)})
+    async def get(self, key: uuid.UUID | str) -> Verification | None:
+        """By ``Verification.key``: the exclusion's id, or a lift verification's id."""
+        document = await self._collection.find_one({"_id": str(key)})
         return _verification(document) if document else None
 
     async def add(self, verification: Verification) -> bool:
@@ -51,7 +52,7 @@ class MongoVerifications:
         # Whole-document replacement: a datetime $set on an existing document is mangled by the
         # embedded store (see tests/store/test_conformance.py), a replacement is not.
         result = await self._collection.replace_one(
-            {"_id": str(verification.exclusion_id), "version": expected_version}, _document(verification)
+            {"_id": str(verification.key), "version": expected_version}, _document(verification)
         )
         return result.matched_count == 1
 
@@ -111,7 +112,7 @@ class MongoDocuments:
 
 def _document(verification: Verification) -> dict[str, Any]:
     document = verification.model_dump(mode="json")
-    document["_id"] = document.pop("exclusion_id")
+    document["_id"] = str(verification.key)
     for name in _DATETIMES:
         document[name] = getattr(verification, name)
     document["next_check_at"] = next_check_at(verification)
@@ -119,4 +120,5 @@ def _document(verification: Verification) -> dict[str, Any]:
 
 
 def _verification(document: dict[str, Any]) -> Verification:
-    return Verification.model_validate({**document, "exclusion_id": document["_id"]})
+    # An exclusion's verification written before lifts had verifications kept its exclusion id only as ``_id``.
+    return Verification.model_validate({**document, "exclusion_id": document.get("exclusion_id") or document["_id"]})

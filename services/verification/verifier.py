@@ -20,6 +20,7 @@ from shared.events import (
     Event,
     ExclusionCancelled,
     ExclusionRequested,
+    RequestLiftVerification,
     ResendCode,
     ReviewDocument,
     SubmitCode,
@@ -71,10 +72,10 @@ class Verifier:
 
     # --- submissions -----------------------------------------------------------------------
 
-    async def submit(self, command: SubmitCode | ResendCode | SubmitDocument | ReviewDocument) -> Outcome:
+    async def submit(self, command: SubmitCode | ResendCode | SubmitDocument | ReviewDocument | RequestLiftVerification) -> Outcome:
         """Decide what one submission leads to, once; a redelivery repeats the recorded outcome."""
         for _ in range(WRITE_ATTEMPTS):
-            verification = await self.verifications.get(command.payload.exclusion_id)
+            verification = await self._addressed(command)
             earlier = (verification.outcome_of(command.id) if verification else None) or await self.outcomes.get(command.id)
             if earlier is not None:
                 await self._repeat(verification, command, earlier)
@@ -84,22 +85,40 @@ class Verifier:
                 await self.outcomes.record(decision.outcome)
                 await self._publish(decision.events)
                 return decision.outcome
-            if await self.verifications.replace(decision.verification, expected_version=verification.version):
+            if verification is None:
+                written = await self.verifications.add(decision.verification)
+            else:
+                written = await self.verifications.replace(decision.verification, expected_version=verification.version)
+            if written:
                 await self.outcomes.record(decision.outcome)
                 await self.flush(decision.verification)
                 return decision.outcome
         raise ConcurrentUpdateError(f"verification {command.payload.exclusion_id} kept changing")
 
+    async def _addressed(self, command: Event) -> Verification | None:
+        """The verification a submission is for: its lift verification (``lift_id``), else its exclusion's.
+        A lift's code never reaches an exclusion's verification, nor the other way round."""
+        lift_id = getattr(command.payload, "lift_id", None)
+        verification = await self.verifications.get(lift_id or command.payload.exclusion_id)
+        if isinstance(command, RequestLiftVerification):
+            return verification  # whatever holds that id: a second start is refused, never written over it
+        if verification is None or verification.lift_id != lift_id or verification.exclusion_id != command.payload.exclusion_id:
+            return None
+        return verification
+
     async def _decide(self, verification: Verification | None, command: Event) -> Decision:
         now = self.service.clock()
         match command:
             case SubmitCode():
-                exclusion_id = command.payload.exclusion_id
-                code = self.sealer.open_text(command.payload.sealed_code, submission_context(exclusion_id))
+                key = command.payload.lift_id or command.payload.exclusion_id
+                code = self.sealer.open_text(command.payload.sealed_code, submission_context(key))
                 elsewhere = await self._issued_for_another_request(verification, code)
-                return domain.submit_code(verification, command, now, submitted=self.hasher.hash(exclusion_id, code), elsewhere=elsewhere)
+                return domain.submit_code(verification, command, now, submitted=self.hasher.hash(key, code), elsewhere=elsewhere)
             case ResendCode():
-                return domain.resend(verification, command, now, issued=self._issue(command.payload.exclusion_id, command))
+                key = command.payload.lift_id or command.payload.exclusion_id
+                return domain.resend(verification, command, now, issued=self._issue(key, command))
+            case RequestLiftVerification():
+                return domain.start_lift(verification, command, now, issued=self._issue(command.payload.lift_id, command))
             case SubmitDocument():
                 return domain.submit_document(verification, command, now)
             case ReviewDocument():
@@ -109,9 +128,9 @@ class Verifier:
     async def _issued_for_another_request(self, verification: Verification | None, code: str) -> bool:
         if verification is None or verification.subject is None:
             return False
-        others = await self.verifications.of_subject(verification.subject, besides=verification.exclusion_id)
+        others = await self.verifications.of_subject(verification.subject, besides=verification.key)
         for other in others:
-            hashed = self.hasher.hash(other.exclusion_id, code)
+            hashed = self.hasher.hash(other.key, code)
             if any(same(hashed, h) for h in (other.code_hash, *other.earlier_code_hashes)):
                 return True
         return False
@@ -142,11 +161,12 @@ class Verifier:
 
     # --- plumbing --------------------------------------------------------------------------
 
-    def _issue(self, exclusion_id: uuid.UUID, cause: Event) -> IssuedCode:
-        """A fresh code: only its keyed hash is kept; the code itself travels sealed to notification."""
+    def _issue(self, key: uuid.UUID, cause: Event) -> IssuedCode:
+        """A fresh code for the verification stored under ``key``: only its keyed hash is kept; the
+        code itself travels sealed to notification."""
         code = new_code()
         context = domain.sealed_context(domain.code_notice_id(cause))
-        return IssuedCode(hash=self.hasher.hash(exclusion_id, code), sealed_params=self.sealer.seal_text(json.dumps({"code": code}), context))
+        return IssuedCode(hash=self.hasher.hash(key, code), sealed_params=self.sealer.seal_text(json.dumps({"code": code}), context))
 
     async def _change(self, exclusion_id: uuid.UUID, change: Callable[[Verification, datetime], Verification | None]) -> None:
         for _ in range(WRITE_ATTEMPTS):

@@ -269,7 +269,7 @@ async def test_the_timer_loop_fails_an_expired_code_by_itself(verification_setti
 
         [failed] = await results.wait_for(lambda m: m["type"] == "verification.failed")
 
-    assert failed["payload"] == {"exclusion_id": str(event.payload.exclusion_id), "method": "code", "reason": "expired"}
+    assert failed["payload"] == {"exclusion_id": str(event.payload.exclusion_id), "method": "code", "reason": "expired", "lift_id": None}
 
 
 async def results_of_start(database, event):
