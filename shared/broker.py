@@ -93,6 +93,8 @@ def create_broker(settings: Settings, *, service: str, readiness: Readiness | No
         parser=parse_with_readable_headers,
         logger=logging.getLogger("selfex.faststream"),
         log_level=logging.DEBUG,  # a line per message is too much on the hot path
+        # Pattern subscribers (every operator's topics) see a topic made after they started within this.
+        metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
         **{"max_batch_size": MAX_BATCH_BYTES, **options},
     )
     dead_letters.broker = broker
@@ -136,6 +138,11 @@ async def ensure_topics(settings: Settings, names: tuple[str, ...] = topics.ALL)
             log.info("topics_created", topics=[t.name for t in wanted], partitions=settings.topic_partitions)
     finally:
         await admin.close()
+
+
+async def ensure_operator_topics(settings: Settings, *operator_ids: str) -> None:
+    """Create each operator's own topics (account events in; decisions and enforcement out); existing ones are kept."""
+    await ensure_topics(settings, tuple(name for operator_id in operator_ids for name in topics.operator_topics(operator_id)))
 
 
 BatchMessage = KafkaPublishMessage | bytes

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     # members wait for an assignment nobody makes (measured: up to 220 s); a member that just stops
     # is expired after the session timeout instead, and the group forms again within seconds.
     kafka_leave_group_on_stop: bool = True
+    # Metadata older than this is fetched again: a consumer of every operator's topics (a pattern)
+    # starts reading a new operator's topic within about this long after the topic is made.
+    kafka_metadata_max_age_ms: int = Field(default=5000, ge=100)
 
     # Embedded infrastructure (`selfex infra up` / `selfex up` without named servers).
     data_dir: str = ".selfex"

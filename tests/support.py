@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import RecordMetadata
 
+from shared import topics
 from shared.broker import DeadLetters
 from shared.events import Event, MessageDeadLettered
 from shared.infra import free_port
@@ -111,8 +112,9 @@ class Publisher:
         await self.producer.stop()
 
     async def event(self, event: Event) -> None:
+        """Publish on the event's topic: an account event, decision or enforcement on its operator's own."""
         await self.producer.send_and_wait(
-            self.settings.topic(event.topic), event.model_dump_json().encode(), key=event.key()
+            self.settings.topic(topics.route(event.topic, event.operator_id)), event.model_dump_json().encode(), key=event.key()
         )
 
     async def raw(

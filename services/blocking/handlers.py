@@ -1,6 +1,13 @@
 """Blocking's consumers: account events in batches, one decision each; lifecycle events keep the view
 current and push enforcement when an exclusion starts or ends.
 
+Account events come in on each operator's own topic (``operator.{operator_id}.account_events``, read
+by pattern: an operator added later is read within ``kafka_metadata_max_age_ms``), and the topic,
+which only that operator may write to, says whose event it is. An event whose ``operator_id`` names
+another operator is decided for the topic's operator: the answer goes back only to the operator that
+sent it (on its own decisions topic), so nothing is said to, or recorded for, the operator it named;
+and the sender, which waits for an answer, gets one rather than silence.
+
 Both consume whole batches of records and parse each record themselves, so one bad record is
 dead-lettered on its own while the rest of its batch is still handled.
 """
@@ -10,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from aiokafka import ConsumerRecord
+from faststream import AckPolicy
 from faststream.message import StreamMessage
 from pydantic import Field, ValidationError
 
@@ -51,23 +59,29 @@ class AccountEventReferences(Event):
     (or game, or channel) breaks the contract is still answered, UNAVAILABLE, rather than left unanswered."""
 
     type: Literal["account.event"] = "account.event"
-    operator_id: str = Field(min_length=1, max_length=100)
+    operator_id: str | None = Field(default=None, max_length=100)  # the topic says whose it is
     payload: _References
 
 
-def unchecked_decision(value: bytes | None, error: ValidationError, now) -> DecisionMade:
-    """The UNAVAILABLE decision for an account event that breaks the contract; raises ``error`` when
-    not even its references can be read (then there is nobody to answer: it is dead-lettered)."""
+def unchecked_decision(value: bytes | None, error: ValidationError, operator_id: str, now) -> DecisionMade:
+    """The UNAVAILABLE decision for an account event of ``operator_id`` that breaks the contract; raises
+    ``error`` when not even its references can be read (then there is nothing to answer: it is dead-lettered)."""
     try:
         references = AccountEventReferences.model_validate_json(value or b"")
     except ValidationError:
         raise error from None
+    references = references.model_copy(update={"operator_id": operator_id})
     if references.payload.kind is AccountEventKind.WITHDRAWAL:  # never refused, whoever asks
         return domain.allowed(references, now)
     return domain.unchecked(references, now, f"event_invalid: {describe(error).removeprefix('ValidationError: ')}")
 
 
 NAMES_NOBODY = f"{domain.IDENTITY_UNUSABLE}: no personal identifier (national id, name with date of birth and postcode, e-mail or mobile)"
+
+
+def account_events_group(settings) -> str:
+    """The consumer group the instances share for every operator's account events."""
+    return f"{settings.topic_prefix}blocking.{topics.ACCOUNT_EVENTS}"
 
 
 def lifecycle_group(settings) -> str:
@@ -87,14 +101,32 @@ def register(
     account_identifiers = AccountIdentifiers(hasher)
     batches = {"batch": True, "max_records": MAX_BATCH, "batch_timeout_ms": BATCH_WAIT_MS, "decoder": records_of}
 
-    @service.subscriber(
-        topics.ACCOUNT_EVENTS, **batches, fetch_max_wait_ms=FETCH_MAX_WAIT_MS, title="blocking.account_events", listener=listener
+    settings = service.settings
+    senders = topics.OperatorTopics(settings.topic_prefix, topics.ACCOUNT_EVENTS)
+
+    # Service.subscriber names topics; this one is a pattern, with the same defaults (and a group of its own).
+    @service.broker.subscriber(
+        pattern=topics.operator_pattern(settings.topic_prefix, topics.ACCOUNT_EVENTS),
+        group_id=account_events_group(settings),
+        auto_offset_reset="earliest",  # an operator's first events, sent before its topic was seen, are read
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=max(100, settings.kafka_session_timeout_ms // 4),
+        batch=True,
+        max_records=MAX_BATCH,
+        batch_timeout_ms=BATCH_WAIT_MS,
+        decoder=records_of,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        title="blocking.account_events",
+        listener=listener,
     )
     async def on_account_events(records: Sequence[ConsumerRecord]) -> None:
         """Decide ALLOW, BLOCK or UNAVAILABLE for each account event of a batch; publish the decisions together.
 
-        UNAVAILABLE (operators treat it as a block) when the event cannot be checked: the instance's
-        view may be incomplete and holds no exclusion refusing it, or the identity names nobody.
+        Each event is the operator's whose topic it came on (a batch mixes operators' topics), and
+        its decision goes to that operator's decisions topic alone. UNAVAILABLE (operators treat it
+        as a block) when the event cannot be checked: the instance's view may be incomplete and holds
+        no exclusion refusing it, or the identity names nobody.
         """
         now = service.clock()
         unavailable = follower.unavailable_reason()  # once per batch: the view's state when deciding it
@@ -102,11 +134,15 @@ def register(
         parked = []
         for record in records:
             try:
+                operator_id = senders.operator_of(record.topic)
                 try:
                     event = parse_account_event(record.value)
                 except ValidationError as error:
-                    decisions.append(unchecked_decision(record.value, error, now))
+                    decisions.append(unchecked_decision(record.value, error, operator_id, now))
                     continue
+                if event.operator_id != operator_id:  # a claim the topic does not bear out
+                    service.log.warning("account_event_operator_mismatch", topic=record.topic, offset=record.offset)
+                    event = event.model_copy(update={"operator_id": operator_id})
                 payload = event.payload
                 try:
                     identifiers, new = account_identifiers.of(event.operator_id, payload.account_id, payload.identity)  # raw identity ends here

@@ -1,7 +1,8 @@
 """Blocking's batch publisher: many events at once through FastStream's ``publish_batch``.
 
 Each event is serialised by pydantic from its contract's model (one ``TypeAdapter`` per model) and
-put in one record batch per topic and partition, the partition chosen from the key as the producer
+put in one record batch per topic and partition (a decision or an enforcement command on the topic
+of the operator it is for, made the first time this process sends that operator anything), the partition chosen from the key as the producer
 would choose it; all batches are sent before any is awaited, so a batch of a thousand decisions is
 a request per partition instead of a round trip per event. Headers are a batch's own: every record
 carries ``content-type`` and ``type``; the correlation id an event continues is in its body.
@@ -16,7 +17,8 @@ from cachetools import TTLCache
 from faststream.kafka import KafkaBroker
 from pydantic import TypeAdapter
 
-from shared.broker import BatchMessage, batch_message, record_batches, topic_partitions
+from shared import topics
+from shared.broker import BatchMessage, batch_message, ensure_operator_topics, record_batches, topic_partitions
 from shared.events import Event
 from shared.settings import Settings
 
@@ -31,18 +33,20 @@ class BatchPublisher:
     def __init__(self, broker: KafkaBroker, settings: Settings) -> None:
         self._broker = broker
         self._settings = settings
-        self._topics: dict[str, str] = {}
+        self._topics: dict[tuple[str, str | None], str] = {}
+        self._operators: set[str] = set()  # whose topics this process has made sure of
         self._partitions: TTLCache[str, KeyPartitions] = TTLCache(maxsize=64, ttl=PARTITIONS_SECONDS)
         self._adapters: dict[type, TypeAdapter[Any]] = {}
 
     async def publish(self, events: Sequence[Event]) -> None:
-        """Publish every event on its contract's topic, keyed as it says; return once all are acknowledged."""
+        """Publish every event on its contract's topic (its operator's own, for decisions and enforcement),
+        keyed as it says; return once all are acknowledged."""
         if not events:
             return
         batches: dict[tuple[str, int, str], list[BatchMessage]] = {}
         partitions_of: dict[str, KeyPartitions] = {}
         for event in events:
-            topic = self._topics.get(event.topic) or self._topics.setdefault(event.topic, self._settings.topic(event.topic))
+            topic = self._topics.get((event.topic, event.operator_id)) or await self._topic_of(event)
             partition_of = partitions_of.get(topic)
             if partition_of is None:  # once per call and topic
                 partition_of = partitions_of[topic] = await self._partitions_of(topic)
@@ -61,6 +65,15 @@ class BatchPublisher:
             for chunk in record_batches(messages)
         ]
         await asyncio.gather(*sent)
+
+    async def _topic_of(self, event: Event) -> str:
+        """The full name of the event's topic; an operator's topics are made sure of the first time."""
+        operator_id = event.operator_id
+        topic = self._settings.topic(topics.route(event.topic, operator_id))
+        if operator_id is not None and event.topic in topics.PER_OPERATOR and operator_id not in self._operators:
+            await ensure_operator_topics(self._settings, operator_id)  # made with the operator; here, if it was not
+            self._operators.add(operator_id)
+        return self._topics.setdefault((event.topic, event.operator_id), topic)
 
     def _json(self, event: Event) -> bytes:
         adapter = self._adapters.get(type(event))

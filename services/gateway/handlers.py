@@ -1,6 +1,10 @@
 """The gateway's consumers: keep its lookup, its views and each operator's decisions current."""
 
-from typing import Any
+from typing import Any, cast
+
+from aiokafka import ConsumerRecord
+from faststream import AckPolicy
+from faststream.kafka import KafkaMessage
 
 from shared import topics
 from shared.events import DecisionMade, ExclusionLiftRefused, LifecycleEvent, VerificationEvent, VerificationProgressed, utcnow
@@ -54,9 +58,24 @@ def register(service: Service) -> Any:
         if progress.answer is not None:
             await MongoSubmissionAnswers(service.db).record(answer_of(progress.exclusion_id, progress.answer), utcnow())
 
-    @service.subscriber(topics.DECISIONS, title="gateway.decisions")
-    async def on_decision_made(decision: DecisionMade) -> None:
-        """Keep the decision under its operator, who alone may read it."""
+    settings = service.settings
+    recipients = topics.OperatorTopics(settings.topic_prefix, topics.DECISIONS)
+
+    # Every operator's decisions topic, by pattern (Service.subscriber names topics; same defaults).
+    @service.broker.subscriber(
+        pattern=topics.operator_pattern(settings.topic_prefix, topics.DECISIONS),
+        group_id=f"{settings.topic_prefix}{service.name}.operator.{topics.DECISIONS}",
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=max(100, settings.kafka_session_timeout_ms // 4),
+        title="gateway.decisions",
+    )
+    async def on_decision_made(decision: DecisionMade, message: KafkaMessage) -> None:
+        """Keep the decision under the operator whose decisions topic it came on, who alone may read it."""
+        operator_id = recipients.operator_of(cast(ConsumerRecord, message.raw_message).topic)
+        if decision.operator_id != operator_id:  # never shown to the operator it names: parked instead
+            raise ValueError("a decision on one operator's topic names another operator")
         await MongoDecisions(service.db).record(decision)
 
     return feed

@@ -1,7 +1,9 @@
 """``selfex operator add|list|revoke|rotate``: operators (one legal entity each) and their API keys.
 
 A key is printed once, when it is made; the store keeps only its SHA-256. The store is the one the
-settings name (``SELFEX_MONGO_URI``; by default the embedded one ``selfex up`` starts).
+settings name (``SELFEX_MONGO_URI``; by default the embedded one ``selfex up`` starts). Adding an
+operator also makes its own Kafka topics (``operator.{id}.account_events``, ``.decisions``,
+``.enforcement``) on the broker the settings name.
 """
 
 import argparse
@@ -11,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.broker import ensure_operator_topics
 from shared.events import utcnow
 from shared.logging import configure_logging
 from shared.settings import Settings
@@ -51,9 +54,11 @@ async def demo_operator(settings: Settings) -> Issued:
     try:
         operators = MongoOperators(database)
         try:
-            return await add(operators, DEMO_OPERATOR, ALL_PERMISSIONS)
+            issued = await add(operators, DEMO_OPERATOR, ALL_PERMISSIONS)
         except OperatorExistsError:
-            return await rotate(operators, DEMO_OPERATOR, ALL_PERMISSIONS)
+            issued = await rotate(operators, DEMO_OPERATOR, ALL_PERMISSIONS)
+        await ensure_operator_topics(settings, issued.operator.id)
+        return issued
     finally:
         await client.close()
 
@@ -103,9 +108,13 @@ async def _run(args: argparse.Namespace, settings: Settings, scopes) -> int:
     try:
         operators = MongoOperators(database)
         if args.action == "add":
-            _print_issued(await add(operators, args.name.strip(), scopes), args.quiet)
-        elif args.action == "rotate":
-            _print_issued(await rotate(operators, args.name), args.quiet)
+            issued = await add(operators, args.name.strip(), scopes)
+            await ensure_operator_topics(settings, issued.operator.id)
+            _print_issued(issued, args.quiet)
+        elif args.action == "rotate":  # makes its topics too, should they be missing (added before they were made, or the broker was away)
+            issued = await rotate(operators, args.name)
+            await ensure_operator_topics(settings, issued.operator.id)
+            _print_issued(issued, args.quiet)
         elif args.action == "revoke":
             record = await operators.revoke(args.name, utcnow())
             print(f"Operator {record.name!r} ({record.id}): key {record.key_prefix}… revoked.")

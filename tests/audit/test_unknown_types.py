@@ -9,6 +9,7 @@ import pytest
 
 from services.audit.app import create_app
 from shared import topics
+from shared.broker import ensure_operator_topics
 from tests.support import Publisher, eventually
 
 pytestmark = pytest.mark.integration
@@ -25,8 +26,9 @@ RAW = {
 async def test_an_unknown_event_type_is_audited_as_its_envelope_and_a_digest_of_its_payload(settings, database):
     event_id = str(uuid.uuid4())
     unknown = {"id": event_id, "type": "partner.customer_imported", "version": 1, "source": "partner", "payload": RAW}
+    await ensure_operator_topics(settings, "op-1")  # audit reads every operator's topics too
     async with create_app(settings, database=database), Publisher(settings) as publish:
-        await publish.raw(topics.ACCOUNT_EVENTS, json.dumps(unknown).encode(), key=b"k")
+        await publish.raw(topics.of_operator("op-1", topics.ACCOUNT_EVENTS), json.dumps(unknown).encode(), key=b"k")
         entry = await eventually(lambda: database["audit_log"].find_one({"_id": event_id}), what="the unknown event audited")
 
     stored = json.dumps(entry, default=str)

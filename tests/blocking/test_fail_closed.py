@@ -12,11 +12,11 @@ import pytest
 
 from services.blocking.app import FOLLOWER, create_app
 from shared import topics
-from shared.broker import ensure_topics
+from shared.broker import ensure_operator_topics, ensure_topics
 from shared.events import AccountEventKind, ExclusionActivated, ExclusionType, Game, Scope
 from shared.identity import Hasher, Identity, uid_from_personnummer
 from shared.infra import free_port
-from tests.blocking.conftest import Blocking, Clock
+from tests.blocking.conftest import OPERATORS, Blocking, Clock, of
 from tests.support import Publisher, TopicReader, eventually
 
 pytestmark = pytest.mark.integration
@@ -44,6 +44,7 @@ class Running:
     @classmethod
     async def on(cls, settings, database) -> "Running":
         await ensure_topics(settings)  # the readers are there before the first instance
+        await ensure_operator_topics(settings, *OPERATORS)
         return cls(settings, database)
 
     def __init__(self, settings, database) -> None:
@@ -56,7 +57,7 @@ class Running:
 
 async def test_an_exclusion_activated_while_blocking_was_stopped_blocks_the_very_first_event_after_restart(settings, database):
     running = await Running.on(settings, database)
-    async with Publisher(settings) as publish, TopicReader(settings, topics.DECISIONS) as decisions:
+    async with Publisher(settings) as publish, TopicReader(settings, of(topics.DECISIONS)) as decisions:
         async with create_app(settings, database=database, clock=running.clock):
             first = running.blocking(publish, decisions)
             [before] = (await first.decide(first.account_event(K.LOGIN, person(1)))).values()
@@ -80,7 +81,7 @@ async def test_an_exclusion_activated_while_blocking_was_stopped_blocks_the_very
 
 async def test_two_instances_restarted_five_times_on_one_group_rejoin_it_each_time(settings, database):
     running = await Running.on(settings, database)
-    async with Publisher(settings) as publish, TopicReader(settings, topics.DECISIONS) as decisions:
+    async with Publisher(settings) as publish, TopicReader(settings, of(topics.DECISIONS)) as decisions:
         for round_ in range(5):
             apps = [create_app(settings, database=database, clock=running.clock) for _ in range(2)]
             async with contextlib.AsyncExitStack() as stack:
@@ -95,7 +96,7 @@ async def test_a_stopped_follower_makes_the_instance_answer_unavailable_and_not_
     settings = settings.model_copy(update={"health_port": free_port(), "blocking_view_max_lag_seconds": 1.0})
     running = await Running.on(settings, database)
     readyz = f"http://127.0.0.1:{settings.health_port}/readyz"
-    async with Publisher(settings) as publish, TopicReader(settings, topics.DECISIONS) as decisions, httpx.AsyncClient() as http:
+    async with Publisher(settings) as publish, TopicReader(settings, of(topics.DECISIONS)) as decisions, httpx.AsyncClient() as http:
         app = create_app(settings, database=database, clock=running.clock)
         async with app:
             blocking = running.blocking(publish, decisions)
@@ -116,7 +117,7 @@ async def test_a_stopped_follower_makes_the_instance_answer_unavailable_and_not_
 async def test_a_view_that_stops_being_fed_is_unavailable_within_the_bound(settings, database):
     settings = settings.model_copy(update={"blocking_view_max_lag_seconds": 1.0})
     running = await Running.on(settings, database)
-    async with Publisher(settings) as publish, TopicReader(settings, topics.DECISIONS) as decisions:
+    async with Publisher(settings) as publish, TopicReader(settings, of(topics.DECISIONS)) as decisions:
         app = create_app(settings, database=database, clock=running.clock)
         async with app:
             blocking = running.blocking(publish, decisions)
@@ -151,7 +152,7 @@ async def decide_raw(blocking: Blocking, kind: str, identity: dict) -> dict:
         "operator_id": "op-1",
         "payload": {"operator_event_id": "e-1", "account_id": "a-1", "kind": kind, "identity": identity},
     }
-    await blocking.publish.raw(topics.ACCOUNT_EVENTS, json.dumps(raw).encode(), key=b"op-1:a-1")
+    await blocking.publish.raw(of(topics.ACCOUNT_EVENTS), json.dumps(raw).encode(), key=b"op-1:a-1")
     [decided] = await blocking.decisions.wait_for(lambda m: m["causation_id"] == event_id)
     return decided
 

@@ -9,6 +9,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from services.blocking.app import VIEW, create_app
 from shared import topics
+from shared.broker import ensure_operator_topics
 from shared.events import (
     SCOPE_ALL,
     AccountEventKind,
@@ -25,7 +26,7 @@ from shared.events import (
     derived_id,
 )
 from shared.identity import Hasher, Identity, uid_from_personnummer
-from tests.blocking.conftest import T0, Blocking, Clock
+from tests.blocking.conftest import OPERATORS, T0, Blocking, Clock, of
 from tests.support import Publisher, TopicReader, dead_letter_original, eventually
 
 pytestmark = pytest.mark.integration
@@ -147,8 +148,11 @@ async def test_enforcement_reaches_accounts_in_session_when_an_exclusion_starts_
 
     active = exclusion.model_copy(update={"state": ExclusionState.ACTIVE, "version": 3})
     activated = await blocking.lifecycle(ExclusionActivated, active)
-    commands = await blocking.enforcement.wait_for(lambda m: m["causation_id"] == str(activated.id), count=2)
+    enforced = {operator: await blocking.reader(topics.ENFORCEMENT, operator) for operator in OPERATORS}
+    commands = [c for reader in enforced.values() for c in await reader.wait_for(lambda m: m["causation_id"] == str(activated.id))]
     assert {(c["operator_id"], c["payload"]["account_id"]) for c in commands} == {("op-1", "acc-a"), ("op-2", "acc-b")}
+    for operator, reader in enforced.items():  # each operator is told about its own accounts only
+        assert {m["operator_id"] for m in reader.messages()} == {operator}
     for command in commands:
         assert command["type"] == "enforcement.commanded"
         assert command["payload"]["action"] == "end_sessions"
@@ -159,7 +163,7 @@ async def test_enforcement_reaches_accounts_in_session_when_an_exclusion_starts_
     assert (await blocking.decide(blocking.account_event(K.BET, anna, account="acc-a", game=Game.POKER))).popitem()[1]["outcome"] == "BLOCK"
 
     lifted = await blocking.lifecycle(ExclusionLifted, active.model_copy(update={"state": ExclusionState.LIFTED, "version": 4}))
-    lifts = await blocking.enforcement.wait_for(lambda m: m["causation_id"] == str(lifted.id), count=2)
+    lifts = [c for reader in enforced.values() for c in await reader.wait_for(lambda m: m["causation_id"] == str(lifted.id))]
     assert {(c["operator_id"], c["payload"]["account_id"], c["payload"]["action"]) for c in lifts} == {
         ("op-1", "acc-a", "lift"), ("op-2", "acc-b", "lift")
     }
@@ -170,7 +174,7 @@ async def test_enforcement_reaches_accounts_in_session_when_an_exclusion_starts_
     assert (await blocking.decide(blocking.account_event(K.LOGIN, anna, account="acc-a"))).popitem()[1]["outcome"] == "ALLOW"
     stored = await blocking.database["blocking_exclusions"].find_one({"_id": str(exclusion.exclusion_id)})
     assert (stored["version"], stored["state"], stored["excluding"]) == (4, "lifted", False)
-    late_commands = [m for m in blocking.enforcement.messages() if m["causation_id"] == str(activated.id)]
+    late_commands = [m for reader in enforced.values() for m in reader.messages() if m["causation_id"] == str(activated.id)]
     assert len(late_commands) == 2, "the stale copy enforced nothing more"
 
     # Hashes only: nothing raw was stored.
@@ -232,7 +236,7 @@ async def test_poison_events_are_dead_lettered_one_by_one_and_the_batch_is_still
     bad_mobile = blocking.account_event(K.LOGIN, Identity(mobile="not a number"))
     key = b"op-1:acc-same"
     producer = blocking.publish.producer
-    topic = blocking.settings.topic(topics.ACCOUNT_EVENTS)
+    topic = blocking.settings.topic(of(topics.ACCOUNT_EVENTS))
     # Sent together on one key: one partition, most likely one batch.
     sent = [
         await producer.send(topic, NOT_JSON, key=key),
@@ -260,16 +264,17 @@ async def test_poison_events_are_dead_lettered_one_by_one_and_the_batch_is_still
 
 async def test_the_view_is_rebuilt_from_the_store_after_a_restart(settings, database):
     clock = Clock()
+    await ensure_operator_topics(settings, *OPERATORS)
     async with create_app(settings, database=database, clock=clock), Publisher(settings) as publish, TopicReader(
-        settings, topics.DECISIONS
-    ) as decisions, TopicReader(settings, topics.ENFORCEMENT) as enforcement, TopicReader(settings, topics.DEAD_LETTER) as dead:
+        settings, of(topics.DECISIONS)
+    ) as decisions, TopicReader(settings, of(topics.ENFORCEMENT)) as enforcement, TopicReader(settings, topics.DEAD_LETTER) as dead:
         first = Blocking(settings, database, clock, Hasher.from_settings(settings), publish, decisions, enforcement, dead)
         ended = first.snapshot(person(2), ends_at=T0 - timedelta(minutes=1))
         await first.lifecycle(ExclusionActivated, first.snapshot(person(1), scope=SLOTS))
         await first.lifecycle(ExclusionActivated, ended, subject="person-2")
 
     async with create_app(settings, database=database, clock=clock), Publisher(settings) as publish, TopicReader(
-        settings, topics.DECISIONS
+        settings, of(topics.DECISIONS)
     ) as decisions:
         again = Blocking(settings, database, clock, first.hasher, publish, decisions, enforcement, dead, accounts=100)
         decided = await again.decide(
@@ -289,8 +294,9 @@ def assigned(app) -> bool:
 async def test_two_instances_each_decide_with_every_exclusion_whichever_partitions_they_own(settings, database):
     """The instances share the groups, so each handles some partitions, but each view holds every exclusion."""
     clock, partitions = Clock(), list(range(settings.topic_partitions))
+    await ensure_operator_topics(settings, *OPERATORS)
     first, second = create_app(settings, database=database, clock=clock), create_app(settings, database=database, clock=clock)
-    async with first, second, Publisher(settings) as publish, TopicReader(settings, topics.DECISIONS) as decisions:
+    async with first, second, Publisher(settings) as publish, TopicReader(settings, of(topics.DECISIONS)) as decisions:
         await eventually(lambda: _true(assigned(first) and assigned(second)), what="both instances to own partitions")
         blocking = Blocking(settings, database, clock, Hasher.from_settings(settings), publish, decisions, None, None)
         people, subjects = [person(n) for n in range(1, 7)], {}

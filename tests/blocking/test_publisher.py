@@ -1,5 +1,6 @@
-"""Blocking's batch publisher: each event on its contract's topic and key's partition, as the
-contract's model serialises it, in order per key; runs cut to fit a record batch."""
+"""Blocking's batch publisher: each event on its contract's topic (a decision or command on its
+operator's own) and key's partition, as the contract's model serialises it, in order per key; runs
+cut to fit a record batch."""
 
 import json
 from datetime import datetime, timezone
@@ -10,7 +11,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from services.blocking import domain
 from services.blocking.publisher import BatchPublisher, KeyPartitions
 from shared import topics
-from shared.broker import MAX_BATCH_BYTES, RECORD_OVERHEAD, batch_message, create_broker, ensure_topics, record_batches
+from shared.broker import MAX_BATCH_BYTES, RECORD_OVERHEAD, batch_message, create_broker, record_batches
 from shared.events import SCOPE_ALL, AccountEventKind, AccountEventOccurred, AccountEventPayload, EnforcementCommanded, EnforcementPayload, Outcome
 from shared.identity import Identity, uid_from_personnummer
 from tests.support import TopicReader
@@ -47,7 +48,6 @@ def test_a_key_goes_to_the_partition_the_producer_would_choose():
 
 @pytest.mark.integration
 async def test_events_go_out_as_their_contracts_serialise_them_on_their_keys_partitions(settings):
-    await ensure_topics(settings, (topics.DECISIONS, topics.ENFORCEMENT))
     broker = create_broker(settings, service="blocking-test")
     await broker.start()
     try:
@@ -58,20 +58,30 @@ async def test_events_go_out_as_their_contracts_serialise_them_on_their_keys_par
             payload=EnforcementPayload(account_id="acc-0", action="end_sessions", exclusion_id=decisions[0].id),
         )
         refused = domain.decision(account_event("acc-x", 99), NOW, Outcome.BLOCK, code=domain.CODE, scope=SCOPE_ALL, matched=["uid"])
+        other = domain.allowed(account_event("acc-0", 100, operator_id="op-2"), NOW)
 
-        await publisher.publish([*decisions, command, refused])
+        # No topic is made beforehand: the publisher makes an operator's topics the first time.
+        await publisher.publish([*decisions, command, other, refused])
 
-        async with TopicReader(settings, topics.DECISIONS) as read_decisions, TopicReader(settings, topics.ENFORCEMENT) as read_commands:
+        ones, twos = topics.operator_topics("op-1"), topics.operator_topics("op-2")
+        assert set(await broker.config.admin_client.list_topics()) >= {settings.topic(t) for t in ones + twos}
+        async with (
+            TopicReader(settings, topics.of_operator("op-1", topics.DECISIONS)) as read_decisions,
+            TopicReader(settings, topics.of_operator("op-1", topics.ENFORCEMENT)) as read_commands,
+            TopicReader(settings, topics.of_operator("op-2", topics.DECISIONS)) as read_others,
+        ):
             await read_decisions.read_to_end()
             await read_commands.read_to_end()
             records = read_decisions.records
             [command_record] = read_commands.records
+            [other_record] = (await read_others.read_to_end()) and read_others.records
     finally:
         await broker.stop()
 
     sent = {str(d.id): d for d in [*decisions, refused]}
-    assert sorted(r.value for r in records) == sorted(d.model_dump_json().encode() for d in sent.values())
-    partitions = await _partitions(settings, topics.DECISIONS)
+    assert sorted(r.value for r in records) == sorted(d.model_dump_json().encode() for d in sent.values()), "op-1's topic: op-1's alone"
+    assert other_record.value == other.model_dump_json().encode(), "op-2's decision on op-2's topic"
+    partitions = await _partitions(settings, topics.of_operator("op-1", topics.DECISIONS))
     for record in records:
         decision = sent[json.loads(record.value)["id"]]
         assert record.key == decision.key()

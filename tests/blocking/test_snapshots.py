@@ -14,12 +14,12 @@ from services.blocking.repository import SNAPSHOT_CHUNKS, SNAPSHOTS as SNAPSHOT_
 from services.blocking.snapshot import SnapshotFormatError, decode, encode
 from services.blocking.view import ActiveExclusion, Scopes
 from shared import topics
-from shared.broker import ensure_topics
+from shared.broker import ensure_operator_topics, ensure_topics
 from shared.events import (
     SCOPE_ALL, AccountEventKind, ExclusionActivated, ExclusionExpired, ExclusionLifted, ExclusionState, ExclusionType, Game,
 )
 from shared.identity import Hasher, Identity, uid_from_personnummer
-from tests.blocking.conftest import T0, Blocking, Clock
+from tests.blocking.conftest import OPERATORS, T0, Blocking, Clock, of
 from tests.support import Publisher, TopicReader, eventually
 
 K = AccountEventKind
@@ -93,7 +93,8 @@ class Stack:
 @pytest.fixture
 async def stack(settings, database):
     await ensure_topics(settings)
-    async with Publisher(settings) as publish, TopicReader(settings, topics.DECISIONS) as decisions:
+    await ensure_operator_topics(settings, *OPERATORS)
+    async with Publisher(settings) as publish, TopicReader(settings, of(topics.DECISIONS)) as decisions:
         yield Stack(settings, database, publish, decisions)
 
 

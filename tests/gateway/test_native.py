@@ -5,6 +5,7 @@ import uuid
 import pytest
 
 from shared import topics
+from shared.broker import ensure_operator_topics
 from shared.events import AccountEventKind, DecisionMade, DecisionPayload, Outcome
 from tests.gateway.conftest import new_uid
 from tests.support import Publisher, TopicReader, eventually
@@ -142,9 +143,13 @@ async def test_a_check_only_key_cannot_create_extend_or_lift(gw):
 
 async def test_an_operator_reads_only_its_own_decisions(gw):
     mine, theirs = gw.operator_ids["checker"], gw.operator_ids["excluder"]
+    await ensure_operator_topics(gw.settings, mine, theirs)  # as `selfex operator add` does
     decisions = [decision(mine, "acc-1"), decision(theirs, "acc-2"), decision(mine, "acc-3")]
+    forged = decision(theirs, "acc-forged")  # on my decisions topic, naming them: shown to nobody
     async with Publisher(gw.settings) as publish:
-        for made in decisions:
+        # On acc-3's key: its partition, so it is handled before acc-3's decision is seen.
+        await publish.raw(topics.of_operator(mine, topics.DECISIONS), forged.model_dump_json().encode(), key=decisions[2].key())
+        for made in decisions:  # each on its operator's own decisions topic
             await publish.event(made)
 
     async def both_of_mine():
@@ -155,7 +160,7 @@ async def test_an_operator_reads_only_its_own_decisions(gw):
     others = (await gw.client.get("/v1/decisions", headers=headers(gw, "excluder"))).json()["decisions"]
 
     assert {d["account_id"] for d in seen} == {"acc-1", "acc-3"}
-    assert [d["account_id"] for d in others] == ["acc-2"]
+    assert [d["account_id"] for d in others] == ["acc-2"], "not the decision forged on another operator's topic"
     assert (await gw.client.get("/v1/decisions", params={"limit": 1}, headers=headers(gw, "checker"))).json()["next_before"]
 
 

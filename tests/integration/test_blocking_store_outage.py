@@ -8,7 +8,7 @@ from pymongo import AsyncMongoClient
 
 from services.blocking.app import create_app as create_blocking
 from shared import topics
-from shared.broker import ensure_topics
+from shared.broker import ensure_operator_topics, ensure_topics
 from shared.events import (
     SCOPE_ALL,
     AccountEventKind,
@@ -40,13 +40,14 @@ def login(account: str) -> AccountEventOccurred:
 async def test_an_account_seen_while_the_store_was_away_gets_end_sessions_after_a_restart(servers, settings):
     settings = settings.model_copy(update={"consumer_retry_first_seconds": 0.05, "consumer_retry_longest_seconds": 0.5})
     await ensure_topics(settings)
+    await ensure_operator_topics(settings, "op-1")
     clock, hasher = Clock(), Hasher.from_settings(settings)
     seen = login("acc-seen-during-outage")
     async with (
         TcpProxy(servers.mongo_uri) as proxy,
         Publisher(settings) as publish,
-        TopicReader(settings, topics.DECISIONS) as decisions,
-        TopicReader(settings, topics.ENFORCEMENT) as enforcement,
+        TopicReader(settings, topics.of_operator("op-1", topics.DECISIONS)) as decisions,
+        TopicReader(settings, topics.of_operator("op-1", topics.ENFORCEMENT)) as enforcement,
     ):
         client = AsyncMongoClient(f"mongodb://127.0.0.1:{proxy.port}", tz_aware=True, serverSelectionTimeoutMS=500, connectTimeoutMS=500)
         try:

@@ -15,6 +15,7 @@ from services.blocking.app import create_app as create_blocking
 from services.registration.app import create_app as create_registration
 from services.verification.app import create_app as create_verification
 from shared import topics
+from shared.broker import ensure_operator_topics
 from shared.events import (
     SCOPE_ALL,
     AccountEventKind,
@@ -40,6 +41,12 @@ BREAKS_CONTRACT = json.dumps({"type": "exclusion.request", "payload": {"duration
 # producer's 1 MB request limit: it could not be published and the consumer retried it for ever.
 BIG_NOT_JSON = b"\xff" + b'{"national_id": "19900101-1234", ' * 25_000  # ~825 KB
 NOW = datetime.now(timezone.utc)
+
+
+@pytest.fixture(autouse=True)
+async def operator_topics(settings):
+    """op-1's topics exist before a consumer of every operator's topics starts, as `selfex operator add` makes them."""
+    await ensure_operator_topics(settings, "op-1")
 
 
 def fast_settings(settings: Settings) -> Settings:
@@ -75,6 +82,9 @@ def version_99(event: Any) -> bytes:
     return json.dumps(data).encode()
 
 
+OP_1_ACCOUNT_EVENTS = topics.of_operator("op-1", topics.ACCOUNT_EVENTS)
+
+
 @dataclass
 class Consumer:
     create_app: Callable[..., Any]
@@ -89,14 +99,14 @@ class Consumer:
 
 CONSUMERS = {
     "registration-commands": Consumer(create_registration, "registration", topics.EXCLUSION_COMMANDS, request_exclusion),
-    "blocking-account-events": Consumer(create_blocking, "blocking", topics.ACCOUNT_EVENTS, account_event),
+    "blocking-account-events": Consumer(create_blocking, "blocking", OP_1_ACCOUNT_EVENTS, account_event, group_topic=topics.ACCOUNT_EVENTS),
     "blocking-lifecycle": Consumer(create_blocking, "blocking", topics.EXCLUSION_LIFECYCLE, activation),
     "verification-lifecycle": Consumer(create_verification, "verification", topics.EXCLUSION_LIFECYCLE, activation),
     "verification-inputs": Consumer(
         create_verification, "verification", topics.VERIFICATION_INPUTS,
         lambda: ResendCode(source="test", payload=CodeResendPayload(exclusion_id=uuid.uuid4())),
     ),
-    "audit-account-events": Consumer(create_audit, "audit", topics.ACCOUNT_EVENTS, account_event, group_topic=topics.ALL[0]),
+    "audit-account-events": Consumer(create_audit, "audit", OP_1_ACCOUNT_EVENTS, account_event, group_topic="operator_topics"),
 }
 
 
@@ -181,7 +191,7 @@ async def test_a_message_of_a_contract_version_the_consumer_does_not_know_is_dea
 
 @pytest.mark.parametrize(
     ("create_app", "topic"),
-    [(create_registration, topics.EXCLUSION_COMMANDS), (create_blocking, topics.ACCOUNT_EVENTS), (create_blocking, topics.EXCLUSION_LIFECYCLE)],
+    [(create_registration, topics.EXCLUSION_COMMANDS), (create_blocking, OP_1_ACCOUNT_EVENTS), (create_blocking, topics.EXCLUSION_LIFECYCLE)],
     ids=["registration-commands", "blocking-account-events", "blocking-lifecycle"],
 )
 async def test_small_bad_messages_are_dead_lettered_with_their_bytes_sealed_and_the_consumer_goes_on(settings, database, create_app, topic):

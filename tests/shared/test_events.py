@@ -130,14 +130,29 @@ def test_every_event_model_names_its_own_type_and_a_topic_that_exists(type_name)
     model = EVENT_TYPES[type_name]
 
     assert model.model_fields["type"].default == type_name
-    assert model.topic in topics.ALL
+    assert model.topic in topics.ALL + topics.PER_OPERATOR
 
 
 def test_topic_names_are_unique_and_all_of_them_are_listed():
     declared = {value for name, value in vars(topics).items() if name.isupper() and isinstance(value, str)}
+    listed = topics.ALL + topics.PER_OPERATOR
 
-    assert len(set(topics.ALL)) == len(topics.ALL)
-    assert declared == set(topics.ALL)
+    assert len(set(listed)) == len(listed)
+    assert declared == set(listed)
+
+
+def test_an_operator_s_topics_are_its_own_and_the_patterns_match_only_operators_topics():
+    import re
+
+    assert topics.operator_topics("op-1") == ("operator.op-1.account_events", "operator.op-1.decisions", "operator.op-1.enforcement")
+    pattern = re.compile(topics.operator_pattern("selfex.", topics.DECISIONS))
+    assert pattern.match("selfex.operator.op-1.decisions")
+    for other in ("selfex.operator.op-1.enforcement", "selfex.operator.a.b.decisions", "selfex.decisions", "other.operator.op-1.decisions",
+                  "selfex.operator.op-1.decisions.x"):
+        assert not pattern.match(other), other
+    assert topics.OperatorTopics("selfex.", topics.ACCOUNT_EVENTS).operator_of("selfex.operator.op-7.account_events") == "op-7"
+    with pytest.raises(ValueError):
+        topics.of_operator("a.b", topics.DECISIONS)  # an id with a dot could pass for another operator's topic
 
 
 def test_a_derived_id_is_the_same_for_the_same_cause_and_name():
