@@ -160,9 +160,9 @@ def mount(app: FastAPI, router: APIRouter) -> None:
     """The router's routes, straight into the app's own.
 
     ``include_router`` keeps the router whole behind an ``_IncludedRouter``: every request that
-    reaches it pays two more layers and a second match (about 25 µs of a GAMSTOP check's ~340 µs of
-    CPU). Our routers carry their prefix and tags on their routes and include nothing themselves, so
-    their routes are the same in the app's router, where they are matched in one pass.
+    reaches it pays two more layers and a second match (the README's performance notes say what
+    that cost a check). Our routers carry their prefix and tags on their routes and include nothing
+    themselves, so their routes are the same in the app's router, where they are matched in one pass.
     """
     if router.routes and not all(isinstance(route, APIRoute) for route in router.routes):
         raise TypeError("mount takes a router of plain API routes; include_router the others")
