@@ -79,17 +79,6 @@ async def test_an_extension_lengthens_the_running_exclusion(gw):
     assert (extended.json()["minimum_until"] or extended.json()["ends_at"]) > (view["minimum_until"] or view["ends_at"])
 
 
-async def test_a_lift_before_the_minimum_is_refused_with_the_reason(gw):
-    identity = someone()
-    view = await create(gw, identity)
-
-    refused = await gw.client.post(f"/v1/exclusions/{view['exclusion_id']}/lift", json={"identity": identity}, headers=headers(gw, "excluder"))
-
-    assert refused.status_code == 409, refused.text
-    assert "minimum" in refused.json()["reason"]
-    assert refused.json()["exclusion"]["state"] == "active"
-
-
 async def test_extend_and_lift_need_the_persons_identity(gw):
     view = await create(gw, someone())
 
