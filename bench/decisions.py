@@ -6,7 +6,8 @@ ones. Then, in one run:
 
 for each size N: N active exclusions written to blocking's projection; blocking started as it is
 deployed, ``--instances`` processes of ``selfex run blocking`` sharing the account events (each
-loads the whole view from the projection), and, beside them on topics of their own, the machine's
+loads the whole view from the projection), reading the bench operator's own account-events topic
+and answering on its own decisions topic, and, beside them on topics of their own, the machine's
 limit: a bare aiokafka forwarder (``bench.forwarder``) that passes each record on with
 no logic. Account events are driven through the broker into each and the answers read back:
 sustained throughput in rounds taking turns (the machine is shared, so the ratio is taken round by
@@ -34,7 +35,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from shared import topics
-from shared.broker import ensure_topics
+from shared.broker import ensure_operator_topics, ensure_topics
 from shared.identity import Hasher
 from shared.infra import EmbeddedInfra, free_port
 from shared.settings import Settings
@@ -42,10 +43,13 @@ from shared.store import open_database
 
 from bench import measure
 from bench.measure import Output
-from bench.workload import Workload, insert_exclusion_documents
+from bench.workload import OPERATOR, Workload, insert_exclusion_documents
 from services.blocking.repository import INDEXES, active_exclusion
 from services.blocking.view import ExclusionView, Scopes
 
+# The bench operator's own topics: blocking reads the first (by pattern) and answers on the second; the
+# forwarder has the same two under a prefix of its own.
+OPERATOR_EVENTS, OPERATOR_DECISIONS = topics.of_operator(OPERATOR, topics.ACCOUNT_EVENTS), topics.of_operator(OPERATOR, topics.DECISIONS)
 READY_TIMEOUT_SECONDS = 900  # a million exclusions take a while to load on the embedded store
 LOOKUP_PROBES = 20_000
 
@@ -113,8 +117,9 @@ def _latency(result: measure.Latency) -> str:
 async def bench_size(args, settings: Settings, size: int, workdir: Path) -> dict:
     """N exclusions loaded; blocking and a bare forwarder (on topics of its own) measured in turns."""
     await ensure_topics(settings)
+    await ensure_operator_topics(settings, OPERATOR)  # as `selfex operator add` makes them
     forwarding = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}fwd."})
-    await ensure_topics(forwarding, names=(topics.ACCOUNT_EVENTS, topics.DECISIONS))
+    await ensure_topics(forwarding, names=(OPERATOR_EVENTS, OPERATOR_DECISIONS))
     workload = Workload(hasher=Hasher.from_settings(settings), exclusions=size, accounts=args.accounts)
     client, database = await open_database(settings, "blocking", INDEXES)
     try:
@@ -123,7 +128,7 @@ async def bench_size(args, settings: Settings, size: int, workdir: Path) -> dict
         del view
         log_paths = [workdir / f"blocking-{size}-{n}.log" for n in range(args.instances)]
         forwarder = [sys.executable, "-m", "bench.forwarder", settings.kafka,
-                     forwarding.topic(topics.ACCOUNT_EVENTS), forwarding.topic(topics.DECISIONS), f"{forwarding.topic_prefix}forwarder"]
+                     forwarding.topic(OPERATOR_EVENTS), forwarding.topic(OPERATOR_DECISIONS), f"{forwarding.topic_prefix}forwarder"]
         with ExitStack() as running:
             started = time.perf_counter()
             services = [
@@ -163,7 +168,7 @@ class Driven:
 
     def __init__(self, settings: Settings, workload: Workload) -> None:
         self.bootstrap, self.workload = settings.kafka, workload
-        self.source, self.output = settings.topic(topics.ACCOUNT_EVENTS), Output(settings.kafka, settings.topic(topics.DECISIONS))
+        self.source, self.output = settings.topic(OPERATOR_EVENTS), Output(settings.kafka, settings.topic(OPERATOR_DECISIONS))
 
     async def __aenter__(self) -> "Driven":
         await self.output.__aenter__()
@@ -204,7 +209,7 @@ async def store_exclusions(database, workload: Workload) -> tuple[float, Exclusi
 
 
 def account_events_group(settings: Settings) -> str:
-    """The consumer group blocking's instances share for account events (``Service.subscriber``'s naming)."""
+    """The consumer group blocking's instances share for every operator's account events (``handlers.account_events_group``)."""
     return f"{settings.topic_prefix}blocking.{topics.ACCOUNT_EVENTS}"
 
 

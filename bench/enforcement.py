@@ -40,7 +40,7 @@ import httpx
 from pymongo.errors import PyMongoError
 
 from shared import topics
-from shared.broker import ensure_topics
+from shared.broker import ensure_operator_topics, ensure_topics
 from shared.identity import Hasher
 from shared.infra import free_port
 from shared.settings import Settings
@@ -50,7 +50,7 @@ from bench import http as gateway_bench
 from bench import measure, restart
 from bench.decisions import READY_TIMEOUT_SECONDS, account_events_group, child, servers, service_environment, store_exclusions
 from bench.probes import Flow, Person, Watch, exclude, percentiles
-from bench.workload import Workload
+from bench.workload import OPERATOR, Workload
 from services.blocking import repository as blocking_store
 from services.gateway import repository as gateway_store
 from services.gateway.access import ALL_PERMISSIONS as ALL_SCOPES
@@ -212,9 +212,12 @@ class Stack:
 async def enforcement(args, settings: Settings, stack: Stack, workload: Workload, issued, tag: str) -> dict:
     """The people excluded one by one while the flow runs, then the bare broker hop."""
     people = [Person(k, issued.operator.id) for k in range(args.excluded)]
-    account_events = settings.topic(topics.ACCOUNT_EVENTS)
-    flow = Flow(settings.kafka, account_events, workload, args.flow, tag)
-    watch = Watch(settings.kafka, settings.topic(topics.DECISIONS), settings.topic(topics.ENFORCEMENT), issued.operator.id, people)
+    # The measured operator's own topics; the flow is another operator's (the workload's) on its own.
+    await ensure_operator_topics(settings, issued.operator.id, OPERATOR)
+    account_events, decisions, enforced = (settings.topic(topics.of_operator(issued.operator.id, kind)) for kind in topics.PER_OPERATOR)
+    flow = Flow(settings.kafka, settings.topic(topics.of_operator(OPERATOR, topics.ACCOUNT_EVENTS)), workload, args.flow, tag)
+    flow_decisions = settings.topic(topics.of_operator(OPERATOR, topics.DECISIONS))
+    watch = Watch(settings.kafka, decisions, enforced, issued.operator.id, people, counted=(flow_decisions,))
     async with watch, flow, measure.producer(settings.kafka, 0) as send, httpx.AsyncClient(
         base_url=f"http://{HOST}:{stack.gateway_port}", timeout=args.give_up
     ) as http:

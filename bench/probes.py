@@ -45,6 +45,9 @@ class Person:
     account_id: str = field(init=False)
     status: int | str | None = None  # the exclusion request's answer, or the error that came instead
     sent_at: float | None = None  # perf_counter() when the exclusion request was sent
+    sent_wall: float | None = None  # time.time() then, to compare with the services' own clocks
+    answered_wall: float | None = None
+    answer: dict[str, Any] = field(default_factory=dict)  # the request's answer (exclusion_id, or request_id for a 202)
     request_ms: float | None = None
     accepted_at: float | None = None  # perf_counter() when the 201 arrived
     gamstop_at: float | None = None
@@ -88,14 +91,16 @@ class Person:
 
 async def exclude(one: Person, http: httpx.AsyncClient, key: str, send: AIOKafkaProducer, account_events: str, give_up: float) -> None:
     """Ask for the exclusion; once it is accepted (201), time its three effects, each for at most ``give_up`` s."""
-    one.sent_at = time.perf_counter()
+    one.sent_at, one.sent_wall = time.perf_counter(), time.time()
     try:
         answer = await http.post("/v1/exclusions", json=one.exclusion_request(), headers={"X-API-Key": key})
     except httpx.HTTPError as error:  # no answer within the give-up time: counted, not timed
         one.status = type(error).__name__
         return
-    one.accepted_at = time.perf_counter()
+    one.accepted_at, one.answered_wall = time.perf_counter(), time.time()
     one.status, one.request_ms = answer.status_code, (one.accepted_at - one.sent_at) * 1000
+    with suppress(ValueError):
+        one.answer = answer.json()
     if answer.status_code != 201:
         return
     deadline = one.accepted_at + give_up
@@ -138,8 +143,14 @@ class Watch:
     """The decisions and enforcement topics from their current end; the measured accounts' records
     timed as they arrive, every decision counted."""
 
-    def __init__(self, bootstrap: str, decisions: str, enforcement: str, operator_id: str, people: list[Person]) -> None:
+    def __init__(
+        self, bootstrap: str, decisions: str, enforcement: str, operator_id: str, people: list[Person], counted: tuple[str, ...] = ()
+    ) -> None:
+        """``decisions`` and ``enforcement``: the measured operator's own topics; ``counted``: other
+        operators' decisions topics (the flow's), whose decisions are only counted."""
         self._outputs = [(Output(bootstrap, decisions), self._decision), (Output(bootstrap, enforcement), self._enforcement)]
+        self._outputs += [(Output(bootstrap, topic), self._nothing) for topic in counted]
+        self._counting = {id(output) for output, handle in self._outputs if handle != self._enforcement}
         self._prefix = f"{operator_id}:".encode()
         self._by_account = {p.account_id: p for p in people}
         self._tasks: list[asyncio.Task] = []
@@ -169,8 +180,12 @@ class Watch:
                         one = self._by_account.get(payload["account_id"])
                         if one is not None:
                             handle(one, payload, arrived)
-            if output is self._outputs[0][0]:
+            if id(output) in self._counting:
                 self.decisions += sum(len(records) for records in batches.values())
+
+    @staticmethod
+    def _nothing(one: Person, payload: dict, arrived: float) -> None:
+        pass
 
     @staticmethod
     def _decision(one: Person, payload: dict, arrived: float) -> None:

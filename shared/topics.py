@@ -47,6 +47,13 @@ def of_operator(operator_id: str, kind: str) -> str:
     return f"{_operator_prefix}{operator_id}.{kind}"
 
 
+def operator_template(kind: str) -> str:
+    """An operator's topic of this kind with ``{operator_id}`` in place of the operator (for documents)."""
+    if kind not in PER_OPERATOR:
+        raise ValueError(f"{kind!r} is not an operator's topic")
+    return f"{_operator_prefix}{{operator_id}}.{kind}"
+
+
 def operator_topics(operator_id: str) -> tuple[str, ...]:
     """Every topic of one operator."""
     return tuple(of_operator(operator_id, kind) for kind in PER_OPERATOR)
