@@ -49,7 +49,6 @@ from shared.events import (
     AccountEventKind,
     AccountEventOccurred,
     DecisionMade,
-    DecisionPayload,
     EnforcementCommanded,
     EnforcementPayload,
     Event,
@@ -58,6 +57,7 @@ from shared.events import (
     Game,
     Outcome,
     Scope,
+    derived_id,
 )
 from shared.identity import PERSONAL_KINDS, IdentifierKind, kind_of
 
@@ -178,22 +178,31 @@ def block_message(ends_on: date | None) -> str:
 
 
 def decision(event: Event, now: datetime, outcome: Outcome, **outcome_fields: Any) -> DecisionMade:
-    """The decision on this event: its references to the event, then the outcome's own fields."""
+    """The decision on this event: what ``DecisionMade.caused_by`` builds, its references to the event
+    then the outcome's own fields, validated in one call (one is made for every account event)."""
     payload = event.payload
-    return DecisionMade.caused_by(
-        event,
-        source=SOURCE,
-        occurred_at=now,
-        operator_id=event.operator_id,
-        payload=DecisionPayload(
-            account_event_id=event.id,
-            operator_event_id=payload.operator_event_id,
-            account_id=payload.account_id,
-            kind=payload.kind,
-            outcome=outcome,
-            **outcome_fields,
-        ),
+    return _decision(
+        {
+            "id": derived_id(event.id, DECISION_TYPE),
+            "occurred_at": now,
+            "source": SOURCE,
+            "correlation_id": event.correlation_id or event.id,
+            "causation_id": event.id,
+            "operator_id": event.operator_id,
+            "payload": {
+                "account_event_id": event.id,
+                "operator_event_id": payload.operator_event_id,
+                "account_id": payload.account_id,
+                "kind": payload.kind,
+                "outcome": outcome,
+                **outcome_fields,
+            },
+        }
     )
+
+
+DECISION_TYPE = DecisionMade.model_fields["type"].default
+_decision = DecisionMade.model_validate
 
 
 # --- the view follows the lifecycle ----------------------------------------------------------
