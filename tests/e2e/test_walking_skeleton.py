@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 
 from shared import topics
+from shared.broker import ensure_operator_topics
 from shared.events import (
     AccountEventKind,
     AccountEventOccurred,
@@ -62,7 +63,8 @@ async def test_an_excluded_person_is_blocked_and_everything_is_audited(stack, da
             gender="F",
         ),
     )
-    async with Publisher(settings) as publish, TopicReader(settings, topics.DECISIONS) as decisions:
+    await ensure_operator_topics(settings, "op-1")  # as `selfex operator add` makes them
+    async with Publisher(settings) as publish, TopicReader(settings, topics.of_operator("op-1", topics.DECISIONS)) as decisions:
         await publish.event(request)
 
         stored = await eventually(
