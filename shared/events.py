@@ -410,8 +410,7 @@ class ExclusionLifted(_Lifecycle):
 
 
 class ExclusionCancelled(_Lifecycle):
-    """A request that was never verified (failed, or timed out) ended without taking effect, or register
-    staff cancelled an exclusion made in error; ``reason`` says which, and why."""
+    """A request never verified (failed, timed out) ended without effect, or register staff cancelled one made in error: ``reason`` says why."""
 
     type: Literal["exclusion.cancelled"] = "exclusion.cancelled"
 

@@ -336,8 +336,7 @@ def review_document(verification: Verification | None, command: ReviewDocument, 
         return _refused(verification, command, Status.NOT_UNDER_REVIEW, "this is not the document under review", now)
     if command.payload.approved:
         outcome = _outcome(command, Status.APPROVED, "document approved: the request is confirmed", now)
-        events = (_verified(verification, "document", command.id, now),)
-        return _changed(verification, outcome, now, events=events, state=State.VERIFIED)
+        return _changed(verification, outcome, now, events=(_verified(verification, "document", command.id, now),), state=State.VERIFIED)
     outcome = _outcome(command, Status.REJECTED, "document rejected: the request is cancelled", now)
     events = (_failed(verification, "document_rejected", command.id, now, method="document"),)
     return _changed(verification, outcome, now, events=events, state=State.FAILED, reason="document_rejected")

@@ -433,3 +433,25 @@ def test_every_command_is_answered_by_an_event_naming_it_with_when_the_request_w
     assert refused.event.payload.reason and refused.event.payload.exclusion_id == running.id
     assert {extension.event.payload.created_at, refused.event.payload.created_at} == {NOW - timedelta(days=3)}
     assert (ended.event.payload.ended_at, extension.event.payload.ended_at) == (running.ends_at, None)
+
+
+# --- staff cancellation ---------------------------------------------------------------------------
+
+
+def test_staff_cancel_a_running_exclusion_with_their_reason_and_nothing_once_it_has_ended():
+    from services.registration.transitions import cancel
+    from shared.events import CancellationPayload, CancelExclusion
+
+    running = excluded("+6m", "UK")
+    command = CancelExclusion(
+        source="gateway", operator_id="staff-1", payload=CancellationPayload(exclusion_id=running.id, reason="wrong person", cancelled_by="Staff One")
+    )
+
+    transition = cancel(running, command, UK, NOW + timedelta(days=1))
+    ended = transition.exclusion
+
+    assert (transition.event.type, transition.event.payload.reason, transition.event.operator_id) == ("exclusion.cancelled", "wrong person", "staff-1")
+    assert (ended.state, ended.ended_at, ended.next_transition_at) == (ExclusionState.CANCELLED, NOW + timedelta(days=1), None)
+    assert transition.event.causation_id == command.id and str(command.id) in ended.causes
+    assert [n.payload.template for n in transition.notifications] == ["exclusion_cancelled"]
+    assert cancel(ended, command, UK, NOW + timedelta(days=2)) is None

@@ -310,3 +310,60 @@ def test_an_expiry_and_a_cancellation_are_announced_too():
         *_, progressed = [e for e in outbox(changed) if e.type == "verification.progressed"]  # after the start's
         assert (progressed.payload.verification.state, progressed.payload.verification.version) == (state, changed.version)
         assert progressed.id == derived_id(EXCLUSION, f"verification.progressed@{changed.version}")
+
+
+# --- lift verifications -------------------------------------------------------------------------
+
+LIFT = uuid.UUID("99999999-8888-7777-6666-555555555555")
+
+
+def lift_started(code: str = "654321") -> domain.Decision:
+    from shared.events import LiftVerificationRequestedPayload, RequestLiftVerification
+
+    command = RequestLiftVerification(
+        source="gateway", operator_id="op-1", subject="person-1", payload=LiftVerificationRequestedPayload(lift_id=LIFT, exclusion_id=EXCLUSION)
+    )
+    return domain.start_lift(None, command, NOW, IssuedCode(hash=HASHER.hash(LIFT, code), sealed_params="sealed"))
+
+
+def lift_code(verification, code: str) -> domain.Decision:
+    command = SubmitCode(source="gateway", payload=CodeSubmittedPayload(exclusion_id=EXCLUSION, lift_id=LIFT, sealed_code="sealed"))
+    return domain.submit_code(verification, command, NOW, submitted=HASHER.hash(LIFT, code), elsewhere=False)
+
+
+def test_a_lift_request_sends_the_person_a_code_kept_under_the_lifts_own_id():
+    decision = lift_started()
+    verification = decision.verification
+    [notice] = events(verification)
+
+    assert decision.outcome.status is Status.CODE_SENT and not decision.outcome.refused
+    assert (verification.key, verification.exclusion_id, verification.state) == (LIFT, EXCLUSION, State.AWAITING_CODE)
+    assert verification.code_expires_at == NOW + domain.CODE_LIFETIME
+    assert (notice.type, notice.subject, notice.payload.template) == ("notification.requested", "person-1", "lift_code")
+    assert notice.payload.params["lift_id"] == str(LIFT) and notice.payload.params["exclusion_id"] == str(EXCLUSION)
+
+
+def test_the_right_lift_code_announces_lift_verified_never_exclusion_verified():
+    verification = lift_started().verification
+
+    wrong = lift_code(verification, "000000")
+    right = lift_code(verification, "654321")
+
+    assert wrong.outcome.status is Status.WRONG_CODE and not [e for e in events(wrong.verification) if e.type.endswith("verified")]
+    [verified] = [e for e in events(right.verification) if e.type.endswith("verified")]
+    assert verified.type == "verification.lift_verified"
+    assert verified.id == derived_id(LIFT, "verification.lift_verified")
+    assert (verified.subject, verified.operator_id, verified.payload.lift_id) == ("person-1", "op-1", LIFT)
+
+
+def test_a_second_lift_start_under_the_same_id_is_refused():
+    from shared.events import LiftVerificationRequestedPayload, RequestLiftVerification
+
+    verification = lift_started().verification
+    again = RequestLiftVerification(
+        source="gateway", subject="someone-else", payload=LiftVerificationRequestedPayload(lift_id=LIFT, exclusion_id=EXCLUSION)
+    )
+
+    decision = domain.start_lift(verification, again, NOW, IssuedCode(hash="h", sealed_params="s"))
+
+    assert decision.outcome.status is Status.ALREADY_REQUESTED and decision.verification is None
