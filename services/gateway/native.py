@@ -1,7 +1,8 @@
 """Selfex's own operator API under ``/v1``: exclusions, people, checks, decisions, document reviews.
 
 An operator key goes in ``X-API-Key`` (or ``Authorization: Bearer``); each route names the scope it
-needs. Writes are commands on Kafka; each then reads its own write from the gateway's views (fed by
+needs, but one: the person completes their own lift request with the code sent to them
+(``/v1/lifts/{lift_id}/code``), which no key replaces. Writes are commands on Kafka; each then reads its own write from the gateway's views (fed by
 the lifecycle topic), bounded, and answers ``202`` with the request id if they do not hold it in time.
 """
 

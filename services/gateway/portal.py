@@ -1,4 +1,4 @@
-"""The self-service portal: a person asks for their own exclusion and proves it is theirs.
+"""The self-service portal: a person asks for their own exclusion, or to lift it, and proves it is theirs.
 
 No API key: the person is verified by a one-time code or a reviewed identity document instead. The
 gateway app provides, on ``app.state``: ``settings``, ``db``, ``publish`` (an Event to its topic),
