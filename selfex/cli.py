@@ -18,6 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     # Delegated commands parse their own arguments, --help included.
     if argv[:1] == ["operator"]:
         return _delegate(OPERATORS, argv[1:])
+    if argv[:1] == ["staff"]:
+        return importlib.import_module(OPERATORS).staff_main(argv[1:])
     if argv[:1] == ["bench"] and argv[1:2] and argv[1] in BENCHES:
         return _delegate(BENCHES[argv[1]], argv[2:])
     parser = argparse.ArgumentParser(prog="selfex", description="Selfex, the gambling self-exclusion platform.")
@@ -50,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     operator = commands.add_parser("operator", help="operators and their API keys", add_help=False)
     operator.add_argument("rest", nargs=argparse.REMAINDER)
+    commands.add_parser("staff", help="register staff's and the regulator's API keys", add_help=False)
 
     args = parser.parse_args(argv)
     if args.command == "bench":

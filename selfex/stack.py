@@ -127,7 +127,7 @@ class Stack:
                 if child.readyz:
                     print(f"  {child.name} readiness: {child.readyz}", flush=True)
             if self.demo_key:
-                print(f"Demo operator key (scopes check,exclude,compliance): {self.demo_key}", flush=True)
+                print(f"Demo operator key (roles operator,operator-compliance): {self.demo_key}", flush=True)
                 print(f"  also in {self.settings.data_dir}/demo-operator.key", flush=True)
             print("Press Ctrl-C to stop.", flush=True)
             while not stop_requested:

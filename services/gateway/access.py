@@ -1,5 +1,11 @@
-"""Who may call: API keys (only their SHA-256 is stored), the permissions a key holds, and a rate
-limit per key.
+"""Who may call: API keys (only their SHA-256 is stored), the roles a key carries (and so what it may
+do), and a rate limit per key.
+
+Roles: ``operator`` (check and exclude, for its own customers), ``operator-compliance`` (its own
+records: exclusions, decisions), ``register-staff`` (document reviews, cancellation of an exclusion
+made in error, every operator's records for casework), ``regulator`` (read-only, everything). A
+route names the ``Permission`` it needs; ``ROLE_PERMISSIONS`` says which roles grant it. Operator
+keys act for one operator; staff keys for none.
 
 A key is 256 random bits, so a plain SHA-256 of it cannot be reversed by guessing; no salt is needed.
 Accepted keys are remembered for ``gateway_key_cache_seconds`` (a revocation takes that long to
@@ -14,7 +20,7 @@ import hashlib
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -25,22 +31,65 @@ from limits.strategies import MovingWindowRateLimiter
 
 from shared.settings import Settings
 
-from services.gateway.repository import MongoOperators
+from services.gateway.repository import LEGACY_SCOPE_ROLES, MongoOperators
 
 KEY_PREFIX = "sx_"
 MAX_KEY_LENGTH = 200
 KEYS_REMEMBERED = 10_000
 
 
+class Role(StrEnum):
+    """What a key is for (stored with the key as its ``roles``)."""
+
+    OPERATOR = "operator"
+    OPERATOR_COMPLIANCE = "operator-compliance"
+    REGISTER_STAFF = "register-staff"
+    REGULATOR = "regulator"
+
+
+OPERATOR_ROLES = frozenset({Role.OPERATOR, Role.OPERATOR_COMPLIANCE})  # keys of one operator
+STAFF_ROLES = frozenset({Role.REGISTER_STAFF, Role.REGULATOR})  # keys of the register, tied to no operator
+# Keys stored before roles carried scopes; each still reads as the role that took its place.
+LEGACY_SCOPES = {scope: Role(role) for scope, role in LEGACY_SCOPE_ROLES.items()}
+
+
 class Permission(StrEnum):
-    """What a key may do (stored with the operator as its ``scopes``)."""
+    """What a route needs."""
 
-    CHECK = "check"  # GAMSTOP checks, ChipOut status, native checks, status and history, own decisions
-    EXCLUDE = "exclude"  # ChipOut's exclude, native create / extend / lift
-    COMPLIANCE = "compliance"  # the document review endpoint
+    CHECK = "check"  # screen a person: GAMSTOP, ChipOut status, native checks, a person's status and history
+    EXCLUDE = "exclude"  # ChipOut's exclude, native create / extend / lift relay
+    READ = "read"  # an exclusion by id, decisions: its operator's own, unless CASEWORK
+    CASEWORK = "casework"  # every operator's records, not only its own
+    REVIEW = "review"  # approve or reject an identity document
+    CANCEL = "cancel"  # cancel an exclusion made in error
 
 
-ALL_PERMISSIONS = frozenset(Permission)
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.OPERATOR: frozenset({Permission.CHECK, Permission.EXCLUDE, Permission.READ}),
+    Role.OPERATOR_COMPLIANCE: frozenset({Permission.READ}),
+    Role.REGISTER_STAFF: frozenset({Permission.CHECK, Permission.READ, Permission.CASEWORK, Permission.REVIEW, Permission.CANCEL}),
+    Role.REGULATOR: frozenset({Permission.CHECK, Permission.READ, Permission.CASEWORK}),  # reads only, never a write
+}
+# Every role an operator's key may carry (what the demo operator and the benches get).
+ALL_PERMISSIONS = OPERATOR_ROLES
+
+
+def roles_of(names: Iterable[str]) -> frozenset[Role]:
+    """Roles from role names, or from the scope names keys carried before roles (check, exclude, compliance)."""
+    roles = set()
+    for name in names:
+        name = str(name)
+        if name in LEGACY_SCOPES:
+            roles.add(LEGACY_SCOPES[name])
+        elif name in {r.value for r in Role}:
+            roles.add(Role(name))
+        else:
+            raise ValueError(f"unknown role {name!r}: roles are {', '.join(r.value for r in Role)}")
+    return frozenset(roles)
+
+
+def permissions_of(roles: Iterable[Role]) -> frozenset[Permission]:
+    return frozenset(p for role in roles for p in ROLE_PERMISSIONS.get(role, ()))
 
 
 def new_key() -> str:
@@ -58,19 +107,39 @@ def fingerprint(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
-def parse_permissions(text: str) -> frozenset[Permission]:
+def parse_roles(text: str, allowed: frozenset[Role] = OPERATOR_ROLES) -> frozenset[Role]:
+    """Roles from a comma-separated list (the old scope names are read as their roles), each one ``allowed``."""
     names = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [name for name in names if name not in {p.value for p in Permission}]
-    if unknown or not names:
-        raise ValueError(f"scopes are a comma-separated list of {', '.join(p.value for p in Permission)}")
-    return frozenset(Permission(name) for name in names)
+    choices = ", ".join(sorted(r.value for r in allowed))
+    try:
+        roles = roles_of(names)
+    except ValueError:
+        raise ValueError(f"roles are a comma-separated list of {choices}") from None
+    if not roles or not roles <= allowed:
+        raise ValueError(f"roles are a comma-separated list of {choices}")
+    return roles
 
 
 @dataclass(frozen=True)
 class Operator:
+    """Who is calling: an operator's key (``id`` the operator's) or a staff key (``staff``; ``id`` the key's own)."""
+
     id: str
     name: str
-    scopes: frozenset[str]
+    roles: frozenset[Role]
+    staff: bool = False
+
+    @property
+    def permissions(self) -> frozenset[Permission]:
+        return permissions_of(self.roles)
+
+    def may(self, permission: Permission) -> bool:
+        return permission in self.permissions
+
+    @property
+    def sees_every_operator(self) -> bool:
+        """Register staff and the regulator see every operator's records; an operator's keys its own."""
+        return Permission.CASEWORK in self.permissions
 
 
 class KeyMissingError(Exception):
@@ -87,7 +156,8 @@ class WrongKeyError(Exception):
 
 class PermissionMissingError(Exception):
     def __init__(self, operator: Operator, permission: Permission) -> None:
-        super().__init__(f"this key does not have the {permission.value!r} scope")
+        roles = ", ".join(sorted(r.value for r in operator.roles)) or "none"
+        super().__init__(f"this key's roles ({roles}) do not allow this ({permission.value!r})")
         self.operator = operator
         self.permission = permission
 
@@ -140,7 +210,7 @@ class Gatekeeper:
         record = await self._operators.by_key_hash(digest)
         if record is None:
             raise WrongKeyError(key)
-        operator = Operator(record.id, record.name, record.scopes)
+        operator = Operator(record.operator_id, record.name, _known_roles(record.roles), staff=record.staff)
         if known is not None:
             known[digest] = operator
         return operator
@@ -151,6 +221,12 @@ class Gatekeeper:
         wait = self.limits.take(operator.id)
         if wait:
             raise RateLimitedError(operator, wait)
-        if permission.value not in operator.scopes:
+        if not operator.may(permission):
             raise PermissionMissingError(operator, permission)
         return operator
+
+
+def _known_roles(names: Iterable[str]) -> frozenset[Role]:
+    """The roles a stored key carries; a name this code does not know grants nothing."""
+    known = {r.value for r in Role}
+    return frozenset(Role(name) for name in names if name in known)

@@ -4,7 +4,7 @@ Exactly as PROTOCOLS.md says, under both host prefixes: the key in the JSON body
 the query (status); ``201`` once the exclusion exists (a status call right after answers ``200``),
 ``202`` if registration has not written it within the bound; ``400`` naming the field, ``401`` for
 a wrong key; ``500`` (ChipOut's only failure) when Selfex cannot tell a status, never a ``204``. A
-key without the needed scope is a wrong key for this API (it knows no ``403``).
+key whose roles do not allow the call is a wrong key for this API (it knows no ``403``).
 """
 
 import re
@@ -63,7 +63,7 @@ def _refused(exc: Exception) -> Problem:
     if isinstance(exc, access.RateLimitedError):
         return Problem(429, str(exc), headers={"Retry-After": str(exc.retry_after)})
     if isinstance(exc, access.PermissionMissingError):
-        return Problem(401, f"this API key may not do this: it lacks the {exc.permission.value!r} scope", "key")
+        return Problem(401, f"this API key may not do this: its roles do not allow {exc.permission.value!r}", "key")
     return Problem(401, "wrong API key", "key")
 
 

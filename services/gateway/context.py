@@ -90,18 +90,19 @@ def lookup_current(request: Request, the_gateway: Gateway, *, status: int = 503)
     raise Unavailable(status, the_gateway.feed.reason() or "the lookup is not known to be current")
 
 
-async def admitted(request: Request, key: str | None, scope: access.Permission, *, refused: Callable[[Exception], Problem]) -> Operator:
-    """The operator behind ``key`` if it may do this now; else the API's own answer, via ``refused``."""
+async def admitted(request: Request, key: str | None, permission: access.Permission, *, refused: Callable[[Exception], Problem]) -> Operator:
+    """Who is behind ``key`` (an operator's key or a staff key), if its roles grant ``permission`` and
+    it may do this now; else the API's own answer, via ``refused``."""
     the_note = note(request)
     try:
-        operator = await gateway(request).gatekeeper.admit(key, scope)
+        operator = await gateway(request).gatekeeper.admit(key, permission)
     except access.WrongKeyError as exc:
         the_note.key_fingerprint = exc.fingerprint
         the_note.outcome = "wrong key"
         raise refused(exc) from None
     except (access.PermissionMissingError, access.RateLimitedError) as exc:
         the_note.operator_id = exc.operator.id
-        the_note.outcome = "rate limited" if isinstance(exc, access.RateLimitedError) else f"no {exc.permission.value} scope"
+        the_note.outcome = "rate limited" if isinstance(exc, access.RateLimitedError) else f"not allowed: {exc.permission.value}"
         raise refused(exc) from None
     except access.KeyMissingError as exc:
         the_note.outcome = "no key"

@@ -18,8 +18,15 @@ from services.gateway.repository import (
     MongoSubmissionAnswers,
     MongoVerificationViews,
     MongoViews,
+    together,
 )
 from services.gateway.views import answer_of, verification_view_of, view_of
+
+
+# How long the broker may hold the lifecycle feed's fetch when it has nothing: a write's answer waits
+# on this feed, and the embedded broker (Tansu) holds a fetch for the whole wait even when a record
+# arrives meanwhile (aiokafka's default, 500 ms, cost up to a quarter of a second per event, measured).
+LIFECYCLE_FETCH_MAX_WAIT_MS = 10
 
 
 def lifecycle_group(service: Service) -> str:
@@ -30,21 +37,28 @@ def lifecycle_group(service: Service) -> str:
 def register(service: Service) -> Any:
     """The consumers, subscribed; returns the lifecycle subscriber (the lookup's feed, watched)."""
 
-    feed = service.subscriber(topics.EXCLUSION_LIFECYCLE, title="gateway.exclusion_lifecycle", group_id=lifecycle_group(service))
+    feed = service.subscriber(
+        topics.EXCLUSION_LIFECYCLE, title="gateway.exclusion_lifecycle", group_id=lifecycle_group(service), fetch_max_wait_ms=LIFECYCLE_FETCH_MAX_WAIT_MS
+    )
 
     @feed
     async def on_exclusion_lifecycle(event: LifecycleEvent) -> None:
         """Put the exclusion, as it now stands, under each of the person's identifiers and in its view;
         then note the command that changed it (last: a write's answer waits for that, and finds the rest)."""
         snapshot = event.payload
-        await MongoLookup(service.db).record(snapshot.identifiers, Summary.from_snapshot(snapshot, event.subject))
+        import time as _t; _t0 = _t.perf_counter()  # PROBE
         refused = isinstance(event, ExclusionLiftRefused)
         refusal = {"request_id": str(event.causation_id), "reason": snapshot.reason, "at": event.occurred_at.isoformat()} if refused else None
-        await MongoViews(service.db).record(view_of(snapshot, event.subject, refusal=refusal))
+        await together(  # the lookup and the view at once; the effect only once both are written
+            MongoLookup(service.db).record(snapshot.identifiers, Summary.from_snapshot(snapshot, event.subject)),
+            MongoViews(service.db).record(view_of(snapshot, event.subject, refusal=refusal), made_by=event.operator_id, now=utcnow()),
+        )
+        _t1 = _t2 = _t.perf_counter()  # PROBE
         if event.causation_id is not None:
             await MongoCommandEffects(service.db).record(
                 event.causation_id, str(snapshot.exclusion_id), snapshot.reason if refused else None, utcnow()
             )
+        service.log.info("PROBE_lifecycle", type=event.type, ids=len(snapshot.identifiers), exclusion_id=str(snapshot.exclusion_id), lookup_ms=round((_t1-_t0)*1000,1), view_ms=round((_t2-_t1)*1000,1), effect_ms=round((_t.perf_counter()-_t2)*1000,1), occurred=event.occurred_at.isoformat())  # PROBE
 
     @service.subscriber(topics.VERIFICATION_EVENTS, title="gateway.verification_events")
     async def on_verification_event(event: VerificationEvent) -> None:

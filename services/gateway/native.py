@@ -1,8 +1,10 @@
 """Selfex's own operator API under ``/v1``: exclusions, people, checks, decisions, document reviews.
 
-An operator key goes in ``X-API-Key`` (or ``Authorization: Bearer``); each route names the scope it
-needs, but one: the person completes their own lift request with the code sent to them
-(``/v1/lifts/{lift_id}/code``), which no key replaces. Writes are commands on Kafka; each then reads its own write from the gateway's views (fed by
+A key goes in ``X-API-Key`` (or ``Authorization: Bearer``); each route names the permission it
+needs (``access.ROLE_PERMISSIONS`` says which roles grant it), but one: the person completes their
+own lift request with the code sent to them (``/v1/lifts/{lift_id}/code``), which no key replaces.
+An operator's keys reach only the exclusions that operator made or checked (anything else is a
+``404``, as if it did not exist); register staff and the regulator reach every one. Writes are commands on Kafka; each then reads its own write from the gateway's views (fed by
 the lifecycle topic), bounded, and answers ``202`` with the request id if they do not hold it in time.
 """
 
@@ -56,7 +58,7 @@ EXCLUSION_ID = Path(description="the exclusion's id (a UUID)", max_length=64)
 KEY_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "a field is missing, wrong or of the wrong type; the body names it"},
     401: {"description": "no API key, or a wrong one"},
-    403: {"description": "the key lacks the scope this needs"},
+    403: {"description": "the key's roles do not allow this"},
     429: {"description": "rate limited; see Retry-After"},
 }
 UNAVAILABLE: dict[int | str, dict[str, Any]] = {
@@ -73,14 +75,14 @@ def _refused(exc: Exception) -> Problem:
     if isinstance(exc, access.RateLimitedError):
         return Problem(429, str(exc), headers={"Retry-After": str(exc.retry_after)})
     if isinstance(exc, access.PermissionMissingError):
-        return Problem(403, str(exc), "scope")
+        return Problem(403, str(exc), "role")
     if isinstance(exc, access.KeyMissingError):
         return Problem(401, "no API key: send it in X-API-Key (or Authorization: Bearer)", "X-API-Key", headers={"WWW-Authenticate": "Bearer"})
     return Problem(401, "wrong API key", "X-API-Key", headers={"WWW-Authenticate": "Bearer"})
 
 
-def operator_with(scope: access.Permission):
-    """A dependency: the operator behind the request's key, holding ``scope``."""
+def operator_with(permission: access.Permission):
+    """A dependency: who is behind the request's key, if its roles grant ``permission``."""
 
     async def authorised(
         request: Request,
@@ -88,16 +90,17 @@ def operator_with(scope: access.Permission):
         bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
     ) -> Operator:
         key = api_key or (bearer.credentials if bearer else None)
-        return await admitted(request, key, scope, refused=_refused)
+        return await admitted(request, key, permission, refused=_refused)
 
     return authorised
 
 
 Checker = Annotated[Operator, Depends(operator_with(access.Permission.CHECK))]
 Excluder = Annotated[Operator, Depends(operator_with(access.Permission.EXCLUDE))]
-Compliance = Annotated[Operator, Depends(operator_with(access.Permission.COMPLIANCE))]
-# Who may cancel an exclusion made in error: register staff. Until keys carry roles, the compliance scope.
-RegisterStaff = Annotated[Operator, Depends(operator_with(access.Permission.COMPLIANCE))]
+Reader = Annotated[Operator, Depends(operator_with(access.Permission.READ))]
+Reviewer = Annotated[Operator, Depends(operator_with(access.Permission.REVIEW))]
+# Who may cancel an exclusion made in error: register staff.
+RegisterStaff = Annotated[Operator, Depends(operator_with(access.Permission.CANCEL))]
 
 
 # --- exclusions ---------------------------------------------------------------------------------
@@ -134,8 +137,8 @@ async def create_exclusion(body: ExclusionCreate, operator: Excluder, request: R
 
 
 @router.get("/exclusions/{exclusion_id}", tags=["exclusions"], summary="One exclusion", responses={**KEY_RESPONSES, 404: {"description": "no such exclusion"}})
-async def show_exclusion(operator: Checker, request: Request, exclusion_id: Annotated[str, EXCLUSION_ID]) -> JSONResponse:
-    document = await _exclusion(gateway(request), exclusion_id)
+async def show_exclusion(operator: Reader, request: Request, exclusion_id: Annotated[str, EXCLUSION_ID]) -> JSONResponse:
+    document = await _exclusion(gateway(request), exclusion_id, operator)
     return JSONResponse(_view(gateway(request), document))
 
 
@@ -147,7 +150,7 @@ async def show_exclusion(operator: Checker, request: Request, exclusion_id: Anno
 )
 async def extend_exclusion(body: ExclusionExtend, operator: Excluder, request: Request, exclusion_id: Annotated[str, EXCLUSION_ID]) -> JSONResponse:
     the_gateway = gateway(request)
-    document = await _persons_running_exclusion(the_gateway, exclusion_id, body.identity)
+    document = await _persons_running_exclusion(the_gateway, exclusion_id, body.identity, operator)
     policy = _policy(the_gateway, document["jurisdiction"])
     scope = body.scope.scope() if body.scope else None
     _allowed(policy, body.duration, scope.types if scope else ())
@@ -183,7 +186,7 @@ async def lift_exclusion(body: LiftRequest, operator: Excluder, request: Request
     person's contact on file; the person (not this key) completes it at ``/v1/lifts/{lift_id}/code``
     or on the portal, and then the policy says whether, and when, it ends."""
     the_gateway = gateway(request)
-    document = await _persons_running_exclusion(the_gateway, exclusion_id, body.identity)
+    document = await _persons_running_exclusion(the_gateway, exclusion_id, body.identity, operator)
     answer = await lifts.start(the_gateway, request.app.state.db, document, operator_id=operator.id, verify_by=body.verify_by)
     note(request).outcome = f"lift verification {answer.body.get('status', answer.status)}"
     return JSONResponse(answer.body, status_code=answer.status)
@@ -228,7 +231,7 @@ async def complete_lift(body: LiftCode, request: Request, lift_id: Annotated[str
 )
 async def cancel_exclusion(body: Cancellation, staff: RegisterStaff, request: Request, exclusion_id: Annotated[str, EXCLUSION_ID]) -> JSONResponse:
     the_gateway = gateway(request)
-    document = await _exclusion(the_gateway, exclusion_id)
+    document = await _exclusion(the_gateway, exclusion_id, staff)
     if document.get("state") in {s.value for s in FINAL_STATES}:
         raise Problem(409, f"exclusion {exclusion_id} has ended ({document['state']})", "exclusion_id")
     command = CancelExclusion(
@@ -250,7 +253,7 @@ async def cancel_exclusion(body: Cancellation, staff: RegisterStaff, request: Re
 @router.post("/persons/status", tags=["people"], summary="A person's exclusions in force, and the GAMSTOP-style answer", responses=CHECK_RESPONSES)
 async def person_status(body: PersonQuery, operator: Checker, request: Request) -> JSONResponse:
     the_gateway = gateway(request)
-    documents = await _persons_exclusions(request, the_gateway, body.identity)
+    documents = await _persons_exclusions(request, the_gateway, body.identity, operator)
     now = the_gateway.clock()
     summaries = [Summary.from_exclusion(d) for d in documents]
     answer = gamstop_answer(summaries, now)
@@ -262,7 +265,7 @@ async def person_status(body: PersonQuery, operator: Checker, request: Request) 
 @router.post("/persons/history", tags=["people"], summary="Every exclusion of a person, oldest first", responses=CHECK_RESPONSES)
 async def person_history(body: PersonQuery, operator: Checker, request: Request) -> JSONResponse:
     the_gateway = gateway(request)
-    documents = await _persons_exclusions(request, the_gateway, body.identity)
+    documents = await _persons_exclusions(request, the_gateway, body.identity, operator)
     note(request).count = len(documents)
     return JSONResponse({"exclusions": [_view(the_gateway, d) for d in documents]})
 
@@ -302,14 +305,23 @@ async def check_batch(body: BatchCheck, operator: Checker, request: Request) -> 
 # --- decisions and reviews ----------------------------------------------------------------------
 
 
-@router.get("/decisions", tags=["decisions"], summary="This operator's own decisions, newest first", responses=KEY_RESPONSES)
+@router.get(
+    "/decisions",
+    tags=["decisions"],
+    summary="This operator's own decisions, newest first (register staff and the regulator name the operator)",
+    responses=KEY_RESPONSES,
+)
 async def own_decisions(
-    operator: Checker,
+    operator: Reader,
     request: Request,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: Annotated[Moment | None, Query(description="only decisions made before this moment (for paging; 1970 to 9999)")] = None,
+    operator_id: Annotated[
+        str | None, Query(max_length=100, description="whose decisions: an operator's key reads only its own; staff keys must name one")
+    ] = None,
 ) -> JSONResponse:
-    found = await gateway(request).decisions.of(operator.id, limit=limit, before=before)
+    whose = _whose_decisions(operator, operator_id)
+    found = await gateway(request).decisions.of(whose, limit=limit, before=before)
     decisions = [
         {"decision_id": d["_id"], "occurred_at": _iso(d["occurred_at"]), **d["decision"]} for d in found
     ]
@@ -322,18 +334,18 @@ async def own_decisions(
     "/verifications/{exclusion_id}/documents/{document_id}/review",
     tags=["compliance"],
     status_code=202,
-    summary="Approve or reject an identity document (compliance staff)",
+    summary="Approve or reject an identity document (register staff)",
     responses={**KEY_RESPONSES, 202: {"description": "the review was sent to verification"}, 404: {"description": "no such exclusion"}},
 )
 async def review_document(
     body: Review,
-    operator: Compliance,
+    operator: Reviewer,
     request: Request,
     exclusion_id: Annotated[str, EXCLUSION_ID],
     document_id: Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")],
 ) -> JSONResponse:
     the_gateway = gateway(request)
-    await _exclusion(the_gateway, exclusion_id)
+    await _exclusion(the_gateway, exclusion_id, operator)
     command = ReviewDocument(
         source="gateway",
         operator_id=operator.id,
@@ -408,16 +420,25 @@ def _valid_id(exclusion_id: str) -> str:
         raise Problem(400, "exclusion_id must be a UUID", "exclusion_id") from None
 
 
-async def _exclusion(the_gateway: Gateway, exclusion_id: str) -> dict[str, Any]:
-    document = await the_gateway.views.get(_valid_id(exclusion_id))
+async def _visible(the_gateway: Gateway, exclusion_id: str, caller: Operator) -> dict[str, Any] | None:
+    """The exclusion's view, if the caller may see it: staff and the regulator every one, an
+    operator's keys those the operator made or checked (each a read by ``_id``)."""
+    valid = _valid_id(exclusion_id)
+    if not caller.sees_every_operator and not await the_gateway.views.known_to(valid, caller.id):
+        return None
+    return await the_gateway.views.get(valid)
+
+
+async def _exclusion(the_gateway: Gateway, exclusion_id: str, caller: Operator) -> dict[str, Any]:
+    document = await _visible(the_gateway, exclusion_id, caller)
     if document is None:
         raise Problem(404, f"no exclusion {exclusion_id}", "exclusion_id")
     return document
 
 
-async def _persons_running_exclusion(the_gateway: Gateway, exclusion_id: str, person: PersonIdentity) -> dict[str, Any]:
-    """The exclusion, if it belongs to this person and has not ended."""
-    document = await the_gateway.views.get(_valid_id(exclusion_id))
+async def _persons_running_exclusion(the_gateway: Gateway, exclusion_id: str, person: PersonIdentity, caller: Operator) -> dict[str, Any]:
+    """The exclusion, if the caller may see it, it belongs to this person and it has not ended."""
+    document = await _visible(the_gateway, exclusion_id, caller)
     hashes = set(the_gateway.hasher.identifiers(_personal(person)).values())
     if document is None or not hashes & set(document.get("identifiers") or []):
         raise Problem(404, f"no exclusion {exclusion_id} for this person", "exclusion_id")
@@ -426,11 +447,28 @@ async def _persons_running_exclusion(the_gateway: Gateway, exclusion_id: str, pe
     return document
 
 
-async def _persons_exclusions(request: Request, the_gateway: Gateway, person: PersonIdentity) -> list[dict[str, Any]]:
+async def _persons_exclusions(request: Request, the_gateway: Gateway, person: PersonIdentity, caller: Operator) -> list[dict[str, Any]]:
+    """The person's exclusions; an operator that sees them (it checked the person) may read them by id after."""
     identity = _personal(person)
     lookup_current(request, the_gateway)
     summaries = await the_gateway.summaries_of(identity)
-    return await the_gateway.views.many(s.exclusion_id for s in summaries)
+    documents = await the_gateway.views.many(s.exclusion_id for s in summaries)
+    if not caller.staff:
+        now = the_gateway.clock()
+        for document in documents:
+            await the_gateway.views.note_operator(document["_id"], caller.id, "checked", now)
+    return documents
+
+
+def _whose_decisions(caller: Operator, operator_id: str | None) -> str:
+    """An operator's keys read their operator's decisions; staff keys (casework, the regulator) name the operator."""
+    if caller.sees_every_operator:
+        if not operator_id:
+            raise Problem(400, "name the operator whose decisions to read (operator_id)", "operator_id")
+        return operator_id
+    if operator_id and operator_id != caller.id:
+        raise Problem(403, "an operator's key reads only its own decisions", "operator_id")
+    return caller.id
 
 
 def _stored_scope(document: dict[str, Any]) -> Scope:

@@ -1,13 +1,19 @@
 """The gateway's collections: the only code that knows their shapes. Each is the gateway's own,
 fed from the topics (no other service's collection is read or written here).
 
-- ``operators``: one per legal entity; only the SHA-256 of its API key is kept.
+- ``operators``: one per API key: an operator's (``operator_id``, the operator it acts for, is its
+  ``_id`` unless the key was added for an existing operator) or register staff's (``staff``); its
+  ``roles``, and only the SHA-256 of the key. Keys stored before roles carry ``scopes`` instead,
+  read as the roles that took their place (``LEGACY_SCOPE_ROLES``; nothing is rewritten).
 - ``exclusion_lookup``: one document per identifier hash, holding a summary of each exclusion the
   identifier belongs to. A check is then one ``_id`` lookup, which every MongoDB-wire store answers
   from its primary index (nx-27017 scans the whole collection for ``$in`` over an array field).
 - ``exclusion_views``: one per exclusion (``_id`` = its id), as the native API, ChipOut and the portal
   show it, from the latest lifecycle event (``version``), with the person's identifier hashes (to
   check a caller names the exclusion's person) and the last lift refusal.
+- ``exclusion_operators``: one per operator that made (a lifecycle event's ``operator_id``: the
+  command's) or checked (a native check that matched it) an exclusion, ``_id`` =
+  ``<exclusion id>/<operator id>``: an operator reads and changes only those, by ``_id``.
 - ``command_effects``: one per command registration applied (``_id`` = the command's id): the
   exclusion it made or changed, and the refusal if it was refused. A write's answer reads it by id.
 - ``verification_views``: one per exclusion waiting for (or done with) verification (``_id`` = the
@@ -21,10 +27,12 @@ Every read on a request's path is by ``_id``. Writes use whole-document inserts 
 replaces of plain JSON values (dates as ISO strings), the subset both MongoDB and nx-27017 do right.
 """
 
+import asyncio
+import contextlib
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
@@ -42,6 +50,7 @@ INDEXES = {
     "operators": [IndexModel([("name", ASCENDING)], unique=True), IndexModel([("key_hash", ASCENDING)], unique=True)],
     "exclusion_lookup": [],
     "exclusion_views": [],
+    "exclusion_operators": [],
     "command_effects": [IndexModel([("recorded_at", ASCENDING)], expireAfterSeconds=RETENTION_SECONDS)],
     "verification_views": [],
     "submission_answers": [IndexModel([("recorded_at", ASCENDING)], expireAfterSeconds=RETENTION_SECONDS)],
@@ -50,6 +59,14 @@ INDEXES = {
 }
 LOOKUP_CHUNK = 500  # ids per ``$in`` query: well under any store's limit on bound parameters
 MAX_ATTEMPTS = 20
+
+
+async def together(*writes: Awaitable[Any]) -> None:
+    """Await the writes at once; once every one has ended, raise the first error as it was raised
+    (not in a group: the consumer tells a store error, retried, from a bad message by its type)."""
+    for outcome in await asyncio.gather(*writes, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 class OperatorExistsError(ValueError):
@@ -64,24 +81,36 @@ class LookupConflictError(RuntimeError):
     """An identifier's lookup document kept changing under a write."""
 
 
+# A key stored before roles: its scopes, read as roles.
+LEGACY_SCOPE_ROLES = {"check": "operator", "exclude": "operator", "compliance": "operator-compliance"}
+
+
 @dataclass(frozen=True)
 class OperatorRecord:
     id: str
     name: str
-    scopes: frozenset[str]
+    roles: frozenset[str]
     key_prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    operator_id: str = ""  # the operator the key acts for (its own id for staff)
+    staff: bool = False
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> "OperatorRecord":
+        if "roles" in document:
+            roles = frozenset(document["roles"])
+        else:
+            roles = frozenset(LEGACY_SCOPE_ROLES[s] for s in document.get("scopes", []) if s in LEGACY_SCOPE_ROLES)
         return cls(
             id=document["_id"],
             name=document["name"],
-            scopes=frozenset(document.get("scopes", [])),
+            roles=roles,
             key_prefix=document.get("key_prefix", ""),
             created_at=document["created_at"],
             revoked_at=document.get("revoked_at"),
+            operator_id=document.get("operator_id") or document["_id"],
+            staff=bool(document.get("staff", False)),
         )
 
 
@@ -89,11 +118,16 @@ class MongoOperators:
     def __init__(self, database: AsyncDatabase) -> None:
         self._operators = database["operators"]
 
-    async def add(self, name: str, scopes: Iterable[str], key_hash: str, key_prefix: str, now: datetime) -> OperatorRecord:
+    async def add(
+        self, name: str, roles: Iterable[str], key_hash: str, key_prefix: str, now: datetime, *, operator_id: str | None = None, staff: bool = False
+    ) -> OperatorRecord:
+        """A new key: a new operator's, another key of operator ``operator_id``, or (``staff``) register staff's."""
         document = {
-            "_id": f"op-{uuid.uuid4().hex[:12]}",
+            "_id": f"{'staff' if staff else 'op'}-{uuid.uuid4().hex[:12]}",
             "name": name,
-            "scopes": sorted(scopes),
+            "roles": sorted(roles),
+            "operator_id": operator_id,
+            "staff": staff,
             "key_hash": key_hash,
             "key_prefix": key_prefix,
             "created_at": now,
@@ -120,14 +154,15 @@ class MongoOperators:
         found = await self._operators.find({}).sort([("name", ASCENDING)]).to_list(None)
         return [OperatorRecord.from_document(document) for document in found]
 
-    async def replace_key(self, name: str, key_hash: str, key_prefix: str, now: datetime, scopes: Iterable[str] | None = None) -> OperatorRecord:
+    async def replace_key(self, name: str, key_hash: str, key_prefix: str, now: datetime, roles: Iterable[str] | None = None) -> OperatorRecord:
         """A new key for the operator (the old one stops working); a revoked operator is reinstated."""
         document = await self._operators.find_one({"name": name})
         if document is None:
             raise UnknownOperatorError(f"no operator named {name!r}")
         document.update(key_hash=key_hash, key_prefix=key_prefix, rotated_at=now, revoked_at=None)
-        if scopes is not None:
-            document["scopes"] = sorted(scopes)
+        if roles is not None:
+            document["roles"] = sorted(roles)
+            document.pop("scopes", None)
         await self._operators.replace_one({"_id": document["_id"]}, document)
         return OperatorRecord.from_document(document)
 
@@ -162,9 +197,9 @@ class MongoLookup:
         }
 
     async def record(self, identifiers: Iterable[str], summary: Summary) -> None:
-        """Put the summary under each identifier; a newer version already there is kept."""
-        for identifier in sorted(set(identifiers)):
-            await self._record_one(identifier, summary)
+        """Put the summary under each identifier (all at once: each is a document of its own); a newer
+        version already there is kept. Returns once every identifier holds it, or raises."""
+        await together(*(self._record_one(identifier, summary) for identifier in sorted(set(identifiers))))
 
     async def insert_many(self, summaries: Mapping[str, list[Summary]]) -> None:
         """Identifiers written straight in with their summaries (a bench's load); none may exist yet."""
@@ -198,9 +233,20 @@ class MongoViews:
 
     def __init__(self, database: AsyncDatabase) -> None:
         self._views = database["exclusion_views"]
+        self._operators = database["exclusion_operators"]
 
     async def get(self, exclusion_id: str) -> dict[str, Any] | None:
         return await self._views.find_one({"_id": exclusion_id})
+
+    async def known_to(self, exclusion_id: str, operator_id: str) -> bool:
+        """Whether the operator made or checked the exclusion (one read by ``_id``)."""
+        return await self._operators.find_one({"_id": f"{exclusion_id}/{operator_id}"}, {"_id": 1}) is not None
+
+    async def note_operator(self, exclusion_id: str, operator_id: str, how: str, now: datetime) -> None:
+        """The operator made (``how`` "made") or checked ("checked") the exclusion; the first note stands."""
+        document = {"_id": f"{exclusion_id}/{operator_id}", "exclusion_id": exclusion_id, "operator_id": operator_id, "how": how, "at": now}
+        with contextlib.suppress(DuplicateKeyError):
+            await self._operators.insert_one(document)
 
     async def many(self, exclusion_ids: Iterable[str]) -> list[dict[str, Any]]:
         """The views of these exclusions, oldest first: ``$in`` on ``_id`` only."""
@@ -210,8 +256,13 @@ class MongoViews:
             found += await self._views.find({"_id": {"$in": ids[start : start + LOOKUP_CHUNK]}}).to_list(None)
         return sorted(found, key=lambda d: (str(d.get("created_at") or ""), d["_id"]))
 
-    async def record(self, view: Mapping[str, Any]) -> bool:
-        """Keep the view unless a newer version is there; the last lift refusal carries over. Whether it changed."""
+    async def record(self, view: Mapping[str, Any], *, made_by: str | None = None, now: datetime | None = None) -> bool:
+        """Keep the view unless a newer version is there; the last lift refusal carries over. Whether it changed.
+
+        ``made_by``: the operator whose command the event answers, noted first (whatever the
+        version: an older event's operator made it too), so it reads the view once it is there."""
+        if made_by:
+            await self.note_operator(view["_id"], made_by, "made", now or datetime.now(UTC))
         return await _newest_kept(self._views, view, carried="refusal")
 
     async def insert_many(self, views: Iterable[Mapping[str, Any]]) -> None:

@@ -17,9 +17,9 @@ import pytest_asyncio
 import uvicorn
 from pymongo import AsyncMongoClient
 
-from services.gateway.access import Permission
+from services.gateway.access import Role
 from services.gateway.app import create_app
-from services.gateway.operators import add
+from services.gateway.operators import add, add_staff
 from services.gateway.repository import INDEXES, MongoOperators
 from shared.infra import free_port
 from shared.settings import Settings
@@ -68,10 +68,19 @@ class World:
     operator_ids: dict[str, str] = field(default_factory=dict)
     app: object = None  # the gateway's FastAPI app (its state holds the feed and the gateway)
 
-    async def operator(self, name: str, scopes: set[Permission]) -> str:
-        """A new operator with these scopes; returns its key. Names are made unique to the world:
-        nx-27017 keeps one set of collections for every database name."""
-        issued = await add(MongoOperators(self.database), f"{name}-{self.settings.mongo_db}", scopes)
+    async def operator(self, name: str, roles, *, of: str | None = None) -> str:
+        """A new operator whose key carries these roles (or the scope names keys had before roles);
+        ``of``: another key of that operator of this world instead. Returns the key. Names are made
+        unique to the world: nx-27017 keeps one set of collections for every database name."""
+        owner = f"{of}-{self.settings.mongo_db}" if of else None
+        issued = await add(MongoOperators(self.database), f"{name}-{self.settings.mongo_db}", roles, of=owner)
+        self.keys[name] = issued.key
+        self.operator_ids[name] = issued.operator.operator_id
+        return issued.key
+
+    async def staff(self, name: str, role: Role) -> str:
+        """A register staff or regulator key; returns it."""
+        issued = await add_staff(MongoOperators(self.database), f"{name}-{self.settings.mongo_db}", role)
         self.keys[name] = issued.key
         self.operator_ids[name] = issued.operator.id
         return issued.key
@@ -149,9 +158,11 @@ async def world(
             await stack.enter_async_context(serving(app, port))
             http = await stack.enter_async_context(httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60))
             the_world = World(settings, database, f"http://127.0.0.1:{port}", http, app=app)
-            await the_world.operator("checker", {Permission.CHECK})
-            await the_world.operator("excluder", {Permission.CHECK, Permission.EXCLUDE})
-            await the_world.operator("compliance", {Permission.COMPLIANCE})
+            await the_world.operator("checker", {Role.OPERATOR})
+            await the_world.operator("excluder", {Role.OPERATOR})
+            await the_world.operator("compliance", {Role.OPERATOR_COMPLIANCE}, of="excluder")
+            await the_world.staff("staff", Role.REGISTER_STAFF)
+            await the_world.staff("regulator", Role.REGULATOR)
             if ready:
 
                 async def is_ready():

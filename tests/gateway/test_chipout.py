@@ -2,7 +2,7 @@
 
 import pytest
 
-from services.gateway.access import Permission
+from services.gateway.access import Role
 from tests.gateway.conftest import new_uid
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
@@ -70,10 +70,10 @@ async def test_a_wrong_key_is_401_and_changes_nothing(gw):
     assert (await gw.client.get(STATUS, params={"key": gw.keys["checker"], "uid": uid})).status_code == 204
 
 
-async def test_a_check_only_key_cannot_exclude(gw):
+async def test_a_key_whose_roles_do_not_allow_excluding_cannot_exclude(gw):
     uid = new_uid()
 
-    refused = await gw.client.post(EXCLUDE, json=exclusion(gw.keys["checker"], uid))
+    refused = await gw.client.post(EXCLUDE, json=exclusion(gw.keys["regulator"], uid))
 
     assert refused.status_code == 401
     assert "exclude" in refused.json()["error"]
@@ -88,8 +88,8 @@ async def test_a_bad_parameter_is_400_naming_it(gw):
     assert bad_uid.status_code == 400 and bad_uid.json()["field"] == "uid"
 
 
-async def test_a_key_without_the_check_scope_cannot_ask_status(gw):
-    key = await gw.operator("reviewer-only", {Permission.COMPLIANCE})
+async def test_an_operator_compliance_key_cannot_ask_status(gw):
+    key = await gw.operator("reviewer-only", {Role.OPERATOR_COMPLIANCE})
 
     answer = await gw.client.get(STATUS, params={"key": key, "uid": new_uid()})
 

@@ -5,7 +5,22 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from services.gateway.access import Gatekeeper, Permission, RateLimits, WrongKeyError, fingerprint, key_hash, new_key, parse_permissions
+from services.gateway.access import (
+    ROLE_PERMISSIONS,
+    STAFF_ROLES,
+    Gatekeeper,
+    Permission,
+    RateLimits,
+    Role,
+    WrongKeyError,
+    fingerprint,
+    key_hash,
+    new_key,
+    parse_roles,
+    permissions_of,
+    roles_of,
+)
+from services.gateway.repository import OperatorRecord
 from services.gateway.chipout import exclusion_requested
 from services.gateway.domain import Summary, chipout_status, chipout_type, check, gamstop_answer, merged, unique
 from services.gateway.problems import Problem, field_name
@@ -132,7 +147,8 @@ class Operators:
 
     async def by_key_hash(self, digest: str):
         self.lookups += 1
-        return type("Record", (), {"id": "op-1", "name": "Op", "scopes": frozenset({"check"})}) if digest == self.digest else None
+        record = {"id": "op-1", "operator_id": "op-1", "name": "Op", "roles": frozenset({"operator"}), "staff": False}
+        return type("Record", (), record) if digest == self.digest else None
 
 
 async def test_an_accepted_key_is_remembered_for_its_ttl_and_a_rejected_one_never():
@@ -160,12 +176,31 @@ def test_keys_are_random_and_only_their_hash_identifies_them():
     assert fingerprint(key) == key_hash(key)[:12]
 
 
-def test_scopes_parse_from_a_comma_list():
-    assert parse_permissions("check, exclude") == {Permission.CHECK, Permission.EXCLUDE}
-    with pytest.raises(ValueError):
-        parse_permissions("check,admin")
-    with pytest.raises(ValueError):
-        parse_permissions("")
+def test_roles_parse_from_a_comma_list_and_the_old_scope_names_read_as_their_roles():
+    assert parse_roles("operator, operator-compliance") == {Role.OPERATOR, Role.OPERATOR_COMPLIANCE}
+    assert parse_roles("check,exclude") == {Role.OPERATOR}
+    assert roles_of(["compliance"]) == {Role.OPERATOR_COMPLIANCE}
+    assert parse_roles("regulator", STAFF_ROLES) == {Role.REGULATOR}
+    for wrong in ("check,admin", "", "register-staff"):  # an operator's key carries no staff role
+        with pytest.raises(ValueError):
+            parse_roles(wrong)
+
+
+def test_a_key_stored_with_scopes_reads_as_the_roles_that_took_their_place():
+    stored = {"_id": "op-1", "name": "Old Ltd", "scopes": ["check", "compliance"], "created_at": None}
+
+    record = OperatorRecord.from_document(stored)
+
+    assert record.roles == {"operator", "operator-compliance"} and record.operator_id == "op-1" and not record.staff
+
+
+def test_the_regulator_reads_everything_and_writes_nothing_and_only_staff_see_every_operator():
+    writes = {Permission.EXCLUDE, Permission.REVIEW, Permission.CANCEL}
+
+    assert not ROLE_PERMISSIONS[Role.REGULATOR] & writes and Permission.READ in ROLE_PERMISSIONS[Role.REGULATOR]
+    assert ROLE_PERMISSIONS[Role.OPERATOR_COMPLIANCE] == {Permission.READ}
+    assert {r for r in Role if Permission.CASEWORK in permissions_of([r])} == STAFF_ROLES
+    assert {r for r in Role if Permission.REVIEW in permissions_of([r])} == {Role.REGISTER_STAFF}
 
 
 def test_a_validation_location_becomes_a_field_name():

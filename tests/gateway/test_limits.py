@@ -6,7 +6,7 @@ import json
 import pytest
 import pytest_asyncio
 
-from services.gateway.access import Permission
+from services.gateway.access import Role
 from tests.gateway.conftest import new_person, new_uid, world
 from tests.support import eventually
 
@@ -23,8 +23,8 @@ async def limited(servers):
 
 
 async def test_past_its_burst_a_key_is_429_with_retry_after_on_every_api(limited):
-    key = await limited.operator("busy", {Permission.CHECK})
-    other = await limited.operator("quiet", {Permission.CHECK})
+    key = await limited.operator("busy", {Role.OPERATOR})
+    other = await limited.operator("quiet", {Role.OPERATOR})
 
     answers = [await limited.client.post("/", data=new_person(), headers={"X-API-Key": key}) for _ in range(BURST + 1)]
     chipout = await limited.client.get("/v1.3/customer-status", params={"key": key, "uid": new_uid()})
@@ -39,7 +39,7 @@ async def test_past_its_burst_a_key_is_429_with_retry_after_on_every_api(limited
 
 
 async def test_every_request_reaches_the_audit_log_without_personal_data(limited):
-    key = await limited.operator("audited", {Permission.CHECK})
+    key = await limited.operator("audited", {Role.OPERATOR})
     person = new_person()
     uid = new_uid()
 

@@ -40,7 +40,7 @@ async def test_an_exclusion_is_created_in_force_and_readable(gw):
         headers={"Authorization": f"Bearer {gw.keys['excluder']}"},
     )
     view = created.json()
-    shown = await gw.client.get(created.headers["Location"], headers=headers(gw, "checker"))
+    shown = await gw.client.get(created.headers["Location"], headers=headers(gw, "compliance"))  # the operator's compliance key
 
     assert created.status_code == 201
     assert view["state"] == "active" and view["in_force"] is True
@@ -117,17 +117,17 @@ async def test_a_batch_check_of_10000_answers_in_order_and_10001_is_refused(gw):
     assert over.status_code == 400 and over.json()["field"] == "persons"
 
 
-async def test_a_check_only_key_cannot_create_extend_or_lift(gw):
+async def test_an_operator_compliance_key_cannot_create_extend_or_lift(gw):
     identity = someone()
     view = await create(gw, identity)
-    checker = headers(gw, "checker")
+    checker = headers(gw, "compliance")  # the same operator's, but for its compliance team
 
     create_answer = await gw.client.post("/v1/exclusions", json={"identity": someone(), "duration": "+6m", "jurisdiction": "UK"}, headers=checker)
     extend_answer = await gw.client.post(f"/v1/exclusions/{view['exclusion_id']}/extend", json={"identity": identity, "duration": "+12m"}, headers=checker)
     lift_answer = await gw.client.post(f"/v1/exclusions/{view['exclusion_id']}/lift", json={"identity": identity}, headers=checker)
 
     assert create_answer.status_code == extend_answer.status_code == lift_answer.status_code == 403
-    assert create_answer.json()["field"] == "scope"
+    assert create_answer.json()["field"] == "role"
 
 
 async def test_an_operator_reads_only_its_own_decisions(gw):
@@ -163,22 +163,22 @@ def decision(operator_id: str, account: str) -> DecisionMade:
     )
 
 
-async def test_compliance_staff_review_a_document(gw):
+async def test_register_staff_review_a_document(gw):
     view = await create(gw, someone())
     path = f"/v1/verifications/{view['exclusion_id']}/documents/doc-123/review"
 
     async with TopicReader(gw.settings, topics.VERIFICATION_INPUTS) as inputs:
         refused = await gw.client.post(path, json={"approved": True}, headers=headers(gw, "excluder"))
-        accepted = await gw.client.post(path, json={"approved": True, "note": "passport matches"}, headers=headers(gw, "compliance"))
+        accepted = await gw.client.post(path, json={"approved": True, "note": "passport matches"}, headers=headers(gw, "staff"))
         [review] = await inputs.wait_for(lambda m: m["type"] == "verification.document_reviewed")
 
     assert refused.status_code == 403
     assert accepted.status_code == 202
     assert review["id"] == accepted.json()["review_id"]
     assert review["payload"] == {
-        "exclusion_id": view["exclusion_id"], "document_id": "doc-123", "approved": True, "reviewer": f"compliance-{gw.settings.mongo_db}", "note": "passport matches"
+        "exclusion_id": view["exclusion_id"], "document_id": "doc-123", "approved": True, "reviewer": f"staff-{gw.settings.mongo_db}", "note": "passport matches"
     }
-    assert review["operator_id"] == gw.operator_ids["compliance"]
+    assert review["operator_id"] == gw.operator_ids["staff"]
 
 
 async def test_the_openapi_schema_and_docs_are_served(gw):

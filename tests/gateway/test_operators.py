@@ -44,13 +44,13 @@ async def checks(gw, key: str) -> int:
 
 
 async def test_add_prints_a_working_key_once_and_stores_only_its_hash(gw):
-    code, output = await selfex(gw, "add", "Acme Gaming Ltd", "--scopes", "check,exclude")
+    code, output = await selfex(gw, "add", "Acme Gaming Ltd", "--roles", "operator")
     key = key_in(output)
     stored = await gw.database["operators"].find_one({"name": "Acme Gaming Ltd"})
 
     assert code == 0 and "shown once" in output
     assert stored["key_hash"] == key_hash(key) and key not in str(stored)
-    assert sorted(stored["scopes"]) == ["check", "exclude"]
+    assert stored["roles"] == ["operator"]
     assert await checks(gw, key) == 200
 
 
@@ -62,19 +62,21 @@ async def test_a_second_operator_of_the_same_name_is_refused(gw):
     assert code == 1 and "exists" in output
 
 
-async def test_unknown_scopes_are_refused(gw):
-    code, output = await selfex(gw, "add", "Scoped Ltd", "--scopes", "check,admin")
+async def test_unknown_roles_are_refused(gw):
+    code, output = await selfex(gw, "add", "Scoped Ltd", "--roles", "operator,admin")
+    staff_role, _ = await selfex(gw, "add", "Staffed Ltd", "--roles", "register-staff")
 
-    assert code == 2 and "scopes" in output
+    assert code == 2 and "roles" in output
+    assert staff_role == 2, "an operator's key carries no staff role"
 
 
 async def test_list_shows_operators_without_their_keys(gw):
-    _, added = await selfex(gw, "add", "Listed Ltd", "--scopes", "compliance")
+    _, added = await selfex(gw, "add", "Listed Ltd", "--roles", "operator-compliance")
 
     code, output = await selfex(gw, "list")
 
     assert code == 0
-    assert re.search(r"Listed Ltd\s+op-\w+\s+compliance\s+sx_\S+\s+active", output)
+    assert re.search(r"Listed Ltd\s+(op-\w+)\s+\1\s+operator-compliance\s+sx_\S+\s+active", output)
     assert key_in(added) not in output
 
 
@@ -105,5 +107,5 @@ async def test_the_demo_operator_is_created_then_rekeyed(gw):
 
     assert first.created and not second.created
     assert first.operator.id == second.operator.id and first.operator.name == DEMO_OPERATOR
-    assert second.operator.scopes == {"check", "exclude", "compliance"}
+    assert second.operator.roles == {"operator", "operator-compliance"}
     assert await checks(gw, second.key) == 200 and await checks(gw, first.key) == 403
