@@ -42,17 +42,24 @@ class Service:
         self.broker = create_broker(self.settings, service=self.name, readiness=self.readiness)
         self.log = structlog.get_logger(self.name)
 
-    def subscriber(self, *topics: str, **options: Any):
+    def subscriber(self, *topics: str, pattern: str | None = None, **options: Any):
         """A subscriber with its own consumer group; offsets commit only after the handler's effect.
 
         A new group starts from the earliest offset: nothing published before a service first
-        started is missed.
+        started is missed (nor an operator's first events, sent before its topic was seen).
+        ``pattern`` (a regex over whole topic names, e.g. every operator's topics) instead of topics
+        needs its ``group_id`` named.
         """
-        options.setdefault("group_id", f"{self.settings.topic_prefix}{self.name}.{topics[0]}")
+        if pattern is None:
+            options.setdefault("group_id", f"{self.settings.topic_prefix}{self.name}.{topics[0]}")
+        elif topics or "group_id" not in options:
+            raise ValueError("a pattern subscriber takes no topic names and needs its group_id")
         options.setdefault("auto_offset_reset", "earliest")
         options.setdefault("ack_policy", AckPolicy.NACK_ON_ERROR)
         options.setdefault("session_timeout_ms", self.settings.kafka_session_timeout_ms)
         options.setdefault("heartbeat_interval_ms", max(100, self.settings.kafka_session_timeout_ms // 4))
+        if pattern is not None:
+            return self.broker.subscriber(pattern=pattern, **options)
         return self.broker.subscriber(*(self.settings.topic(t) for t in topics), **options)
 
     async def publish(self, event: Event) -> None:

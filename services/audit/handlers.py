@@ -3,7 +3,6 @@
 from typing import Any, cast
 
 from aiokafka import ConsumerRecord
-from faststream import AckPolicy
 from faststream.kafka import KafkaMessage
 
 from shared import topics
@@ -19,13 +18,9 @@ def register(service: Service, hasher: Hasher, log: list[MongoAuditLog]) -> None
 
     @service.subscriber(*topics.ALL, title="audit.every_topic")
     # Every operator's own topics too, by pattern (an operator added later is read too), in a group of their own.
-    @service.broker.subscriber(
+    @service.subscriber(
         pattern=topics.operator_pattern(settings.topic_prefix),
         group_id=f"{settings.topic_prefix}{service.name}.operator_topics",
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-        heartbeat_interval_ms=max(100, settings.kafka_session_timeout_ms // 4),
         title="audit.operator_topics",
     )
     async def on_any_event(body: dict[str, Any], message: KafkaMessage) -> None:

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from aiokafka import ConsumerRecord
-from faststream import AckPolicy
 from faststream.message import StreamMessage
 from pydantic import Field, ValidationError
 
@@ -104,14 +103,9 @@ def register(
     settings = service.settings
     senders = topics.OperatorTopics(settings.topic_prefix, topics.ACCOUNT_EVENTS)
 
-    # Service.subscriber names topics; this one is a pattern, with the same defaults (and a group of its own).
-    @service.broker.subscriber(
+    @service.subscriber(
         pattern=topics.operator_pattern(settings.topic_prefix, topics.ACCOUNT_EVENTS),
         group_id=account_events_group(settings),
-        auto_offset_reset="earliest",  # an operator's first events, sent before its topic was seen, are read
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-        heartbeat_interval_ms=max(100, settings.kafka_session_timeout_ms // 4),
         batch=True,
         max_records=MAX_BATCH,
         batch_timeout_ms=BATCH_WAIT_MS,
