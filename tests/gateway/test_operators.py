@@ -5,6 +5,7 @@ import json
 import os
 import re
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -24,12 +25,13 @@ async def gw(servers):
         yield the_world
 
 
-async def selfex(gw, *args: str) -> tuple[int, str]:
-    """Run ``selfex operator ...``; its stdout, then its stderr."""
+async def selfex(gw, *args: str, command: str = "operator") -> tuple[int, str]:
+    """Run ``selfex operator ...`` (or ``selfex staff ...``); its stdout, then its stderr."""
     # The world's gateway runs on one injected database: the command is pointed at it as the gateway's own.
-    env = {**os.environ, "SELFEX_MONGO_URI": gw.settings.mongo_uri, "SELFEX_MONGO_DATABASES": json.dumps({"gateway": gw.settings.mongo_db})}
+    # The world's broker too: adding an operator makes its topics there.
+    env = {**os.environ, **gw.settings.environment(), "SELFEX_MONGO_DATABASES": json.dumps({"gateway": gw.settings.mongo_db})}
     process = await asyncio.create_subprocess_exec(
-        SELFEX, "operator", *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        SELFEX, command, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     output, errors = await process.communicate()
     return process.returncode, output.decode() + errors.decode()
@@ -102,10 +104,32 @@ async def test_rotating_replaces_the_key(gw):
 
 
 async def test_the_demo_operator_is_created_then_rekeyed(gw):
-    first = await demo_operator(gw.settings)
-    second = await demo_operator(gw.settings)
+    settings = gw.settings.model_copy(update={"mongo_databases": {"gateway": gw.settings.mongo_db}})  # the world's gateway's database
+    first = await demo_operator(settings)
+    second = await demo_operator(settings)
 
     assert first.created and not second.created
     assert first.operator.id == second.operator.id and first.operator.name == DEMO_OPERATOR
     assert second.operator.roles == {"operator", "operator-compliance"}
     assert await checks(gw, second.key) == 200 and await checks(gw, first.key) == 403
+
+
+async def test_staff_add_creates_a_working_register_staff_or_regulator_key_tied_to_no_operator(gw):
+    code, output = await selfex(gw, "add", "Casework Team", "--role", "register-staff", command="staff")
+    key = key_in(output)
+    stored = await gw.database["operators"].find_one({"name": "Casework Team"})
+    regulator = key_in((await selfex(gw, "add", "Gambling Commission", "--role", "regulator", "--quiet", command="staff"))[1])
+    wrong_role, _ = await selfex(gw, "add", "Not Staff", "--role", "operator", command="staff")
+    missing = f"/v1/exclusions/{uuid.uuid4()}"
+
+    assert code == 0 and "roles register-staff" in output
+    assert stored["staff"] is True and stored["roles"] == ["register-staff"] and stored["key_hash"] == key_hash(key)
+    assert await checks(gw, key) == 200
+    # Admitted (the exclusion does not exist), where an operator's key is refused: staff review documents.
+    review = await gw.client.post(f"{missing.replace('exclusions', 'verifications')}/documents/d/review", json={"approved": True}, headers={"X-API-Key": key})
+    assert review.status_code == 404
+    by_regulator = await gw.client.post(f"{missing}/cancel", json={"reason": "no"}, headers={"X-API-Key": regulator})
+    assert by_regulator.status_code == 403 and (await gw.client.get(missing, headers={"X-API-Key": regulator})).status_code == 404
+    assert wrong_role == 2
+    listed = (await selfex(gw, "list", command="staff"))[1]
+    assert "Casework Team" in listed and "Acme Gaming Ltd" not in listed
