@@ -46,7 +46,7 @@ from shared.policies import DurationError
 from services.gateway import lifts
 from services.gateway.bodies import json_value
 from services.gateway.context import gateway
-from services.gateway.problems import Problem as GatewayProblem
+from services.gateway.problems import Problem
 from services.gateway.repository import (
     MongoCommandEffects,
     MongoIdentityDocuments,
@@ -125,18 +125,6 @@ class PortalLiftRequest(BaseModel):
     def identity(self) -> Identity:
         fields = ("national_id", "first_name", "last_name", "date_of_birth", "postcode", "email", "mobile")
         return Identity(**{name: getattr(self, name) for name in fields if getattr(self, name) is not None})
-
-
-class Problem(Exception):
-    """A request the portal refuses: the status, the field at fault (if one) and why."""
-
-    def __init__(self, status: int, error: str, field: str | None = None) -> None:
-        super().__init__(error)
-        self.status, self.error, self.field = status, error, field
-
-    def response(self) -> JSONResponse:
-        body = {"error": self.error} | ({"field": self.field} if self.field else {})
-        return JSONResponse(body, status_code=self.status)
 
 
 def answers(route: Callable[..., Awaitable[JSONResponse]]) -> Callable[..., Awaitable[JSONResponse]]:
@@ -395,10 +383,7 @@ async def show_lift(lift_id: str, request: Request) -> JSONResponse:
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
-    try:
-        body = json_value(await request.body() or b"{}")
-    except GatewayProblem as problem:
-        raise Problem(400, problem.error, "body") from None
+    body = json_value(await request.body() or b"{}")
     if not isinstance(body, dict):
         raise Problem(400, "the body must be a JSON object", "body")
     return body

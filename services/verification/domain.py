@@ -90,7 +90,7 @@ class Status(StrEnum):
 ACCEPTED = frozenset({Status.VERIFIED, Status.CODE_SENT, Status.DOCUMENT_RECEIVED, Status.APPROVED, Status.REJECTED})
 
 
-class Outcome(BaseModel):
+class SubmissionOutcome(BaseModel):
     """The answer to one submission, kept so the portal can read it and redelivery can repeat it."""
 
     model_config = ConfigDict(frozen=True)
@@ -132,10 +132,10 @@ class Verification(BaseModel):
     created_at: AwareDatetime
     updated_at: AwareDatetime
     version: int = 1
-    applied: tuple[Outcome, ...] = ()
+    applied: tuple[SubmissionOutcome, ...] = ()
     outbox: tuple[str, ...] = ()
 
-    def outcome_of(self, submission_id: uuid.UUID) -> Outcome | None:
+    def outcome_of(self, submission_id: uuid.UUID) -> SubmissionOutcome | None:
         return next((o for o in self.applied if o.submission_id == submission_id), None)
 
     @property
@@ -158,7 +158,7 @@ class IssuedCode:
 
 @dataclass(frozen=True)
 class Decision:
-    outcome: Outcome | None
+    outcome: SubmissionOutcome | None
     verification: Verification | None = None  # the state to write; None: nothing changes
     events: tuple[Event, ...] = ()  # for an unchanged verification; a change carries its events in its outbox
 
@@ -342,7 +342,7 @@ def review_document(verification: Verification | None, command: ReviewDocument, 
     return _changed(verification, outcome, now, events=events, state=State.FAILED, reason="document_rejected")
 
 
-def refusal_events(verification: Verification | None, command: Event, outcome: Outcome) -> tuple[Event, ...]:
+def refusal_events(verification: Verification | None, command: Event, outcome: SubmissionOutcome) -> tuple[Event, ...]:
     """What an unchanged verification's outcome announces (the same again on redelivery)."""
     if not outcome.refused:
         return ()
@@ -409,8 +409,8 @@ def _expired_reason(verification: Verification) -> str:
     return f"the code expired{when}: the request can no longer be confirmed"
 
 
-def _outcome(command: Event, status: Status, reason: str, now: datetime, **counts: int) -> Outcome:
-    return Outcome(
+def _outcome(command: Event, status: Status, reason: str, now: datetime, **counts: int) -> SubmissionOutcome:
+    return SubmissionOutcome(
         submission_id=command.id, exclusion_id=command.payload.exclusion_id, status=status, reason=reason, recorded_at=now, **counts
     )
 
@@ -420,7 +420,7 @@ def _refused(verification: Verification | None, command: Event, status: Status, 
     return Decision(outcome=outcome, events=refusal_events(verification, command, outcome))
 
 
-def _changed(verification: Verification, outcome: Outcome, now: datetime, *, events: tuple[Event, ...] = (), **updates) -> Decision:
+def _changed(verification: Verification, outcome: SubmissionOutcome, now: datetime, *, events: tuple[Event, ...] = (), **updates) -> Decision:
     changed = _next(verification, now, events=events, applied=(*verification.applied, outcome), **updates)
     progressed = _progressed(changed, now, outcome=outcome)
     return Decision(outcome=outcome, verification=changed.model_copy(update={"outbox": (*changed.outbox, progressed.model_dump_json())}))
@@ -432,7 +432,7 @@ def _announced(changed: Verification, now: datetime) -> Verification:
 
 
 def _progressed(
-    verification: Verification | None, now: datetime, *, outcome: Outcome | None = None, lift_id: uuid.UUID | None = None
+    verification: Verification | None, now: datetime, *, outcome: SubmissionOutcome | None = None, lift_id: uuid.UUID | None = None
 ) -> VerificationProgressed:
     """Where the verification stands, and the submission's answer if one caused it. The id derives
     from the submission, else from the verification's version, so redelivery repeats the same event."""
@@ -478,7 +478,7 @@ def _next(verification: Verification, now: datetime, *, events: tuple[Event, ...
     )
 
 
-def _refusal_event(verification: Verification | None, command: Event, outcome: Outcome) -> VerificationSubmissionRefused:
+def _refusal_event(verification: Verification | None, command: Event, outcome: SubmissionOutcome) -> VerificationSubmissionRefused:
     return VerificationSubmissionRefused.caused_by(
         command,
         source=SOURCE,

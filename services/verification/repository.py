@@ -3,7 +3,7 @@ these collections' shapes (the portal reads and writes them through this module 
 
 verifications            _id = exclusion id, or a lift verification's id (``Verification.key``); the Verification model, plus ``next_check_at`` (indexed:
                          the timer's work list). Written whole, conditional on ``version``.
-verification_submissions _id = the submission's event id; the Outcome model (what the portal reads).
+verification_submissions _id = the submission's event id; the SubmissionOutcome model (what the portal reads).
 documents                _id = document id; exclusion_id, content_type, size, ``sealed`` (the bytes,
                          AES-GCM with context "document:<id>"), uploaded_at.
 """
@@ -16,7 +16,7 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from services.verification.domain import Outcome, Verification, next_check_at
+from services.verification.domain import SubmissionOutcome, Verification, next_check_at
 
 SUBMISSIONS_RETENTION_SECONDS = 30 * 24 * 3600
 
@@ -72,11 +72,11 @@ class MongoOutcomes:
     def __init__(self, database: AsyncDatabase) -> None:
         self._collection = database["verification_submissions"]
 
-    async def get(self, submission_id: uuid.UUID | str) -> Outcome | None:
+    async def get(self, submission_id: uuid.UUID | str) -> SubmissionOutcome | None:
         document = await self._collection.find_one({"_id": str(submission_id)})
-        return Outcome.model_validate(document) if document else None
+        return SubmissionOutcome.model_validate(document) if document else None
 
-    async def record(self, outcome: Outcome) -> None:
+    async def record(self, outcome: SubmissionOutcome) -> None:
         document = {"_id": str(outcome.submission_id), **outcome.model_dump(mode="json"), "recorded": outcome.recorded_at}
         try:
             await self._collection.insert_one(document)

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from services.verification import domain
 from services.verification.codes import CodeHasher, new_code, same, submission_context
-from services.verification.domain import Decision, IssuedCode, Outcome, Verification
+from services.verification.domain import Decision, IssuedCode, SubmissionOutcome, Verification
 from services.verification.repository import MongoOutcomes, MongoVerifications
 from shared.crypto import Sealer
 from shared.events import (
@@ -72,7 +72,7 @@ class Verifier:
 
     # --- submissions -----------------------------------------------------------------------
 
-    async def submit(self, command: SubmitCode | ResendCode | SubmitDocument | ReviewDocument | RequestLiftVerification) -> Outcome:
+    async def submit(self, command: SubmitCode | ResendCode | SubmitDocument | ReviewDocument | RequestLiftVerification) -> SubmissionOutcome:
         """Decide what one submission leads to, once; a redelivery repeats the recorded outcome."""
         for _ in range(WRITE_ATTEMPTS):
             verification = await self._addressed(command)
@@ -135,7 +135,7 @@ class Verifier:
                 return True
         return False
 
-    async def _repeat(self, verification: Verification | None, command: Event, earlier: Outcome) -> None:
+    async def _repeat(self, verification: Verification | None, command: Event, earlier: SubmissionOutcome) -> None:
         await self.outcomes.record(earlier)
         if verification is not None and verification.outcome_of(command.id) is not None:
             await self.flush(verification)  # its events rode in the outbox

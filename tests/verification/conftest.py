@@ -9,7 +9,7 @@ import pytest_asyncio
 
 from services.verification.app import create_app
 from services.verification.codes import submission_context
-from services.verification.domain import Outcome, Verification, sealed_context
+from services.verification.domain import SubmissionOutcome, Verification, sealed_context
 from services.verification.repository import MongoOutcomes, MongoVerifications
 from shared import topics
 from shared.crypto import Sealer
@@ -107,22 +107,22 @@ class Running:
     async def code(self, exclusion_id: uuid.UUID) -> str:
         return (await self.sent_codes(exclusion_id))[-1]
 
-    async def send(self, command: Event) -> Outcome:
+    async def send(self, command: Event) -> SubmissionOutcome:
         """Publish a verification input and wait for its recorded outcome."""
         await self.publisher.event(command)
         return await eventually(lambda: MongoOutcomes(self.database).get(command.id), what=f"the outcome of {command.type}")
 
-    async def submit(self, exclusion_id: uuid.UUID, code: str) -> Outcome:
+    async def submit(self, exclusion_id: uuid.UUID, code: str) -> SubmissionOutcome:
         return await self.send(code_submitted(self.sealer, exclusion_id, code))
 
-    async def resend(self, exclusion_id: uuid.UUID) -> Outcome:
+    async def resend(self, exclusion_id: uuid.UUID) -> SubmissionOutcome:
         return await self.send(ResendCode(source="gateway", payload=CodeResendPayload(exclusion_id=exclusion_id)))
 
-    async def upload(self, exclusion_id: uuid.UUID, document_id: str = "doc-1") -> Outcome:
+    async def upload(self, exclusion_id: uuid.UUID, document_id: str = "doc-1") -> SubmissionOutcome:
         payload = DocumentSubmittedPayload(exclusion_id=exclusion_id, document_id=document_id, content_type="image/png", size=100)
         return await self.send(SubmitDocument(source="gateway", payload=payload))
 
-    async def review(self, exclusion_id: uuid.UUID, document_id: str, *, approved: bool) -> Outcome:
+    async def review(self, exclusion_id: uuid.UUID, document_id: str, *, approved: bool) -> SubmissionOutcome:
         payload = DocumentReviewedPayload(exclusion_id=exclusion_id, document_id=document_id, approved=approved, reviewer="staff-7")
         return await self.send(ReviewDocument(source="gateway", payload=payload))
 
