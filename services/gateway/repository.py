@@ -160,8 +160,8 @@ class MongoOperators:
         if document is None:
             raise UnknownOperatorError(f"no operator named {name!r}")
         document.update(key_hash=key_hash, key_prefix=key_prefix, rotated_at=now, revoked_at=None)
-        if roles is not None:
-            document["roles"] = sorted(roles)
+        if roles is not None or "roles" not in document:  # a key stored with scopes gets the roles they read as
+            document["roles"] = sorted(roles) if roles is not None else sorted(OperatorRecord.from_document(document).roles)
             document.pop("scopes", None)
         await self._operators.replace_one({"_id": document["_id"]}, document)
         return OperatorRecord.from_document(document)

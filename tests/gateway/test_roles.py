@@ -15,6 +15,8 @@ import pytest
 import pytest_asyncio
 
 from services.gateway.access import key_hash, new_key
+from services.gateway.operators import rotate
+from services.gateway.repository import MongoOperators
 from shared.events import utcnow
 from tests.gateway.conftest import new_person, new_uid, world
 from tests.gateway.test_native import someone
@@ -311,3 +313,7 @@ async def test_a_key_stored_with_scopes_before_roles_still_works_as_an_operator(
     assert checked.status_code == 200 and created.status_code == 201
     assert (await gw.client.get(created.headers["Location"], headers=old)).status_code == 200
     assert reviewed.status_code == 403
+    rotated = await rotate(MongoOperators(gw.database), f"old-{gw.settings.mongo_db}")
+    stored = await gw.database["operators"].find_one({"name": f"old-{gw.settings.mongo_db}"})
+    assert stored["roles"] == ["operator"] and "scopes" not in stored, "a rotation stores the roles the scopes read as"
+    assert (await gw.client.post("/", data=new_person(), headers={"X-API-Key": rotated.key})).status_code == 200
