@@ -240,3 +240,22 @@ def test_chipout_names_the_first_wrong_field():
 )
 def test_a_scope_is_labelled_as_chipout_shows_it(scope, label):
     assert chipout_type(scope) == label
+
+
+def test_the_rate_window_starts_no_thread_keeps_only_its_limit_and_moves_on(monkeypatch):
+    import threading
+    from types import SimpleNamespace
+
+    now = [1_000.0]
+    monkeypatch.setattr("limits.storage.memory.time", SimpleNamespace(time=lambda: now[0]))
+    limits = RateLimits(rate=2.0, burst=4)  # 4 in any 2 seconds
+    timers = []
+    monkeypatch.setattr("limits.storage.memory.threading", SimpleNamespace(Timer=lambda *a, **k: timers.append(a) or threading.Timer(*a, **k), RLock=threading.RLock))
+
+    taken = [limits.take("op") for _ in range(500)]
+
+    assert taken[:4] == [0, 0, 0, 0] and all(wait >= 1 for wait in taken[4:])
+    assert timers == [], "no expiry thread per hit"
+    assert len(limits._limiter.storage.events["LIMITER/op/4/2/second"]) <= 4
+    now[0] += 2.5
+    assert limits.take("op") == 0, "the window moved on"
