@@ -34,18 +34,17 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from bench import measure
+from bench.measure import Output
+from bench.workload import OPERATOR, Workload, insert_exclusion_documents
+from services.blocking.repository import INDEXES, active_exclusion
+from services.blocking.view import ExclusionView, Scopes
 from shared import topics
 from shared.broker import ensure_operator_topics, ensure_topics
 from shared.identity import Hasher
 from shared.infra import EmbeddedInfra, free_port
 from shared.settings import Settings
 from shared.store import open_database
-
-from bench import measure
-from bench.measure import Output
-from bench.workload import OPERATOR, Workload, insert_exclusion_documents
-from services.blocking.repository import INDEXES, active_exclusion
-from services.blocking.view import ExclusionView, Scopes
 
 # The bench operator's own topics: blocking reads the first (by pattern) and answers on the second; the
 # forwarder has the same two under a prefix of its own.
@@ -62,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-seconds", type=float, default=10.0, help="length of each latency run")
     parser.add_argument("--accounts", type=int, default=10_000, help="operator accounts the events come from")
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds (blocking, then the forwarder)")
-    parser.add_argument("--instances", type=int, default=2,
-                        help="blocking instances sharing the work, as deployed (deploy/blocking.yaml runs 2)")
+    parser.add_argument(
+        "--instances", type=int, default=2, help="blocking instances sharing the work, as deployed (deploy/blocking.yaml runs 2)"
+    )
     parser.add_argument("--partitions", type=int, default=6, help="partitions per topic (a multiple of the instances spreads evenly)")
     args = parser.parse_args(argv)
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
@@ -84,34 +84,54 @@ def servers(settings: Settings, workdir: Path) -> Iterator[tuple[Settings, str]]
 
 async def run(args, sizes: list[int], settings: Settings, kind: str, workdir: Path) -> int:
     tag = uuid.uuid4().hex[:6]
-    print(f"selfex bench decisions: {os.cpu_count()} CPUs, Python {platform.python_version()}, servers: {kind}, "
-          f"{settings.topic_partitions} partitions per topic, {args.instances} blocking instance(s)", flush=True)
-    print(f"throughput: {args.rounds} rounds of {args.events:,} account events sent as fast as they can be, blocking and "
-          f"the bare forwarder (aiokafka, no logic) taking turns; latency: {args.rate:,.0f} events/s offered for "
-          f"{args.latency_seconds:g} s to each", flush=True)
+    print(
+        f"selfex bench decisions: {os.cpu_count()} CPUs, Python {platform.python_version()}, servers: {kind}, "
+        f"{settings.topic_partitions} partitions per topic, {args.instances} blocking instance(s)",
+        flush=True,
+    )
+    print(
+        f"throughput: {args.rounds} rounds of {args.events:,} account events sent as fast as they can be, blocking and "
+        f"the bare forwarder (aiokafka, no logic) taking turns; latency: {args.rate:,.0f} events/s offered for "
+        f"{args.latency_seconds:g} s to each",
+        flush=True,
+    )
     results = {}
     for n, size in enumerate(sizes):
         run_settings = settings.model_copy(update={"topic_prefix": f"bench{tag}.{n}.", "mongo_db": f"bench_{tag}_{n}"})
         r = results[size] = await bench_size(args, run_settings, size, workdir)
-        print(f"\n{size:,} active exclusions: stored in {r['store_s']:.1f} s; service ready in {r['ready_s']:.1f} s "
-              f"(view loaded in {r['view_load_s']:.1f} s); service memory RSS {r['rss_mb']:,.0f} MB, all instances "
-              f"(peak {r['peak_mb']:,.0f} MB)", flush=True)
-        print(f"  sustained decisions/s: {r['throughput']:,.0f} = {r['ratio']:.0%} of the bare forwarder's {r['limit']:,.0f} msg/s "
-              f"(medians; per round {', '.join(f'{x:.0%}' for x in r['ratios'])})", flush=True)
-        print(f"  end-to-end latency at {args.rate:,.0f} events/s: blocking {_latency(r['latency'])}; "
-              f"bare forwarder {_latency(r['limit_latency'])}", flush=True)
+        print(
+            f"\n{size:,} active exclusions: stored in {r['store_s']:.1f} s; service ready in {r['ready_s']:.1f} s "
+            f"(view loaded in {r['view_load_s']:.1f} s); service memory RSS {r['rss_mb']:,.0f} MB, all instances "
+            f"(peak {r['peak_mb']:,.0f} MB)",
+            flush=True,
+        )
+        print(
+            f"  sustained decisions/s: {r['throughput']:,.0f} = {r['ratio']:.0%} of the bare forwarder's {r['limit']:,.0f} msg/s "
+            f"(medians; per round {', '.join(f'{x:.0%}' for x in r['ratios'])})",
+            flush=True,
+        )
+        print(
+            f"  end-to-end latency at {args.rate:,.0f} events/s: blocking {_latency(r['latency'])}; "
+            f"bare forwarder {_latency(r['limit_latency'])}",
+            flush=True,
+        )
         print(f"  lookup in-process: decide {r['decide_us']:.2f} µs/event, view match {r['match_us']:.3f} µs/event", flush=True)
     if len(sizes) > 1:
         small, large = results[min(sizes)], results[max(sizes)]
-        print(f"\nlookup cost ratio {max(sizes):,} vs {min(sizes):,} exclusions: decide "
-              f"{large['decide_us'] / small['decide_us']:.2f}, view match {large['match_us'] / small['match_us']:.2f}; "
-              f"end-to-end p50 {large['latency'].p50_ms / small['latency'].p50_ms:.2f}", flush=True)
+        print(
+            f"\nlookup cost ratio {max(sizes):,} vs {min(sizes):,} exclusions: decide "
+            f"{large['decide_us'] / small['decide_us']:.2f}, view match {large['match_us'] / small['match_us']:.2f}; "
+            f"end-to-end p50 {large['latency'].p50_ms / small['latency'].p50_ms:.2f}",
+            flush=True,
+        )
     return 0
 
 
 def _latency(result: measure.Latency) -> str:
-    return (f"p50 {result.p50_ms:.1f} ms, p95 {result.p95_ms:.1f} ms, p99 {result.p99_ms:.1f} ms "
-            f"({result.answered:,} answers, offered {result.offered_per_second:,.0f}/s)")
+    return (
+        f"p50 {result.p50_ms:.1f} ms, p95 {result.p95_ms:.1f} ms, p99 {result.p99_ms:.1f} ms "
+        f"({result.answered:,} answers, offered {result.offered_per_second:,.0f}/s)"
+    )
 
 
 async def bench_size(args, settings: Settings, size: int, workdir: Path) -> dict:
@@ -127,8 +147,15 @@ async def bench_size(args, settings: Settings, size: int, workdir: Path) -> dict
         decide_us, match_us = measure.lookup_cost(view, workload.probes(LOOKUP_PROBES), workload.now)
         del view
         log_paths = [workdir / f"blocking-{size}-{n}.log" for n in range(args.instances)]
-        forwarder = [sys.executable, "-m", "bench.forwarder", settings.kafka,
-                     forwarding.topic(OPERATOR_EVENTS), forwarding.topic(OPERATOR_DECISIONS), f"{forwarding.topic_prefix}forwarder"]
+        forwarder = [
+            sys.executable,
+            "-m",
+            "bench.forwarder",
+            settings.kafka,
+            forwarding.topic(OPERATOR_EVENTS),
+            forwarding.topic(OPERATOR_DECISIONS),
+            f"{forwarding.topic_prefix}forwarder",
+        ]
         with ExitStack() as running:
             started = time.perf_counter()
             services = [
@@ -156,10 +183,19 @@ async def bench_size(args, settings: Settings, size: int, workdir: Path) -> dict
         await client.drop_database(database.name)
         await client.close()
     return {
-        "store_s": store_s, "ready_s": ready_s, "view_load_s": max(view_load_seconds(path) for path in log_paths), "rss_mb": rss_mb,
-        "peak_mb": peak_mb, "decide_us": decide_us, "match_us": match_us, "latency": latency, "limit_latency": limit_latency,
-        "throughput": statistics.median(b for b, _ in rounds), "limit": statistics.median(f for _, f in rounds),
-        "ratio": statistics.median(b / f for b, f in rounds), "ratios": [b / f for b, f in rounds],
+        "store_s": store_s,
+        "ready_s": ready_s,
+        "view_load_s": max(view_load_seconds(path) for path in log_paths),
+        "rss_mb": rss_mb,
+        "peak_mb": peak_mb,
+        "decide_us": decide_us,
+        "match_us": match_us,
+        "latency": latency,
+        "limit_latency": limit_latency,
+        "throughput": statistics.median(b for b, _ in rounds),
+        "limit": statistics.median(f for _, f in rounds),
+        "ratio": statistics.median(b / f for b, f in rounds),
+        "ratios": [b / f for b, f in rounds],
     }
 
 
@@ -178,7 +214,9 @@ class Driven:
         await self.output.__aexit__(*exc)
 
     async def ready(self) -> float:
-        return await measure.until_answered(self.bootstrap, self.source, self.output, self.workload.events(20, "probe"), READY_TIMEOUT_SECONDS)
+        return await measure.until_answered(
+            self.bootstrap, self.source, self.output, self.workload.events(20, "probe"), READY_TIMEOUT_SECONDS
+        )
 
     async def warm_up(self) -> None:
         """An event of every account first: operators mostly send events of accounts seen before."""

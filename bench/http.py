@@ -44,12 +44,6 @@ from fastapi.responses import Response
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from shared.events import SCOPE_ALL, Channel, ExclusionState, utcnow
-from shared.identity import Hasher, IdentifierKind, Identity
-from shared.infra import EmbeddedInfra, free_port
-from shared.settings import Settings
-from shared.store import create_client, ensure_indexes
-
 from bench import loadgen
 from services.gateway import repository as gateway_store
 from services.gateway.access import ALL_PERMISSIONS as ALL_SCOPES
@@ -58,6 +52,11 @@ from services.gateway.operators import add
 from services.gateway.views import view_of
 from services.registration import repository as registration_store
 from services.registration.domain import Exclusion
+from shared.events import SCOPE_ALL, Channel, ExclusionState, utcnow
+from shared.identity import Hasher, IdentifierKind, Identity
+from shared.infra import EmbeddedInfra, free_port
+from shared.settings import Settings
+from shared.store import create_client, ensure_indexes
 
 BATCH = 5_000
 SAMPLE = 2_000  # distinct requests per workload, half of them for people not excluded
@@ -127,8 +126,18 @@ async def run(args, sizes: list[int], settings: Settings, infra: EmbeddedInfra |
     stores = Stores.of(client, settings)
     await stores.indexed()
     report: dict = {
-        "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "store": "nx-27017 (embedded)" if infra else settings.mongo},
-        "settings": {"concurrency": args.concurrency, "rounds": args.rounds, "seconds": args.seconds, "rate": args.rate, "latency_seconds": args.latency_seconds},
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "store": "nx-27017 (embedded)" if infra else settings.mongo,
+        },
+        "settings": {
+            "concurrency": args.concurrency,
+            "rounds": args.rounds,
+            "seconds": args.seconds,
+            "rate": args.rate,
+            "latency_seconds": args.latency_seconds,
+        },
         "sizes": {},
     }
     try:
@@ -288,7 +297,9 @@ def workloads(key: str, size: int, host: str) -> dict[str, list[loadgen.Request]
         gamstop.append(loadgen.Request(loadgen.http_request("POST", "/", host, headers=form_headers, body=form), _answered(answer)))
         constant.append(loadgen.Request(loadgen.http_request("POST", CONSTANT_PATH, host, headers=form_headers, body=form), _status(200)))
         query = urlencode({"key": key, "uid": identity.uid})
-        status.append(loadgen.Request(loadgen.http_request("GET", f"/v1.3/customer-status?{query}", host), _status(200 if answer == "Y" else 204)))
+        status.append(
+            loadgen.Request(loadgen.http_request("GET", f"/v1.3/customer-status?{query}", host), _status(200 if answer == "Y" else 204))
+        )
     return {"constant": constant, "gamstop": gamstop, "chipout_status": status}
 
 
@@ -314,7 +325,9 @@ async def measure(args, settings: Settings, database, hasher: Hasher, key: str, 
         async def closed_loop(name: str) -> dict:
             progress(f"  {name} at {args.concurrency} clients")
             before = _cpu(processes)
-            result = await loadgen.closed_loop(HOST, port, requests[name], connections=args.concurrency, seconds=args.seconds, warmup=args.warmup)
+            result = await loadgen.closed_loop(
+                HOST, port, requests[name], connections=args.concurrency, seconds=args.seconds, warmup=args.warmup
+            )
             return result.as_json() | {"cpu_percent": _cpu_percent(before, _cpu(processes), args.seconds + args.warmup)}
 
         # The machine is shared: the constant and the check take turns, and the round whose ratio is
@@ -332,7 +345,9 @@ async def measure(args, settings: Settings, database, hasher: Hasher, key: str, 
         figures["store_lookup"]["cpu_percent"] = _cpu_percent(before, _cpu(processes), args.seconds)
         for name in ("constant", "gamstop"):  # the constant's tail is the machine's own noise floor
             progress(f"  {name} at {args.rate:g} req/s")
-            latency = await loadgen.open_loop(HOST, port, requests[name], rate=args.rate, seconds=args.latency_seconds, connections=args.concurrency)
+            latency = await loadgen.open_loop(
+                HOST, port, requests[name], rate=args.rate, seconds=args.latency_seconds, connections=args.concurrency
+            )
             figures[f"{name}_at_rate"] = latency.as_json() | {"offered_per_second": args.rate}
     return figures
 
@@ -361,7 +376,13 @@ async def store_lookups(database, hasher: Hasher, size: int, concurrency: int, s
 
 @contextmanager
 def gateway_process(settings: Settings, port: int, log_path: Path) -> Iterator[subprocess.Popen]:
-    env = {**os.environ, **settings.environment(), "SELFEX_GATEWAY_PORT": str(port), "SELFEX_LOG_LEVEL": "WARNING", "SELFEX_LOG_FORMAT": "json"}
+    env = {
+        **os.environ,
+        **settings.environment(),
+        "SELFEX_GATEWAY_PORT": str(port),
+        "SELFEX_LOG_LEVEL": "WARNING",
+        "SELFEX_LOG_FORMAT": "json",
+    }
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "bench.http"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -410,7 +431,9 @@ def print_report(report: dict) -> None:
     machine = report["machine"]
     print(f"\nselfex bench http — {machine['cores']} cores, Python {machine['python']}, store {machine['store']}")
     s = report["settings"]
-    print(f"closed loop: {s['concurrency']} keep-alive clients, {s['seconds']:g} s a run, {s['rounds']} rounds of the constant and the check; latency run: {s['rate']:g} req/s offered for {s['latency_seconds']:g} s")
+    print(
+        f"closed loop: {s['concurrency']} keep-alive clients, {s['seconds']:g} s a run, {s['rounds']} rounds of the constant and the check; latency run: {s['rate']:g} req/s offered for {s['latency_seconds']:g} s"
+    )
     for size, figures in report["sizes"].items():
         print(f"\n{int(size):,} exclusions (loaded in {figures['load_seconds']} s)")
         print(f"  {'':34} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'wrong':>6}   cpu % (gateway/store/client/broker)")

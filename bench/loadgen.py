@@ -87,7 +87,9 @@ class Connection:
         self.writer.close()
 
 
-async def closed_loop(host: str, port: int, requests: Sequence[Request], *, connections: int, seconds: float, warmup: float = 1.0) -> Result:
+async def closed_loop(
+    host: str, port: int, requests: Sequence[Request], *, connections: int, seconds: float, warmup: float = 1.0
+) -> Result:
     """``connections`` clients, each sending its next request as soon as the last is answered."""
     pool = [await Connection.open(host, port) for _ in range(connections)]
     result = Result()

@@ -21,13 +21,12 @@ from urllib.parse import urlencode
 import httpx
 from aiokafka import AIOKafkaProducer
 
-from shared.events import AccountEventKind, AccountEventOccurred, AccountEventPayload
-from shared.identity import Identity
-
 from bench.http import person
 from bench.measure import Output, producer, send_in_batches
 from bench.workload import Workload
 from services.blocking.publisher import KeyPartitions
+from shared.events import AccountEventKind, AccountEventOccurred, AccountEventPayload
+from shared.identity import Identity
 
 FIRST_PERSON = 10**11  # far from the loaded people (0..N-1) and the flow's (N..N+accounts)
 PROBE_EVERY_SECONDS = 0.02  # an account event of the person this often until one is blocked
@@ -80,10 +79,15 @@ class Person:
     def gamstop_form(self) -> bytes:
         identity = self.identity
         assert identity.date_of_birth is not None
-        return urlencode({
-            "firstName": identity.first_name, "lastName": identity.last_name, "dateOfBirth": identity.date_of_birth.isoformat(),
-            "email": identity.email, "postcode": identity.postcode,
-        }).encode()
+        return urlencode(
+            {
+                "firstName": identity.first_name,
+                "lastName": identity.last_name,
+                "dateOfBirth": identity.date_of_birth.isoformat(),
+                "email": identity.email,
+                "postcode": identity.postcode,
+            }
+        ).encode()
 
     def ms_after(self, start: float | None, at: float | None) -> float | None:
         return None if at is None or start is None else (at - start) * 1000
@@ -258,6 +262,9 @@ def percentiles(samples_ms: list[float]) -> dict[str, Any]:
         return {"count": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
     cuts = statistics.quantiles(samples_ms, n=100, method="inclusive") if len(samples_ms) > 1 else [samples_ms[0]] * 99
     return {
-        "count": len(samples_ms), "p50_ms": round(cuts[49], 1), "p95_ms": round(cuts[94], 1), "p99_ms": round(cuts[98], 1),
+        "count": len(samples_ms),
+        "p50_ms": round(cuts[49], 1),
+        "p95_ms": round(cuts[94], 1),
+        "p99_ms": round(cuts[98], 1),
         "max_ms": round(max(samples_ms), 1),
     }

@@ -20,15 +20,14 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from bench.decisions import child, logged_seconds, servers, service_environment
+from bench.workload import Workload, insert_exclusion_documents
+from services.blocking.repository import EXCLUSIONS, INDEXES, SNAPSHOT_CHUNKS, SNAPSHOTS
 from shared.broker import ensure_topics
 from shared.identity import Hasher
 from shared.infra import free_port
 from shared.settings import Settings
 from shared.store import open_database
-
-from bench.decisions import child, logged_seconds, servers, service_environment
-from bench.workload import Workload, insert_exclusion_documents
-from services.blocking.repository import EXCLUSIONS, INDEXES, SNAPSHOT_CHUNKS, SNAPSHOTS
 
 READY_TIMEOUT_SECONDS = 900
 
@@ -46,16 +45,21 @@ def main(argv: list[str] | None = None) -> int:
             logs = Path(args.logs or workdir)
             logs.mkdir(parents=True, exist_ok=True)
             result = asyncio.run(restart_size(settings, size, logs, args.database))
-            print(f"{size:,} active exclusions: stored in {result['store_s']:.1f} s; cold start ready in {result['cold_s']:.1f} s "
-                  f"(view loaded in {result['cold_load_s']:.1f} s); snapshot stored {result['snapshot_s']:.1f} s after that; "
-                  f"restart ready in {result['restart_s']:.1f} s (view loaded in {result['restart_load_s']:.1f} s)", flush=True)
+            print(
+                f"{size:,} active exclusions: stored in {result['store_s']:.1f} s; cold start ready in {result['cold_s']:.1f} s "
+                f"(view loaded in {result['cold_load_s']:.1f} s); snapshot stored {result['snapshot_s']:.1f} s after that; "
+                f"restart ready in {result['restart_s']:.1f} s (view loaded in {result['restart_load_s']:.1f} s)",
+                flush=True,
+            )
     return 0
 
 
 async def restart_size(settings: Settings, size: int, workdir: Path, database_name: str) -> dict:
     tag = uuid.uuid4().hex[:6]
     name = f"{database_name}_{size}" if database_name else f"restart_{tag}_{size}"
-    settings = settings.model_copy(update={"topic_prefix": f"restart{tag}.", "mongo_databases": {"blocking": name}, "health_port": free_port()})
+    settings = settings.model_copy(
+        update={"topic_prefix": f"restart{tag}.", "mongo_databases": {"blocking": name}, "health_port": free_port()}
+    )
     await ensure_topics(settings)
     client, database = await open_database(settings, "blocking", INDEXES)
     try:
@@ -78,15 +82,21 @@ async def restart_size(settings: Settings, size: int, workdir: Path, database_na
                     raise TimeoutError("no snapshot written")
             return time.perf_counter() - waited
 
-        cold_s, cold_log, snapshot_s = await time_to_ready(environment, workdir / f"cold-{tag}-{size}.log", settings.health_port, snapshot_written)
+        cold_s, cold_log, snapshot_s = await time_to_ready(
+            environment, workdir / f"cold-{tag}-{size}.log", settings.health_port, snapshot_written
+        )
         restart_s, restart_log, _ = await time_to_ready(environment, workdir / f"restart-{tag}-{size}.log", settings.health_port)
     finally:
         if not database_name:
             await client.drop_database(name)
         await client.close()
     return {
-        "store_s": store_s, "cold_s": cold_s, "cold_load_s": logged_seconds(cold_log, "view_loaded"),
-        "snapshot_s": snapshot_s, "restart_s": restart_s, "restart_load_s": logged_seconds(restart_log, "view_loaded"),
+        "store_s": store_s,
+        "cold_s": cold_s,
+        "cold_load_s": logged_seconds(cold_log, "view_loaded"),
+        "snapshot_s": snapshot_s,
+        "restart_s": restart_s,
+        "restart_load_s": logged_seconds(restart_log, "view_loaded"),
     }
 
 
@@ -96,7 +106,7 @@ async def time_to_ready(environment: dict[str, str], log_path: Path, port: int, 
     with child([sys.executable, "-m", "selfex.cli", "run", "blocking"], environment, log_path) as process:
         while not await asyncio.to_thread(ready, port):
             if process.poll() is not None:
-                raise RuntimeError(f"blocking exited with {process.returncode}: {log_path.read_text()[-2000:]}")
+                raise RuntimeError(f"blocking exited with {process.returncode}: {(await asyncio.to_thread(log_path.read_text))[-2000:]}")
             if time.perf_counter() - started > READY_TIMEOUT_SECONDS:
                 raise TimeoutError("blocking not ready")
             await asyncio.sleep(0.1)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from services.blocking.repository import EXCLUSIONS, exclusion_document
 from shared.events import (
     SCOPE_ALL,
     AccountEventKind,
@@ -23,8 +24,6 @@ from shared.events import (
     Scope,
 )
 from shared.identity import Hasher, Identity
-
-from services.blocking.repository import EXCLUSIONS, exclusion_document
 
 OPERATOR = "op-bench"
 SLOTS = Scope(types=frozenset({ExclusionType.GAMES}), games=frozenset({Game.SLOTS}))
@@ -65,8 +64,13 @@ class Workload:
         templates = [
             exclusion_document(
                 ExclusionSnapshot(
-                    exclusion_id=uuid.UUID(int=0), identifiers=[], scope=scope, jurisdiction="SE",
-                    starts_at=self.now - timedelta(days=1), ends_at=self.now + timedelta(days=365), version=2,
+                    exclusion_id=uuid.UUID(int=0),
+                    identifiers=[],
+                    scope=scope,
+                    jurisdiction="SE",
+                    starts_at=self.now - timedelta(days=1),
+                    ends_at=self.now + timedelta(days=365),
+                    version=2,
                 )
             )
             for scope in (SCOPE_ALL, SLOTS)
@@ -97,8 +101,11 @@ class Workload:
                 source="bench",
                 operator_id=OPERATOR,
                 payload=AccountEventPayload(
-                    operator_event_id=f"{tag}-{n}", account_id=f"acc-{account}", kind=kind,
-                    identity=identities[account], **detail,
+                    operator_event_id=f"{tag}-{n}",
+                    account_id=f"acc-{account}",
+                    kind=kind,
+                    identity=identities[account],
+                    **detail,
                 ),
             )
             out.append((event.key(), event.model_dump_json().encode(), event.payload.operator_event_id))
@@ -112,8 +119,11 @@ class Workload:
             person = self.excluded_person(rng.randrange(self.exclusions)) if n % 10 == 0 else self.exclusions + rng.randrange(10**9)
             who = identity(person, device=f"dev-probe-{n}")
             event = AccountEventOccurred(
-                source="bench", operator_id=OPERATOR,
-                payload=AccountEventPayload(operator_event_id=f"probe-{n}", account_id=f"acc-{n}", kind=AccountEventKind.LOGIN, identity=who),
+                source="bench",
+                operator_id=OPERATOR,
+                payload=AccountEventPayload(
+                    operator_event_id=f"probe-{n}", account_id=f"acc-{n}", kind=AccountEventKind.LOGIN, identity=who
+                ),
             )
             out.append((event, self.hasher.identifiers(who)))
         return out

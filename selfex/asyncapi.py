@@ -23,6 +23,8 @@ DESCRIPTION = (
     "(`operator.{operator_id}.account_events`, `.decisions`, `.enforcement`): only that operator writes its "
     "account events and reads its decisions and commands (prefixed Kafka ACLs)."
 )
+
+
 def address(settings: Settings, topic: str) -> str:
     """A contract's channel: its topic, or every operator's own topic of that kind, with the operator as a parameter."""
     return settings.topic(topics.operator_template(topic) if topic in topics.PER_OPERATOR else topic)
@@ -48,6 +50,8 @@ def build(settings: Settings | None = None) -> dict[str, Any]:
         schema = Union[tuple(models)] if len(models) > 1 else models[0]  # noqa: UP007 — a runtime union
         names = ", ".join(m.model_fields["type"].default for m in models)
         per_operator = " Each operator has its own; `operator_id` names it." if topic in topics.PER_OPERATOR else ""
-        contracts.publisher(address(settings, topic), schema=schema, title=f"{topic}:messages", description=f"Carries: {names}.{per_operator}")
+        contracts.publisher(
+            address(settings, topic), schema=schema, title=f"{topic}:messages", description=f"Carries: {names}.{per_operator}"
+        )
     spec = AsyncAPI(*brokers, contracts, title="Selfex events", version="0.1.0", description=DESCRIPTION)
     return spec.to_specification().to_jsonable()

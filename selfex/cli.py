@@ -67,9 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "partitions", None):
         settings = settings.model_copy(update={"topic_partitions": args.partitions})
 
-    from shared.logging import configure_logging
-
     from shared.infra import InfrastructureError
+    from shared.logging import configure_logging
     from shared.settings import InsecureSettingsError
 
     configure_logging(settings.log_level, settings.log_format, service="selfex")
@@ -91,7 +90,6 @@ def main(argv: list[str] | None = None) -> int:
 # Commands whose module's ``main(argv) -> int`` takes the rest of the command line.
 BENCHES = {"decisions": "bench.decisions", "http": "bench.http", "enforcement": "bench.enforcement"}
 OPERATORS = "services.gateway.operators"
-
 
 
 def _docs(out: str | None) -> int:

@@ -10,7 +10,6 @@ import sys
 from datetime import date, datetime
 from typing import Any
 
-
 MANGLED_TYPES = (date, datetime, bool)
 
 

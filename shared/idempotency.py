@@ -8,13 +8,11 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.events import derived_id, utcnow
 
-__all__ = ["AppliedEvents", "derived_id", "APPLIED_EVENTS_INDEXES"]
+__all__ = ["APPLIED_EVENTS_INDEXES", "AppliedEvents", "derived_id"]
 
 APPLIED_EVENTS_RETENTION = timedelta(days=30)
 APPLIED_EVENTS_INDEXES = {
-    "applied_events": [
-        IndexModel([("applied_at", ASCENDING)], expireAfterSeconds=int(APPLIED_EVENTS_RETENTION.total_seconds()))
-    ]
+    "applied_events": [IndexModel([("applied_at", ASCENDING)], expireAfterSeconds=int(APPLIED_EVENTS_RETENTION.total_seconds()))]
 }
 
 

@@ -34,9 +34,7 @@ class IdentifierKind(StrEnum):
 
 
 # Kinds that identify a person; the others only say a device or card was used by one.
-PERSONAL_KINDS = frozenset(
-    {IdentifierKind.NATIONAL_ID, IdentifierKind.NAME_DOB_POSTCODE, IdentifierKind.EMAIL, IdentifierKind.MOBILE}
-)
+PERSONAL_KINDS = frozenset({IdentifierKind.NATIONAL_ID, IdentifierKind.NAME_DOB_POSTCODE, IdentifierKind.EMAIL, IdentifierKind.MOBILE})
 
 
 class IdentityError(ValueError):
@@ -139,9 +137,7 @@ class Hasher:
         self.key_id = key_id
         # Per kind, the HMAC with the key and the "kind:" prefix already absorbed: hashing is then a
         # copy and one update. Every account event hashes its identifiers, so this is on the hot path.
-        self._started = {
-            kind: (f"{kind.value}:", hmac.new(secret, f"{kind.value}:".encode(), hashlib.sha256)) for kind in IdentifierKind
-        }
+        self._started = {kind: (f"{kind.value}:", hmac.new(secret, f"{kind.value}:".encode(), hashlib.sha256)) for kind in IdentifierKind}
 
     @classmethod
     def from_settings(cls, settings) -> "Hasher":

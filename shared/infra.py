@@ -10,9 +10,9 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -96,10 +96,14 @@ class EmbeddedInfra:
     def _kafka_command(self) -> list[str]:
         url = f"tcp://127.0.0.1:{self.kafka_port}"
         return [
-            tansu_binary(), "broker",
-            "--listener-url", url,
-            "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/",
+            tansu_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
         ]
 
     def _mongo_command(self) -> list[str]:
@@ -107,16 +111,23 @@ class EmbeddedInfra:
         # share every collection between database names.
         databases = "memory" if self.mongo_in_memory else str(self.data_dir / "mongo")
         return [
-            sys.executable, "-m", "shared.embedded_mongo",
-            "--data-dir", databases,
-            "--host", "127.0.0.1",
-            "-p", str(self.mongo_port),
-            "--log-file", str(self.data_dir / "nx-27017.log"),
-            "--pid-file", str(self.data_dir / "nx-27017.pid"),
+            sys.executable,
+            "-m",
+            "shared.embedded_mongo",
+            "--data-dir",
+            databases,
+            "--host",
+            "127.0.0.1",
+            "-p",
+            str(self.mongo_port),
+            "--log-file",
+            str(self.data_dir / "nx-27017.log"),
+            "--pid-file",
+            str(self.data_dir / "nx-27017.pid"),
         ]
 
     def _spawn(self, name: str, command: list[str]) -> None:
-        output = open(self.data_dir / f"{name}.out", "ab")
+        output = open(self.data_dir / f"{name}.out", "ab")  # noqa: SIM115 — open for the child's whole life
         self.processes[name] = subprocess.Popen(
             command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
@@ -130,9 +141,7 @@ class EmbeddedInfra:
         while pending:
             for name, process in self.processes.items():
                 if process.poll() is not None:
-                    raise InfrastructureError(
-                        f"embedded {name} exited with {process.returncode}; see {self.data_dir / (name + '.out')}"
-                    )
+                    raise InfrastructureError(f"embedded {name} exited with {process.returncode}; see {self.data_dir / (name + '.out')}")
             for name, port in list(pending.items()):
                 if port_is_open(port):
                     if name == "mongo":

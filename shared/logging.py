@@ -38,9 +38,13 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", *, service: str | 
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared_processors, processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer,
-        ])
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared_processors,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                renderer,
+            ],
+        )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -1,12 +1,11 @@
 """What every consuming service shares: its broker, its subscribers' defaults, its store and topics."""
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -101,9 +100,7 @@ class Service:
                 self.database = None
             opened.clear()
 
-        return FastStream(
-            self.broker, on_startup=[start], after_shutdown=[stop], logger=logging.getLogger("selfex.faststream")
-        )
+        return FastStream(self.broker, on_startup=[start], after_shutdown=[stop], logger=logging.getLogger("selfex.faststream"))
 
 
 class Ticker:
@@ -134,6 +131,6 @@ class Ticker:
         while True:
             try:
                 await self._tick()
-            except Exception:  # noqa: BLE001 — a failed round is retried on the next one
+            except Exception:
                 self.log.exception("timer_round_failed")
             await asyncio.sleep(self.interval)

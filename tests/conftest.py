@@ -18,8 +18,8 @@ import pytest_asyncio
 
 from shared.infra import EMBEDDED_SESSION_TIMEOUT_MS, EmbeddedInfra, free_port
 from shared.settings import Settings
-from tests.support import TEST_ENCRYPTION_KEYS, TEST_HASH_SECRET
 from shared.store import create_client
+from tests.support import TEST_ENCRYPTION_KEYS, TEST_HASH_SECRET
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def _docker_answers() -> bool:
         client = docker.from_env(timeout=3)
         client.ping()
         return True
-    except Exception:
+    except Exception:  # noqa: BLE001 — no engine, no socket, no permission: all mean no Docker
         return False
 
 

@@ -46,9 +46,7 @@ class TopicReader:
 
     async def __aenter__(self) -> "TopicReader":
         await self.consumer.start()
-        partitions = await eventually(
-            lambda: _async(self.consumer.partitions_for_topic(self.topic)), what=f"topic {self.topic} to exist"
-        )
+        partitions = await eventually(lambda: _async(self.consumer.partitions_for_topic(self.topic)), what=f"topic {self.topic} to exist")
         assigned = [TopicPartition(self.topic, p) for p in partitions]
         self.consumer.assign(assigned)
         await self.consumer.seek_to_beginning(*assigned)

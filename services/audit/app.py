@@ -2,12 +2,11 @@
 
 from faststream import FastStream
 
+from services.audit import handlers
+from services.audit.repository import INDEXES, MongoAuditLog
 from shared.identity import Hasher
 from shared.service import Clock, Service
 from shared.settings import Settings
-
-from services.audit import handlers
-from services.audit.repository import INDEXES, MongoAuditLog
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None, database=None) -> FastStream:

@@ -5,12 +5,11 @@ from typing import Any, cast
 from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaMessage
 
+from services.audit.repository import MongoAuditLog
 from shared import topics
 from shared.events import parse_event, utcnow
 from shared.identity import Hasher
 from shared.service import Service
-
-from services.audit.repository import MongoAuditLog
 
 
 def register(service: Service, hasher: Hasher, log: list[MongoAuditLog]) -> None:

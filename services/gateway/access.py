@@ -29,9 +29,8 @@ from limits import RateLimitItemPerSecond
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from shared.settings import Settings
-
 from services.gateway.repository import LEGACY_SCOPE_ROLES, MongoOperators
+from shared.settings import Settings
 
 KEY_PREFIX = "sx_"
 MAX_KEY_LENGTH = 200

@@ -10,6 +10,14 @@ from fastapi.routing import APIRoute
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
+from services.gateway import chipout, gamstop, handlers, native, problems
+from services.gateway.access import Gatekeeper
+from services.gateway.coalescing import CoalescingLookup
+from services.gateway.context import Arrivals, Gateway
+from services.gateway.edge import Edge
+from services.gateway.feed import LifecycleFeed
+from services.gateway.repository import INDEXES, MongoCommandEffects, MongoDecisions, MongoLookup, MongoOperators, MongoViews
+from services.gateway.requestlog import RequestLog
 from shared.broker import publish as publish_event
 from shared.crypto import Sealer
 from shared.events import Event, RequestHandled
@@ -17,15 +25,6 @@ from shared.identity import Hasher
 from shared.policies import Policy, load_policies
 from shared.service import Clock, Service
 from shared.settings import Settings
-
-from services.gateway import chipout, gamstop, handlers, native, problems
-from services.gateway.access import Gatekeeper
-from services.gateway.coalescing import CoalescingLookup
-from services.gateway.context import Gateway
-from services.gateway.edge import Edge
-from services.gateway.feed import LifecycleFeed
-from services.gateway.repository import INDEXES, MongoCommandEffects, MongoDecisions, MongoLookup, MongoOperators, MongoViews
-from services.gateway.requestlog import RequestLog
 
 log = structlog.get_logger("gateway")
 
@@ -63,7 +62,8 @@ def create_app(
     if clock is not None:
         service.clock = clock
     policies = policies or load_policies()
-    lifecycle = handlers.register(service)
+    arrivals = Arrivals()  # the lifecycle consumer wakes the write waiting for its effect
+    lifecycle = handlers.register(service, arrivals)
     feed = LifecycleFeed(settings, service.readiness, lambda: lifecycle, group=handlers.lifecycle_group(service))
     stream = service.app()
 
@@ -97,6 +97,7 @@ def create_app(
                 decisions=MongoDecisions(db),
                 publish=publish,
                 feed=feed,
+                arrivals=arrivals,
             )
             app.state.feed = feed
             app.state.record_request = requests.record
@@ -138,7 +139,9 @@ def create_app(
         tags=["operations"],
         responses={
             200: {"description": "ready: the lookup holds every exclusion the lifecycle topic held a moment ago"},
-            503: {"description": "cannot decide now (feed starting, lagging or stopped, …); the reasons are named. Checks answer 503 meanwhile"},
+            503: {
+                "description": "cannot decide now (feed starting, lagging or stopped, …); the reasons are named. Checks answer 503 meanwhile"
+            },
         },
     )
     async def readyz() -> JSONResponse:

@@ -14,16 +14,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from shared.events import Channel, ExclusionRequestedPayload, ExclusionType, Game, RequestExclusion, Scope
-from shared.identity import IdentifierKind, Identity
-from shared.policies import DurationError, Policy
-
 from services.gateway import access
 from services.gateway.bodies import json_value
 from services.gateway.context import admitted, gateway, lookup_current
 from services.gateway.domain import chipout_status, unique
 from services.gateway.edge import note
 from services.gateway.problems import Problem
+from shared.events import Channel, ExclusionRequestedPayload, ExclusionType, Game, RequestExclusion, Scope
+from shared.identity import IdentifierKind, Identity
+from shared.policies import DurationError, Policy
 
 router = APIRouter(tags=["ChipOut-compatible (v1.3)"])
 
@@ -42,7 +41,7 @@ class ChipOutExclusion(BaseModel):
         default_factory=list, description="required when type holds GAMES; ALL takes precedence"
     )
     duration: str = Field(description="+Nd or +Nm; +12m is until further notice, +1d the panic button")
-    year: str = Field(description="year of birth, e.g. \"1985\" (a number is accepted too)")
+    year: str = Field(description='year of birth, e.g. "1985" (a number is accepted too)')
     gender: Literal["M", "F", "U"]
 
 
@@ -121,13 +120,21 @@ async def exclude_customer(request: Request) -> Response:
         500: {
             "description": "Selfex cannot tell now (its view of exclusions is not known to be current, or a server it needs "
             "is away); never a 204 it cannot vouch for: treat the customer as excluded and retry after Retry-After",
-            "content": {"application/json": {"example": {"status": "unavailable", "exclusion": "unavailable", "error": "…", "reason": "…"}}},
+            "content": {
+                "application/json": {"example": {"status": "unavailable", "exclusion": "unavailable", "error": "…", "reason": "…"}}
+            },
         },
     },
     openapi_extra={
         "parameters": [
             {"name": "key", "in": "query", "required": True, "schema": {"type": "string"}, "description": "the operator's API key"},
-            {"name": "uid", "in": "query", "required": True, "schema": {"type": "string"}, "description": "SHA-256 hex of the personnummer"},
+            {
+                "name": "uid",
+                "in": "query",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": "SHA-256 hex of the personnummer",
+            },
         ]
     },
 )
@@ -223,9 +230,9 @@ def _year(value: Any, this_year: int) -> int:
     if value is None or value == "":
         raise Problem(400, "year is missing", "year")
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise Problem(400, "year must be a year of birth such as \"1985\"", "year")
+        raise Problem(400, 'year must be a year of birth such as "1985"', "year")
     if isinstance(value, str) and not re.fullmatch(r"\d{4}", value):
-        raise Problem(400, "year must be four digits, e.g. \"1985\"", "year")
+        raise Problem(400, 'year must be four digits, e.g. "1985"', "year")
     year = int(value)
     if not EARLIEST_YEAR <= year <= this_year:
         raise Problem(400, f"year must be between {EARLIEST_YEAR} and {this_year}", "year")

@@ -8,7 +8,7 @@ ChipOut's status and the native checks without reading anything else.
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from shared.events import EXCLUDING_STATES, ExclusionSnapshot, ExclusionState, ExclusionType, Game, Scope
@@ -22,10 +22,10 @@ def as_datetime(value: Any) -> datetime | None:
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, str):
         parsed = datetime.fromisoformat(value)
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     raise TypeError(f"not a moment: {type(value).__name__}")
 
 
@@ -149,7 +149,7 @@ def gamstop_answer(summaries: Iterable[Summary], now: datetime) -> Answer:
 
 
 def day(moment: datetime | None) -> str | None:
-    return moment.astimezone(timezone.utc).date().isoformat() if moment else None
+    return moment.astimezone(UTC).date().isoformat() if moment else None
 
 
 def chipout_type(scope: Scope) -> str:
@@ -163,9 +163,7 @@ def chipout_type(scope: Scope) -> str:
 
 def chipout_status(summaries: Iterable[Summary], now: datetime) -> list[dict[str, str | None]]:
     """ChipOut's ``Excluded`` list: the exclusions in force, earliest first (dates in UTC)."""
-    in_force = sorted(
-        (s for s in summaries if s.in_force(now)), key=lambda s: (s.starts_at or now, s.exclusion_id)
-    )
+    in_force = sorted((s for s in summaries if s.in_force(now)), key=lambda s: (s.starts_at or now, s.exclusion_id))
     return [{"Type": chipout_type(s.scope), "From": day(s.starts_at), "To": day(s.until())} for s in in_force]
 
 

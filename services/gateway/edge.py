@@ -121,7 +121,7 @@ class Edge:
                 # ChipOut documents only 500 for a failure of ours; elsewhere 503 says: try again.
                 code = 500 if the_note.api == "chipout" else 503
                 await _answer(send_with_id, code, plain, "a server Selfex depends on is unavailable, try again shortly", None)
-        except Exception:  # noqa: BLE001 — answered and logged, never a dropped connection
+        except Exception:
             log.exception("gateway_error", path=path, request_id=request_id)
             the_note.outcome = "internal error"
             if not status["code"]:

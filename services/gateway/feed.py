@@ -149,7 +149,7 @@ class LifecycleFeed:
     async def _applied(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         """The group's committed offset of each partition; where it has none, the partition's start."""
         committed = await asyncio.gather(*(consumer.committed(tp) for tp in partitions))
-        applied = dict(zip(partitions, committed))
+        applied = dict(zip(partitions, committed, strict=True))
         missing = [tp for tp, offset in applied.items() if offset is None]
         if missing:
             applied.update(await consumer.beginning_offsets(missing))

@@ -16,14 +16,13 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from shared.identity import Hasher, IdentifierKind, IdentityError, name_dob_postcode, normalise_email, normalise_mobile
-
 from services.gateway import access
 from services.gateway.bodies import json_value
 from services.gateway.context import admitted, gateway, lookup_current
 from services.gateway.domain import gamstop_answer, unique
 from services.gateway.edge import note
 from services.gateway.problems import Problem
+from shared.identity import Hasher, IdentifierKind, IdentityError, name_dob_postcode, normalise_email, normalise_mobile
 
 router = APIRouter(tags=["GAMSTOP-compatible"])
 
@@ -128,7 +127,11 @@ async def check(request: Request) -> Response:
             "required": True,
             "content": {
                 "application/json": {
-                    "schema": {"type": "array", "maxItems": MAX_BATCH, "items": CHECK_DOC["openapi_extra"]["requestBody"]["content"][FORM]["schema"]}
+                    "schema": {
+                        "type": "array",
+                        "maxItems": MAX_BATCH,
+                        "items": CHECK_DOC["openapi_extra"]["requestBody"]["content"][FORM]["schema"],
+                    }
                 }
             },
         },

@@ -17,6 +17,10 @@ from typing import Any, Literal, TypeVar
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from services.gateway.context import Gateway
+from services.gateway.domain import Summary
+from services.gateway.repository import MongoSubmissionAnswers, MongoVerificationViews
+from services.gateway.schemas import ANSWER_STATUS, exclusion_view
 from shared.crypto import Sealer
 from shared.events import (
     CodeResendPayload,
@@ -27,11 +31,6 @@ from shared.events import (
     ResendCode,
     SubmitCode,
 )
-
-from services.gateway.context import Gateway
-from services.gateway.domain import Summary
-from services.gateway.repository import MongoSubmissionAnswers, MongoVerificationViews
-from services.gateway.schemas import ANSWER_STATUS, exclusion_view
 
 FIRST_POLL_SECONDS = 0.01
 LAST_POLL_SECONDS = 0.1
@@ -67,7 +66,9 @@ async def start(
         source="gateway",
         operator_id=operator_id,
         subject=exclusion["person_id"],
-        payload=LiftVerificationRequestedPayload(lift_id=lift_id, exclusion_id=uuid.UUID(exclusion["_id"]), verify_by=verify_by, locale=locale),
+        payload=LiftVerificationRequestedPayload(
+            lift_id=lift_id, exclusion_id=uuid.UUID(exclusion["_id"]), verify_by=verify_by, locale=locale
+        ),
     )
     await the_gateway.publish(command)
     answer = await _within(the_gateway, lambda: MongoSubmissionAnswers(db).get(command.id))
@@ -104,7 +105,9 @@ async def complete(the_gateway: Gateway, db: AsyncDatabase, sealer: Sealer, lift
         return Answer(ANSWER_STATUS.get(answer["status"], 409), body | ({"error": answer["reason"]} if answer["refused"] else {}))
     written = await _within(the_gateway, lambda: _decided(the_gateway, lift_id))
     if written is None:
-        return Answer(202, {"status": "verified", "lift_id": str(lift_id), "reason": "the code is right; the policy's decision is on its way"})
+        return Answer(
+            202, {"status": "verified", "lift_id": str(lift_id), "reason": "the code is right; the policy's decision is on its way"}
+        )
     exclusion, refusal = written
     view = exclusion_view(exclusion, Summary.from_exclusion(exclusion).in_force(the_gateway.clock()))
     if refusal is not None:

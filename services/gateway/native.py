@@ -16,20 +16,6 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from shared.events import (
-    FINAL_STATES,
-    CancellationPayload,
-    CancelExclusion,
-    Channel,
-    DocumentReviewedPayload,
-    ExclusionRequestedPayload,
-    RequestExclusion,
-    ReviewDocument,
-    Scope,
-)
-from shared.identity import PERSONAL_KINDS, Identity, IdentityError, normalised_identifiers
-from shared.policies import DurationError, Policy, PolicyError, policy_for
-
 from services.gateway import access, lifts
 from services.gateway.access import Operator
 from services.gateway.bodies import JsonCheckedRoute
@@ -50,6 +36,19 @@ from services.gateway.schemas import (
     Review,
     exclusion_view,
 )
+from shared.events import (
+    FINAL_STATES,
+    CancelExclusion,
+    CancellationPayload,
+    Channel,
+    DocumentReviewedPayload,
+    ExclusionRequestedPayload,
+    RequestExclusion,
+    ReviewDocument,
+    Scope,
+)
+from shared.identity import PERSONAL_KINDS, Identity, IdentityError, normalised_identifiers
+from shared.policies import DurationError, Policy, PolicyError, policy_for
 
 router = APIRouter(prefix="/v1", route_class=JsonCheckedRoute)
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="the operator's API key")
@@ -64,7 +63,7 @@ KEY_RESPONSES: dict[int | str, dict[str, Any]] = {
 UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {
         "description": "Selfex cannot tell now (its view of exclusions is not known to be current, or a server it needs is "
-        "away): status and exclusion are \"unavailable\"; treat the person as excluded and retry after Retry-After",
+        'away): status and exclusion are "unavailable"; treat the person as excluded and retry after Retry-After',
         "content": {"application/json": {"example": {"status": "unavailable", "exclusion": "unavailable", "error": "…", "reason": "…"}}},
     }
 }
@@ -77,7 +76,9 @@ def _refused(exc: Exception) -> Problem:
     if isinstance(exc, access.PermissionMissingError):
         return Problem(403, str(exc), "role")
     if isinstance(exc, access.KeyMissingError):
-        return Problem(401, "no API key: send it in X-API-Key (or Authorization: Bearer)", "X-API-Key", headers={"WWW-Authenticate": "Bearer"})
+        return Problem(
+            401, "no API key: send it in X-API-Key (or Authorization: Bearer)", "X-API-Key", headers={"WWW-Authenticate": "Bearer"}
+        )
     return Problem(401, "wrong API key", "X-API-Key", headers={"WWW-Authenticate": "Bearer"})
 
 
@@ -136,7 +137,12 @@ async def create_exclusion(body: ExclusionCreate, operator: Excluder, request: R
     return await _written(request, command, status=201)
 
 
-@router.get("/exclusions/{exclusion_id}", tags=["exclusions"], summary="One exclusion", responses={**KEY_RESPONSES, 404: {"description": "no such exclusion"}})
+@router.get(
+    "/exclusions/{exclusion_id}",
+    tags=["exclusions"],
+    summary="One exclusion",
+    responses={**KEY_RESPONSES, 404: {"description": "no such exclusion"}},
+)
 async def show_exclusion(operator: Reader, request: Request, exclusion_id: Annotated[str, EXCLUSION_ID]) -> JSONResponse:
     document = await _exclusion(gateway(request), exclusion_id, operator)
     return JSONResponse(_view(gateway(request), document))
@@ -148,7 +154,9 @@ async def show_exclusion(operator: Reader, request: Request, exclusion_id: Annot
     summary="Extend a running exclusion (it is never shortened)",
     responses={**KEY_RESPONSES, 404: {"description": "no such exclusion for this person"}, 409: {"description": "the exclusion has ended"}},
 )
-async def extend_exclusion(body: ExclusionExtend, operator: Excluder, request: Request, exclusion_id: Annotated[str, EXCLUSION_ID]) -> JSONResponse:
+async def extend_exclusion(
+    body: ExclusionExtend, operator: Excluder, request: Request, exclusion_id: Annotated[str, EXCLUSION_ID]
+) -> JSONResponse:
     the_gateway = gateway(request)
     document = await _persons_running_exclusion(the_gateway, exclusion_id, body.identity, operator)
     policy = _policy(the_gateway, document["jurisdiction"])
@@ -181,7 +189,9 @@ async def extend_exclusion(body: ExclusionExtend, operator: Excluder, request: R
         409: {"description": "the exclusion has ended"},
     },
 )
-async def lift_exclusion(body: LiftRequest, operator: Excluder, request: Request, exclusion_id: Annotated[str, EXCLUSION_ID]) -> JSONResponse:
+async def lift_exclusion(
+    body: LiftRequest, operator: Excluder, request: Request, exclusion_id: Annotated[str, EXCLUSION_ID]
+) -> JSONResponse:
     """Ending an exclusion is the person's act: this only starts the lift. The code goes to the
     person's contact on file; the person (not this key) completes it at ``/v1/lifts/{lift_id}/code``
     or on the portal, and then the policy says whether, and when, it ends."""
@@ -205,7 +215,9 @@ async def lift_exclusion(body: LiftRequest, operator: Excluder, request: Request
         410: {"description": "the code expired, or the lift request failed"},
     },
 )
-async def complete_lift(body: LiftCode, request: Request, lift_id: Annotated[str, Path(description="the lift request's id", max_length=64)]) -> JSONResponse:
+async def complete_lift(
+    body: LiftCode, request: Request, lift_id: Annotated[str, Path(description="the lift request's id", max_length=64)]
+) -> JSONResponse:
     """For the person's own client: an operator's key neither is needed nor helps, only the code sent to the person does."""
     try:
         lift = uuid.UUID(lift_id)
@@ -229,7 +241,9 @@ async def complete_lift(body: LiftCode, request: Request, lift_id: Annotated[str
         409: {"description": "the exclusion has ended already"},
     },
 )
-async def cancel_exclusion(body: Cancellation, staff: RegisterStaff, request: Request, exclusion_id: Annotated[str, EXCLUSION_ID]) -> JSONResponse:
+async def cancel_exclusion(
+    body: Cancellation, staff: RegisterStaff, request: Request, exclusion_id: Annotated[str, EXCLUSION_ID]
+) -> JSONResponse:
     the_gateway = gateway(request)
     document = await _exclusion(the_gateway, exclusion_id, staff)
     if document.get("state") in {s.value for s in FINAL_STATES}:
@@ -250,7 +264,9 @@ async def cancel_exclusion(body: Cancellation, staff: RegisterStaff, request: Re
 # --- people and checks --------------------------------------------------------------------------
 
 
-@router.post("/persons/status", tags=["people"], summary="A person's exclusions in force, and the GAMSTOP-style answer", responses=CHECK_RESPONSES)
+@router.post(
+    "/persons/status", tags=["people"], summary="A person's exclusions in force, and the GAMSTOP-style answer", responses=CHECK_RESPONSES
+)
 async def person_status(body: PersonQuery, operator: Checker, request: Request) -> JSONResponse:
     the_gateway = gateway(request)
     documents = await _persons_exclusions(request, the_gateway, body.identity, operator)
@@ -258,7 +274,7 @@ async def person_status(body: PersonQuery, operator: Checker, request: Request) 
     summaries = [Summary.from_exclusion(d) for d in documents]
     answer = gamstop_answer(summaries, now)
     note(request).outcome = answer
-    in_force = [exclusion_view(d, s.in_force(now)) for d, s in zip(documents, summaries) if s.in_force(now)]
+    in_force = [exclusion_view(d, s.in_force(now)) for d, s in zip(documents, summaries, strict=True) if s.in_force(now)]
     return JSONResponse({"exclusion": answer, "excluded": answer == "Y", "in_force": in_force})
 
 
@@ -294,7 +310,7 @@ async def check_batch(body: BatchCheck, operator: Checker, request: Request) -> 
     found = await the_gateway.lookup.summaries_by_identifier(h for person in hashes for h in person)
     now = the_gateway.clock()
     results = []
-    for person, person_hashes in zip(body.persons, hashes):
+    for person, person_hashes in zip(body.persons, hashes, strict=True):
         summaries = {s.exclusion_id: s for h in person_hashes for s in found.get(h, [])}
         results.append({"ref": person.ref, **check(summaries.values(), now).as_json()})
     note(request).count = len(results)
@@ -322,9 +338,7 @@ async def own_decisions(
 ) -> JSONResponse:
     whose = _whose_decisions(operator, operator_id)
     found = await gateway(request).decisions.of(whose, limit=limit, before=before)
-    decisions = [
-        {"decision_id": d["_id"], "occurred_at": _iso(d["occurred_at"]), **d["decision"]} for d in found
-    ]
+    decisions = [{"decision_id": d["_id"], "occurred_at": _iso(d["occurred_at"]), **d["decision"]} for d in found]
     next_before = decisions[-1]["occurred_at"] if len(decisions) == limit else None
     note(request).count = len(decisions)
     return JSONResponse({"decisions": decisions, "next_before": next_before})
@@ -350,7 +364,11 @@ async def review_document(
         source="gateway",
         operator_id=operator.id,
         payload=DocumentReviewedPayload(
-            exclusion_id=uuid.UUID(exclusion_id), document_id=document_id, approved=body.approved, reviewer=operator.name[:200], note=body.note
+            exclusion_id=uuid.UUID(exclusion_id),
+            document_id=document_id,
+            approved=body.approved,
+            reviewer=operator.name[:200],
+            note=body.note,
         ),
     )
     await the_gateway.publish(command)

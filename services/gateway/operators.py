@@ -17,14 +17,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.gateway.access import OPERATOR_ROLES, STAFF_ROLES, Role, key_hash, new_key, parse_roles, roles_of
+from services.gateway.repository import INDEXES, MongoOperators, OperatorExistsError, OperatorRecord, UnknownOperatorError
 from shared.broker import ensure_operator_topics
 from shared.events import utcnow
 from shared.logging import configure_logging
 from shared.settings import Settings
 from shared.store import open_database
-
-from services.gateway.access import OPERATOR_ROLES, STAFF_ROLES, Role, key_hash, new_key, parse_roles, roles_of
-from services.gateway.repository import INDEXES, MongoOperators, OperatorExistsError, OperatorRecord, UnknownOperatorError
 
 DEMO_OPERATOR = "demo"
 DEMO_KEY_FILE = "demo-operator.key"
@@ -66,7 +65,9 @@ async def add_staff(operators: MongoOperators, name: str, role: Role | str) -> I
 
 async def rotate(operators: MongoOperators, name: str, roles=None) -> Issued:
     key = new_key()
-    record = await operators.replace_key(name, key_hash(key), key[:8], utcnow(), None if roles is None else (r.value for r in roles_of(roles)))
+    record = await operators.replace_key(
+        name, key_hash(key), key[:8], utcnow(), None if roles is None else (r.value for r in roles_of(roles))
+    )
     return Issued(record, key, False)
 
 
@@ -113,11 +114,13 @@ def main(argv: list[str] | None = None, *, staff: bool = False) -> int:
     else:
         add_command = commands.add_parser("add", help="register an operator (or another key of one) and print its new API key (once)")
         add_command.add_argument("name")
+        add_command.add_argument("--roles", default=None, help="comma-separated: operator, operator-compliance (default: operator)")
         add_command.add_argument(
-            "--roles", default=None, help="comma-separated: operator, operator-compliance (default: operator)"
+            "--scopes", default=None, help=argparse.SUPPRESS
+        )  # the names before roles: check,exclude → operator, compliance → operator-compliance
+        add_command.add_argument(
+            "--for", dest="of", metavar="OPERATOR", help="another key of this existing operator (by name), e.g. for its compliance team"
         )
-        add_command.add_argument("--scopes", default=None, help=argparse.SUPPRESS)  # the names before roles: check,exclude → operator, compliance → operator-compliance
-        add_command.add_argument("--for", dest="of", metavar="OPERATOR", help="another key of this existing operator (by name), e.g. for its compliance team")
     add_command.add_argument("--quiet", action="store_true", help="print only the key (for scripts)")
     commands.add_parser("list", help=f"every {kind} key: name, id, roles, key prefix, state")
     revoke_command = commands.add_parser("revoke", help="revoke a key (its record stays, for the audit log)")

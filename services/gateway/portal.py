@@ -24,6 +24,18 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pymongo.errors import PyMongoError
 
+from services.gateway import lifts
+from services.gateway.bodies import json_value
+from services.gateway.context import gateway
+from services.gateway.problems import Problem
+from services.gateway.repository import (
+    MongoCommandEffects,
+    MongoIdentityDocuments,
+    MongoSubmissionAnswers,
+    MongoVerificationViews,
+    MongoViews,
+)
+from services.gateway.schemas import ANSWER_STATUS, born_on
 from shared.events import (
     FINAL_STATES,
     SCOPE_ALL,
@@ -42,19 +54,6 @@ from shared.events import (
 )
 from shared.identity import PERSONAL_KINDS, Identity, IdentityError, normalise_mobile, uid_from_personnummer
 from shared.policies import DurationError
-
-from services.gateway import lifts
-from services.gateway.bodies import json_value
-from services.gateway.context import gateway
-from services.gateway.problems import Problem
-from services.gateway.repository import (
-    MongoCommandEffects,
-    MongoIdentityDocuments,
-    MongoSubmissionAnswers,
-    MongoVerificationViews,
-    MongoViews,
-)
-from services.gateway.schemas import ANSWER_STATUS, born_on
 
 router = APIRouter(prefix="/v1/portal", tags=["portal"])
 log = structlog.get_logger("gateway.portal")
@@ -136,7 +135,7 @@ def answers(route: Callable[..., Awaitable[JSONResponse]]) -> Callable[..., Awai
             return await route(*args, **kwargs)
         except Problem as problem:
             return problem.response()
-        except (PyMongoError, KafkaError, ConnectionError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, PyMongoError, KafkaError, ConnectionError) as exc:
             log.warning("portal_unavailable", error=type(exc).__name__)
             return JSONResponse({"error": "the service is unavailable, try again shortly"}, status_code=503)
 
@@ -327,7 +326,12 @@ async def show_exclusion(exclusion_id: str, request: Request) -> JSONResponse:
 @router.post(
     "/exclusions/{exclusion_id}/lift",
     status_code=202,
-    responses={400: REFUSALS[400], 404: {"description": "no such exclusion for this person"}, 409: {"description": "it has ended"}, 503: REFUSALS[503]},
+    responses={
+        400: REFUSALS[400],
+        404: {"description": "no such exclusion for this person"},
+        409: {"description": "it has ended"},
+        503: REFUSALS[503],
+    },
     openapi_extra=_body("application/json", _inlined(PortalLiftRequest.model_json_schema())),
 )
 @answers
@@ -350,7 +354,11 @@ async def request_lift(exclusion_id: str, request: Request) -> JSONResponse:
     return JSONResponse(answer.body, status_code=answer.status)
 
 
-@router.post("/lifts/{lift_id}/code", responses=REFUSALS | {409: {"description": "the policy refused the lift: the reason says why"}}, openapi_extra=_body("application/json", CODE_BODY))
+@router.post(
+    "/lifts/{lift_id}/code",
+    responses=REFUSALS | {409: {"description": "the policy refused the lift: the reason says why"}},
+    openapi_extra=_body("application/json", CODE_BODY),
+)
 @answers
 async def submit_lift_code(lift_id: str, request: Request) -> JSONResponse:
     """Complete your lift request with the 6-digit code you received; the answer is the policy's decision."""
@@ -363,7 +371,9 @@ async def submit_lift_code(lift_id: str, request: Request) -> JSONResponse:
     return JSONResponse(answer.body, status_code=answer.status)
 
 
-@router.post("/lifts/{lift_id}/code/resend", status_code=202, responses=REFUSALS | {429: {"description": "no more codes: at most 3 resends"}})
+@router.post(
+    "/lifts/{lift_id}/code/resend", status_code=202, responses=REFUSALS | {429: {"description": "no more codes: at most 3 resends"}}
+)
 @answers
 async def resend_lift_code(lift_id: str, request: Request) -> JSONResponse:
     """Send a new code for your lift request (at most 3 times); the previous one stops working."""

@@ -40,10 +40,9 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from services.gateway.domain import Summary, merged
 from shared.crypto import Sealer
 from shared.events import DecisionMade
-
-from services.gateway.domain import Summary, merged
 
 RETENTION_SECONDS = 30 * 24 * 3600  # a command's effect, a submission's answer: read right after, kept a while
 INDEXES = {
@@ -119,7 +118,15 @@ class MongoOperators:
         self._operators = database["operators"]
 
     async def add(
-        self, name: str, roles: Iterable[str], key_hash: str, key_prefix: str, now: datetime, *, operator_id: str | None = None, staff: bool = False
+        self,
+        name: str,
+        roles: Iterable[str],
+        key_hash: str,
+        key_prefix: str,
+        now: datetime,
+        *,
+        operator_id: str | None = None,
+        staff: bool = False,
     ) -> OperatorRecord:
         """A new key: a new operator's, another key of operator ``operator_id``, or (``staff``) register staff's."""
         document = {
@@ -154,7 +161,9 @@ class MongoOperators:
         found = await self._operators.find({}).sort([("name", ASCENDING)]).to_list(None)
         return [OperatorRecord.from_document(document) for document in found]
 
-    async def replace_key(self, name: str, key_hash: str, key_prefix: str, now: datetime, roles: Iterable[str] | None = None) -> OperatorRecord:
+    async def replace_key(
+        self, name: str, key_hash: str, key_prefix: str, now: datetime, roles: Iterable[str] | None = None
+    ) -> OperatorRecord:
         """A new key for the operator (the old one stops working); a revoked operator is reinstated."""
         document = await self._operators.find_one({"name": name})
         if document is None:
@@ -192,9 +201,7 @@ class MongoLookup:
             documents = []
             for start in range(0, len(wanted), LOOKUP_CHUNK):
                 documents += await self._lookup.find({"_id": {"$in": wanted[start : start + LOOKUP_CHUNK]}}).to_list(None)
-        return {
-            document["_id"]: [Summary.from_stored(stored) for stored in document.get("exclusions", [])] for document in documents
-        }
+        return {document["_id"]: [Summary.from_stored(stored) for stored in document.get("exclusions", [])] for document in documents}
 
     async def record(self, identifiers: Iterable[str], summary: Summary) -> None:
         """Put the summary under each identifier (all at once: each is a document of its own); a newer
@@ -327,7 +334,14 @@ class MongoIdentityDocuments:
 
     async def add(self, document_id: str, *, exclusion_id: uuid.UUID, content_type: str, size: int, sealed: str, now: datetime) -> None:
         await self._documents.insert_one(
-            {"_id": document_id, "exclusion_id": str(exclusion_id), "content_type": content_type, "size": size, "sealed": sealed, "uploaded_at": now}
+            {
+                "_id": document_id,
+                "exclusion_id": str(exclusion_id),
+                "content_type": content_type,
+                "size": size,
+                "sealed": sealed,
+                "uploaded_at": now,
+            }
         )
 
     async def get(self, document_id: str) -> dict[str, Any] | None:

@@ -1,7 +1,7 @@
 """The native API's request bodies and answers (HTTP models, not events). Strict: a wrongly typed or
 unknown field is a ``400`` naming it, never a guess."""
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints, field_validator
@@ -10,8 +10,8 @@ from shared.events import SCOPE_ALL, ExclusionType, Game, Scope
 from shared.identity import Identity
 
 EARLIEST_BIRTH = date(1900, 1, 1)
-EARLIEST_MOMENT = datetime(1970, 1, 1, tzinfo=timezone.utc)
-LATEST_MOMENT = datetime(9999, 12, 30, tzinfo=timezone.utc)  # a day short of the end: any offset still converts
+EARLIEST_MOMENT = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_MOMENT = datetime(9999, 12, 30, tzinfo=UTC)  # a day short of the end: any offset still converts
 
 
 def born_on(value: date) -> date:
@@ -26,7 +26,7 @@ def born_on(value: date) -> date:
 def bounded_moment(value: datetime) -> datetime:
     """An aware moment between 1970 and 9999, in UTC (a far offset can push a moment off the calendar)."""
     try:
-        utc = value.astimezone(timezone.utc)
+        utc = value.astimezone(UTC)
     except OverflowError:
         raise ValueError("the moment is out of range") from None
     if not EARLIEST_MOMENT <= utc <= LATEST_MOMENT:
@@ -52,7 +52,13 @@ class PersonIdentity(Strict):
         frozen=True,
         json_schema_extra={
             "examples": [
-                {"first_name": "Harry", "last_name": "Potter", "date_of_birth": "1980-07-31", "postcode": "GU1 1AA", "email": "harry@example.com"},
+                {
+                    "first_name": "Harry",
+                    "last_name": "Potter",
+                    "date_of_birth": "1980-07-31",
+                    "postcode": "GU1 1AA",
+                    "email": "harry@example.com",
+                },
                 {"uid": "3d3a0ba4b5c2f4e1f1b7e3a0b8d3a86e0f7a2e0f1c2b3a4d5e6f708192a3b4c5"},
             ]
         },
@@ -66,7 +72,10 @@ class PersonIdentity(Strict):
         default=None, description="YYYY-MM-DD"
     )
     postcode: Annotated[str, StringConstraints(strict=True, strip_whitespace=True, min_length=1, max_length=16)] | None = None
-    email: Annotated[str, StringConstraints(strict=True, strip_whitespace=True, min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
+    email: (
+        Annotated[str, StringConstraints(strict=True, strip_whitespace=True, min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
+        | None
+    ) = None
     mobile: Annotated[str, StringConstraints(strict=True, strip_whitespace=True, min_length=3, max_length=32)] | None = None
 
     @field_validator("date_of_birth")
@@ -107,7 +116,13 @@ class ExclusionCreate(Strict):
         json_schema_extra={
             "examples": [
                 {
-                    "identity": {"first_name": "Harry", "last_name": "Potter", "date_of_birth": "1980-07-31", "postcode": "GU1 1AA", "email": "harry@example.com"},
+                    "identity": {
+                        "first_name": "Harry",
+                        "last_name": "Potter",
+                        "date_of_birth": "1980-07-31",
+                        "postcode": "GU1 1AA",
+                        "email": "harry@example.com",
+                    },
                     "duration": "+6m",
                     "jurisdiction": "UK",
                     "scope": {"types": ["GAMES"], "games": ["ALL"]},
@@ -119,7 +134,9 @@ class ExclusionCreate(Strict):
     )
 
     identity: PersonIdentity
-    duration: Annotated[str, StringConstraints(strict=True, max_length=16)] = Field(description="+Nd or +Nm, as the jurisdiction's policy allows")
+    duration: Annotated[str, StringConstraints(strict=True, max_length=16)] = Field(
+        description="+Nd or +Nm, as the jurisdiction's policy allows"
+    )
     jurisdiction: Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Z]{2}$")] = "SE"
     scope: ScopeIn | None = Field(default=None, description="default: every game")
     year_of_birth: Annotated[StrictInt, Field(ge=1900, le=2100)] | None = None
@@ -146,7 +163,9 @@ class LiftRequest(Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"examples": [{"identity": {"email": "harry@example.com"}}]})
 
     identity: PersonIdentity = Field(description="the person the exclusion belongs to")
-    verify_by: Literal["email", "sms"] | None = Field(default=None, description="where the person's code goes (a contact on file); default: any")
+    verify_by: Literal["email", "sms"] | None = Field(
+        default=None, description="where the person's code goes (a contact on file); default: any"
+    )
 
 
 class LiftCode(Strict):
@@ -189,14 +208,18 @@ class PersonQuery(Strict):
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
-        json_schema_extra={"examples": [{"identity": {"first_name": "Harry", "last_name": "Potter", "date_of_birth": "1980-07-31", "postcode": "GU1 1AA"}}]},
+        json_schema_extra={
+            "examples": [{"identity": {"first_name": "Harry", "last_name": "Potter", "date_of_birth": "1980-07-31", "postcode": "GU1 1AA"}}]
+        },
     )
 
     identity: PersonIdentity
 
 
 class BatchPerson(Strict):
-    ref: Annotated[str, StringConstraints(strict=True, max_length=200)] | None = Field(default=None, description="your reference, echoed back")
+    ref: Annotated[str, StringConstraints(strict=True, max_length=200)] | None = Field(
+        default=None, description="your reference, echoed back"
+    )
     identity: PersonIdentity
 
 

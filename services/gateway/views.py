@@ -51,4 +51,8 @@ def verification_view_of(exclusion_id: Any, standing: VerificationStanding, *, l
 
 def answer_of(exclusion_id: Any, answer: SubmissionAnswer) -> dict[str, Any]:
     """What became of one submission."""
-    return {"_id": str(answer.submission_id), "exclusion_id": str(exclusion_id), **answer.model_dump(mode="json", exclude={"submission_id"})}
+    return {
+        "_id": str(answer.submission_id),
+        "exclusion_id": str(exclusion_id),
+        **answer.model_dump(mode="json", exclude={"submission_id"}),
+    }

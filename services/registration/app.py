@@ -5,18 +5,16 @@ from datetime import timedelta
 from faststream import FastStream
 from pymongo.asynchronous.database import AsyncDatabase
 
-from shared.crypto import Sealer
-from shared.identity import Hasher
-from shared.policies import Policy, load_policies
-from shared.service import Clock, Service
-from shared.settings import Settings
-
 from services.registration import handlers
 from services.registration.outbox import Outbox, Publish
 from services.registration.registrar import Registrar
 from services.registration.repository import INDEXES, MongoExclusions
 from services.registration.timers import Timers
-
+from shared.crypto import Sealer
+from shared.identity import Hasher
+from shared.policies import Policy, load_policies
+from shared.service import Clock, Service
+from shared.settings import Settings
 
 RELAY_EVERYTHING = timedelta(days=365 * 100)
 

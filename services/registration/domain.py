@@ -163,6 +163,9 @@ class Sealed:
     support_persons: list[str] = field(default_factory=list)
 
 
+NOTHING_SEALED = Sealed()
+
+
 def person_identifiers(identifiers: dict[IdentifierKind, str]) -> list[str]:
     """The identifiers that name a person; a request must carry at least one."""
     personal = sorted(h for kind, h in identifiers.items() if kind in PERSONAL_KINDS)
@@ -225,7 +228,7 @@ def exclude(
     now: datetime,
     policy: Policy | None = None,
     terms: Terms | None = None,
-    sealed: Sealed = Sealed(),
+    sealed: Sealed = NOTHING_SEALED,
 ) -> Exclusion:
     """A new exclusion for ``request``; its id derives from the request, so redelivery finds it.
 

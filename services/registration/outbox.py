@@ -13,10 +13,9 @@ from datetime import datetime
 
 import structlog
 
-from shared.events import Event, parse_event
-
 from services.registration.repository import MongoExclusions, Stored
 from services.registration.transitions import Transition
+from shared.events import Event, parse_event
 
 Publish = Callable[[Event], Awaitable[None]]
 

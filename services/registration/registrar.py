@@ -11,17 +11,11 @@ from datetime import datetime
 
 import structlog
 
-from shared.crypto import Sealer
-from shared.events import CancelExclusion, ExclusionVerified, LiftVerified, RequestExclusion, VerificationFailed, derived_id
-from shared.identity import Hasher, normalise_email, normalise_mobile
-from shared.policies import Policy, PolicyError, Terms, policy_for
-from shared.service import Clock
-
 from services.registration import domain, transitions
 from services.registration.domain import (
-    NotThePersonsLiftError,
     NothingToCancelError,
     NothingToLiftError,
+    NotThePersonsLiftError,
     RequestRefusedError,
     Sealed,
     UnknownExclusionError,
@@ -29,6 +23,11 @@ from services.registration.domain import (
 from services.registration.outbox import Outbox, entries
 from services.registration.repository import AlreadyRunningError, MongoExclusions, Stored
 from services.registration.transitions import Transition
+from shared.crypto import Sealer
+from shared.events import CancelExclusion, ExclusionVerified, LiftVerified, RequestExclusion, VerificationFailed, derived_id
+from shared.identity import Hasher, normalise_email, normalise_mobile
+from shared.policies import Policy, PolicyError, Terms, policy_for
+from shared.service import Clock
 
 MAX_ATTEMPTS = 10
 FIRST_PAUSE_SECONDS = 0.02  # before looking again for an exclusion another request is storing
@@ -223,8 +222,6 @@ class Registrar:
         return Sealed(
             applicant_name=self.sealer.seal_text(applicant, f"third_party:{exclusion_id}") if applicant else None,
             support_persons=[
-                self.sealer.seal_text(person.model_dump_json(), f"support_person:{exclusion_id}")
-                for person in payload.support_persons
+                self.sealer.seal_text(person.model_dump_json(), f"support_person:{exclusion_id}") for person in payload.support_persons
             ],
         )
-

@@ -11,12 +11,11 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from shared.policies import Policy, PolicyError, policy_for
-from shared.service import Clock, Ticker
-
 from services.registration import transitions
 from services.registration.outbox import Outbox, entries
 from services.registration.repository import MongoExclusions
+from shared.policies import Policy, PolicyError, policy_for
+from shared.service import Clock, Ticker
 
 CLAIM_LEASE = timedelta(seconds=60)
 OUTBOX_GRACE = timedelta(seconds=30)  # younger entries are still being published by their writer
@@ -24,9 +23,7 @@ MAX_PER_TICK = 1000
 
 
 class Timers:
-    def __init__(
-        self, exclusions: MongoExclusions, outbox: Outbox, policies: dict[str, Policy], clock: Clock, interval: float
-    ) -> None:
+    def __init__(self, exclusions: MongoExclusions, outbox: Outbox, policies: dict[str, Policy], clock: Clock, interval: float) -> None:
         self.exclusions = exclusions
         self.outbox = outbox
         self.policies = policies

@@ -10,6 +10,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from services.registration.domain import (
+    NOTHING_SEALED,
+    SOURCE,
+    Exclusion,
+    Refusal,
+    Sealed,
+    needs_verification,
+    next_transition_at,
+    reminder_at,
+    taking_effect,
+    third_party_record,
+    verification_deadline,
+)
 from shared.events import (
     CancelExclusion,
     Event,
@@ -31,19 +44,6 @@ from shared.events import (
     derived_id,
 )
 from shared.policies import Policy, Terms
-
-from services.registration.domain import (
-    SOURCE,
-    Exclusion,
-    Refusal,
-    Sealed,
-    taking_effect,
-    third_party_record,
-    needs_verification,
-    next_transition_at,
-    reminder_at,
-    verification_deadline,
-)
 
 NOT_SHORTENED = "the running exclusion already lasts at least as long: an exclusion is never shortened"
 
@@ -86,7 +86,7 @@ def extend(
     now: datetime,
     *,
     identifiers: list[str],
-    sealed: Sealed = Sealed(),
+    sealed: Sealed = NOTHING_SEALED,
 ) -> Transition:
     """A new request for a person whose exclusion still runs: the later end wins, the scopes join.
 
@@ -285,9 +285,7 @@ def _caused(
     )
 
 
-def _timed(
-    event_type: type[Event], before: Exclusion, after: Exclusion, name: str, now: datetime, *, reason: str | None = None
-) -> Event:
+def _timed(event_type: type[Event], before: Exclusion, after: Exclusion, name: str, now: datetime, *, reason: str | None = None) -> Event:
     """A timer's event: its id derives from the exclusion, the transition and the version it applies to."""
     return event_type(  # type: ignore[call-arg]  # every lifecycle event type has its ``type`` default
         id=derived_id(before.id, f"{name}@{before.version}"),

@@ -2,15 +2,14 @@
 
 from faststream import FastStream
 
-from shared.crypto import Sealer
-from shared.service import Clock, Service
-from shared.settings import Settings
-
 from services.verification import handlers
 from services.verification.codes import CodeHasher
 from services.verification.repository import INDEXES
 from services.verification.timers import Timers
 from services.verification.verifier import Verifier
+from shared.crypto import Sealer
+from shared.service import Clock, Service
+from shared.settings import Settings
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None, database=None) -> FastStream:

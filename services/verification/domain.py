@@ -23,8 +23,8 @@ from shared.events import (
     LiftVerified,
     NotificationRequested,
     NotificationRequestedPayload,
-    ResendCode,
     RequestLiftVerification,
+    ResendCode,
     ReviewDocument,
     SubmissionAnswer,
     SubmissionRefusedPayload,
@@ -235,7 +235,9 @@ def start_lift(verification: Verification | None, command: RequestLiftVerificati
     notice = _code_notice(started, command, issued, now)
     started = started.model_copy(update={"applied": (outcome,)})
     progressed = _progressed(started, now, outcome=outcome)
-    return Decision(outcome=outcome, verification=started.model_copy(update={"outbox": (notice.model_dump_json(), progressed.model_dump_json())}))
+    return Decision(
+        outcome=outcome, verification=started.model_copy(update={"outbox": (notice.model_dump_json(), progressed.model_dump_json())})
+    )
 
 
 def cancel(verification: Verification, reason: str | None, now: datetime) -> Verification | None:
@@ -271,9 +273,7 @@ def next_check_at(verification: Verification) -> datetime | None:
 # --- submissions ---------------------------------------------------------------------------
 
 
-def submit_code(
-    verification: Verification | None, command: SubmitCode, now: datetime, *, submitted: str, elsewhere: bool
-) -> Decision:
+def submit_code(verification: Verification | None, command: SubmitCode, now: datetime, *, submitted: str, elsewhere: bool) -> Decision:
     """``submitted`` is the keyed hash of the typed code for this exclusion; ``elsewhere`` says it is
     the code of another of the person's requests."""
     refusal = _refusal_before_code(verification, command, now, submitted)
@@ -420,7 +420,9 @@ def _refused(verification: Verification | None, command: Event, status: Status, 
     return Decision(outcome=outcome, events=refusal_events(verification, command, outcome))
 
 
-def _changed(verification: Verification, outcome: SubmissionOutcome, now: datetime, *, events: tuple[Event, ...] = (), **updates) -> Decision:
+def _changed(
+    verification: Verification, outcome: SubmissionOutcome, now: datetime, *, events: tuple[Event, ...] = (), **updates
+) -> Decision:
     changed = _next(verification, now, events=events, applied=(*verification.applied, outcome), **updates)
     progressed = _progressed(changed, now, outcome=outcome)
     return Decision(outcome=outcome, verification=changed.model_copy(update={"outbox": (*changed.outbox, progressed.model_dump_json())}))

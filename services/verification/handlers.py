@@ -1,11 +1,10 @@
 """Verification's consumers: translate the message, delegate to the verifier, which emits what follows."""
 
+from services.verification import domain
+from services.verification.verifier import Verifier
 from shared import topics
 from shared.events import ExclusionCancelled, LifecycleEvent, VerificationInput
 from shared.service import Service
-
-from services.verification import domain
-from services.verification.verifier import Verifier
 
 
 def register(service: Service, verifier: Verifier) -> None:

@@ -22,9 +22,7 @@ SUBMISSIONS_RETENTION_SECONDS = 30 * 24 * 3600
 
 INDEXES = {
     "verifications": [IndexModel([("next_check_at", ASCENDING)]), IndexModel([("subject", ASCENDING)])],
-    "verification_submissions": [
-        IndexModel([("recorded", ASCENDING)], expireAfterSeconds=SUBMISSIONS_RETENTION_SECONDS)
-    ],
+    "verification_submissions": [IndexModel([("recorded", ASCENDING)], expireAfterSeconds=SUBMISSIONS_RETENTION_SECONDS)],
     "documents": [IndexModel([("exclusion_id", ASCENDING)])],
 }
 _DATETIMES = ("created_at", "updated_at", "code_expires_at")
@@ -51,9 +49,7 @@ class MongoVerifications:
         """Write the new state if nobody else changed it since ``expected_version``."""
         # Whole-document replacement: a datetime $set on an existing document is mangled by the
         # embedded store (see tests/store/test_conformance.py), a replacement is not.
-        result = await self._collection.replace_one(
-            {"_id": str(verification.key), "version": expected_version}, _document(verification)
-        )
+        result = await self._collection.replace_one({"_id": str(verification.key), "version": expected_version}, _document(verification))
         return result.matched_count == 1
 
     async def of_subject(self, subject: str, *, besides: uuid.UUID) -> list[Verification]:

@@ -5,9 +5,8 @@ from datetime import datetime
 
 import structlog
 
-from shared.service import Ticker
-
 from services.verification.verifier import Verifier
+from shared.service import Ticker
 
 log = structlog.get_logger("verification.timers")
 

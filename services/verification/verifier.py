@@ -72,7 +72,9 @@ class Verifier:
 
     # --- submissions -----------------------------------------------------------------------
 
-    async def submit(self, command: SubmitCode | ResendCode | SubmitDocument | ReviewDocument | RequestLiftVerification) -> SubmissionOutcome:
+    async def submit(
+        self, command: SubmitCode | ResendCode | SubmitDocument | ReviewDocument | RequestLiftVerification
+    ) -> SubmissionOutcome:
         """Decide what one submission leads to, once; a redelivery repeats the recorded outcome."""
         for _ in range(WRITE_ATTEMPTS):
             verification = await self._addressed(command)
@@ -189,9 +191,7 @@ class Verifier:
         if not verification.outbox:
             return
         await self._publish(parse_event(json.loads(item)) for item in verification.outbox)
-        await self.verifications.replace(
-            domain.flushed(verification, now or self.service.clock()), expected_version=verification.version
-        )
+        await self.verifications.replace(domain.flushed(verification, now or self.service.clock()), expected_version=verification.version)
 
     async def _publish(self, events) -> None:
         for event in events:

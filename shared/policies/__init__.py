@@ -8,11 +8,11 @@ jurisdiction is adding a file: the engine needs no code change.
 
 import re
 import tomllib
-from dataclasses import dataclass, replace
 from calendar import monthrange
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from functools import cache
 from enum import StrEnum
+from functools import cache
 from pathlib import Path
 from typing import Literal
 
@@ -169,9 +169,7 @@ class Policy(_Strict):
         return self.cancellable_after is not None
 
     def allowed(self) -> str:
-        parts = [
-            rule.value if rule.value else f"+{rule.min}{rule.unit}..+{rule.max}{rule.unit}" for rule in self.durations
-        ]
+        parts = [rule.value if rule.value else f"+{rule.min}{rule.unit}..+{rule.max}{rule.unit}" for rule in self.durations]
         return "allowed: " + ", ".join(parts)
 
     @property

@@ -25,7 +25,9 @@ def test_the_decisions_bench_runs_and_prints_every_figure(settings, monkeypatch,
     }.items():
         monkeypatch.setenv(name, value)
 
-    code = bench.main(["--sizes", "50,100", "--events", "200", "--rounds", "2", "--accounts", "50", "--rate", "200", "--latency-seconds", "1"])
+    code = bench.main(
+        ["--sizes", "50,100", "--events", "200", "--rounds", "2", "--accounts", "50", "--rate", "200", "--latency-seconds", "1"]
+    )
 
     out = capsys.readouterr().out
     assert code == 0, out
@@ -37,7 +39,8 @@ def test_the_decisions_bench_runs_and_prints_every_figure(settings, monkeypatch,
             rf"service memory RSS {NUMBER} MB, all instances \(peak {NUMBER} MB\)\n"
             rf"  sustained decisions/s: {NUMBER} = \d+% of the bare forwarder's {NUMBER} msg/s \(medians; per round \d+%, \d+%\)\n"
             rf"  end-to-end latency at 200 events/s: blocking {LATENCY}; bare forwarder {LATENCY}\n"
-            rf"  lookup in-process: decide {NUMBER} µs/event, view match {NUMBER} µs/event\n", out
+            rf"  lookup in-process: decide {NUMBER} µs/event, view match {NUMBER} µs/event\n",
+            out,
         ), out
     assert re.search(rf"lookup cost ratio 100 vs 50 exclusions: decide {NUMBER}, view match {NUMBER}; end-to-end p50 {NUMBER}", out), out
     assert "nan" not in out, "every figure was measured"

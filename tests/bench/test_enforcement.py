@@ -16,9 +16,29 @@ pytestmark = pytest.mark.integration
 async def test_the_enforcement_bench_runs_on_the_whole_stack_and_measures_every_figure(settings, tmp_path):
     out = tmp_path / "bench.json"
     env = service_environment(settings)  # the session's servers, named: the bench uses them as they are
-    command = [str(Path(sys.executable).parent / "selfex"), "bench", "enforcement", "--exclusions", "1000", "--excluded", "20",
-               "--rate", "20", "--flow", "100", "--accounts", "100", "--hops", "20", "--give-up", "20",
-               "--restart-sizes", "1000", "--json", str(out)]
+    command = [
+        str(Path(sys.executable).parent / "selfex"),
+        "bench",
+        "enforcement",
+        "--exclusions",
+        "1000",
+        "--excluded",
+        "20",
+        "--rate",
+        "20",
+        "--flow",
+        "100",
+        "--accounts",
+        "100",
+        "--hops",
+        "20",
+        "--give-up",
+        "20",
+        "--restart-sizes",
+        "1000",
+        "--json",
+        str(out),
+    ]
     process = await asyncio.create_subprocess_exec(*command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     output, _ = await asyncio.wait_for(process.communicate(), 120)
 
@@ -36,6 +56,11 @@ async def test_the_enforcement_bench_runs_on_the_whole_stack_and_measures_every_
     assert report["flow"]["offered_per_second"] > 0 and report["flow"]["decisions_per_second"] > 0
     [restart] = report["restarts"]
     assert restart["exclusions"] == 1000 and not restart["failed"] and restart["cold_s"] > 0 and restart["restart_s"] > 0
-    for line in ("GAMSTOP check answers Y", "first account event BLOCKed", "end_sessions on enforcement", "a bare broker hop",
-                 "blocking with 1,000 exclusions (stored in"):
+    for line in (
+        "GAMSTOP check answers Y",
+        "first account event BLOCKed",
+        "end_sessions on enforcement",
+        "a bare broker hop",
+        "blocking with 1,000 exclusions (stored in",
+    ):
         assert line in text, line

@@ -8,12 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tests.support import TEST_ENCRYPTION_KEYS, TEST_HASH_SECRET
 from fastapi.routing import APIRoute
 
 from bench.http import CONSTANT_PATH, app_with_constant
 from services.gateway.app import create_app
+from tests.support import TEST_ENCRYPTION_KEYS, TEST_HASH_SECRET
 
 
 @pytest.mark.integration
@@ -29,8 +28,27 @@ async def test_the_http_bench_runs_end_to_end_and_checks_its_answers(servers, tm
         "SELFEX_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEYS,
         "SELFEX_ENCRYPTION_KEY_ID": "t1",
     }
-    command = [str(Path(sys.executable).parent / "selfex"), "bench", "http", "--sizes", "200,400", "--concurrency", "4",
-               "--seconds", "0.5", "--warmup", "0.2", "--rounds", "2", "--rate", "50", "--latency-seconds", "0.5", "--json", str(out)]
+    command = [
+        str(Path(sys.executable).parent / "selfex"),
+        "bench",
+        "http",
+        "--sizes",
+        "200,400",
+        "--concurrency",
+        "4",
+        "--seconds",
+        "0.5",
+        "--warmup",
+        "0.2",
+        "--rounds",
+        "2",
+        "--rate",
+        "50",
+        "--latency-seconds",
+        "0.5",
+        "--json",
+        str(out),
+    ]
     process = await asyncio.create_subprocess_exec(*command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     output, _ = await asyncio.wait_for(process.communicate(), 240)
 

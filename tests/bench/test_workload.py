@@ -1,7 +1,7 @@
 """What the benches write straight into blocking's store is what blocking reads: documents loaded in
 bulk read back through blocking's own repository as the view needs them."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -12,7 +12,7 @@ from shared.identity import Hasher
 
 pytestmark = pytest.mark.integration
 
-NOW = datetime(2025, 1, 31, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
 
 
 async def test_the_workloads_documents_loaded_in_bulk_read_back_as_blockings_view_needs_them(database, settings):

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.infra import free_port, port_is_open
 from selfex.stack import Backoff
+from shared.infra import free_port, port_is_open
 from tests.e2e.conftest import selfex_command, stop, wait_for_health
 from tests.support import eventually
 
@@ -88,8 +88,8 @@ async def test_a_killed_service_is_restarted_and_the_stack_keeps_its_topics(tmp_
     }
     base_url = f"http://127.0.0.1:{gateway_port}"
     log_path = tmp_path / "up.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
+    with open(log_path, "wb") as log:  # noqa: ASYNC230 — before the loop has anything to do
+        process = subprocess.Popen(  # noqa: ASYNC220 — the stack under test, started once
             selfex_command() + ["up", "--demo-operator"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT
         )
     try:

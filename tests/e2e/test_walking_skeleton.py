@@ -81,9 +81,7 @@ async def test_an_excluded_person_is_blocked_and_everything_is_audited(stack, da
         excluded, other = login(uid(PERSONNUMMER), "acc-excluded"), login(uid(OTHER_PERSONNUMMER), "acc-other")
         await publish.event(excluded)
         await publish.event(other)
-        found = await decisions.wait_for(
-            lambda m: m["causation_id"] in {str(excluded.id), str(other.id)}, count=2, timeout=30
-        )
+        found = await decisions.wait_for(lambda m: m["causation_id"] in {str(excluded.id), str(other.id)}, count=2, timeout=30)
 
     by_cause = {m["causation_id"]: m for m in found}
     blocked, allowed = by_cause[str(excluded.id)]["payload"], by_cause[str(other.id)]["payload"]
@@ -91,8 +89,7 @@ async def test_an_excluded_person_is_blocked_and_everything_is_audited(stack, da
     assert blocked["code"] == "Self-Excluded"
     assert blocked["ends_on"] == stored["ends_at"].date().isoformat()
     assert blocked["message"] == (
-        "Your account is blocked as part of the responsible gambling programme until "
-        + stored["ends_at"].date().isoformat()
+        "Your account is blocked as part of the responsible gambling programme until " + stored["ends_at"].date().isoformat()
     )
     assert blocked["matched"] == ["national_id"]
     assert blocked["operator_event_id"] == "evt-acc-excluded"
@@ -100,9 +97,7 @@ async def test_an_excluded_person_is_blocked_and_everything_is_audited(stack, da
 
     # Audit has stored every one of those events: command, activation, two logins, two decisions.
     expected = {str(request.id), str(excluded.id), str(other.id)} | {m["id"] for m in found}
-    audited = await eventually(
-        lambda: _audited(databases["audit"], expected), timeout=30, what="audit to store every event of the flow"
-    )
+    audited = await eventually(lambda: _audited(databases["audit"], expected), timeout=30, what="audit to store every event of the flow")
     types = sorted(entry["event"]["type"] for entry in audited)
     assert types.count("exclusion.activated") == 1
     assert types.count("account.event") == 2 and types.count("decision.made") == 2

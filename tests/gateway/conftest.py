@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest_asyncio
@@ -23,9 +23,8 @@ from services.gateway.operators import add, add_staff
 from services.gateway.repository import INDEXES, MongoOperators
 from shared.infra import free_port
 from shared.settings import Settings
-from tests.support import TEST_ENCRYPTION_KEYS, TEST_HASH_SECRET
 from shared.store import create_client, ensure_indexes
-from tests.support import eventually
+from tests.support import TEST_ENCRYPTION_KEYS, TEST_HASH_SECRET, eventually
 
 
 def settings_for(servers, **overrides) -> Settings:
@@ -110,7 +109,7 @@ class Clock:
     """Time that moves only when the test says so (shared by the gateway and registration)."""
 
     def __init__(self, now: datetime | None = None) -> None:
-        self.now = now or datetime.now(timezone.utc).replace(microsecond=0)
+        self.now = now or datetime.now(UTC).replace(microsecond=0)
 
     def __call__(self) -> datetime:
         return self.now

@@ -32,7 +32,15 @@ def chipout(**changes) -> Callable[[Any], dict]:
     """A valid ChipOut exclusion with ``changes`` (``DROP`` removes a field)."""
 
     def build(w) -> dict:
-        body = {"key": w.keys["excluder"], "uid": new_uid(), "type": ["GAMES"], "games": ["ALL"], "duration": "+30d", "year": "1985", "gender": "M"}
+        body = {
+            "key": w.keys["excluder"],
+            "uid": new_uid(),
+            "type": ["GAMES"],
+            "games": ["ALL"],
+            "duration": "+30d",
+            "year": "1985",
+            "gender": "M",
+        }
         for name, value in changes.items():
             if value is DROP:
                 body.pop(name)
@@ -85,7 +93,14 @@ MISSING_ID = str(uuid.uuid4())
 
 CASES = [
     # ChipOut: exclude
-    Bad("chipout body not JSON", "POST", EXCLUDE, lambda w: {"content": b"uid=1", "headers": {"content-type": "application/json"}}, 400, "body"),
+    Bad(
+        "chipout body not JSON",
+        "POST",
+        EXCLUDE,
+        lambda w: {"content": b"uid=1", "headers": {"content-type": "application/json"}},
+        400,
+        "body",
+    ),
     Bad("chipout body an array", "POST", EXCLUDE, lambda w: {"json": []}, 400, "body"),
     Bad("chipout key missing", "POST", EXCLUDE, chipout(key=DROP), 400, "key"),
     Bad("chipout key a number", "POST", EXCLUDE, chipout(key=123), 400, "key"),
@@ -124,13 +139,48 @@ CASES = [
     Bad("native no key", "POST", "/v1/exclusions", native(key=None), 401, "X-API-Key"),
     Bad("native wrong key", "POST", "/v1/exclusions", lambda w: {"json": {}, "headers": {"X-API-Key": "sx_wrong"}}, 401, "X-API-Key"),
     Bad("native body not JSON", "POST", "/v1/exclusions", native(content=b"{identity", json=None), 400, "body"),
-    Bad("native body plain text", "POST", "/v1/exclusions", lambda w: {"content": b"hello", "headers": {"X-API-Key": w.keys["excluder"], "content-type": "text/plain"}}, 400, None),
-    Bad("native identity missing", "POST", "/v1/exclusions", lambda w: {"json": {"duration": "+6m", "jurisdiction": "UK"}, "headers": {"X-API-Key": w.keys["excluder"]}}, 400, "identity"),
+    Bad(
+        "native body plain text",
+        "POST",
+        "/v1/exclusions",
+        lambda w: {"content": b"hello", "headers": {"X-API-Key": w.keys["excluder"], "content-type": "text/plain"}},
+        400,
+        None,
+    ),
+    Bad(
+        "native identity missing",
+        "POST",
+        "/v1/exclusions",
+        lambda w: {"json": {"duration": "+6m", "jurisdiction": "UK"}, "headers": {"X-API-Key": w.keys["excluder"]}},
+        400,
+        "identity",
+    ),
     Bad("native identity names nobody", "POST", "/v1/exclusions", native(identity_changes={"email": None}), 400, "identity"),
     Bad("native email malformed", "POST", "/v1/exclusions", native(identity_changes={"email": "not-an-email"}), 400, "identity.email"),
-    Bad("native birth date not ISO", "POST", "/v1/exclusions", native(identity_changes={"date_of_birth": "31/07/1980"}), 400, "identity.date_of_birth"),
-    Bad("native birth date impossible", "POST", "/v1/exclusions", native(identity_changes={"date_of_birth": "1980-02-30"}), 400, "identity.date_of_birth"),
-    Bad("native first name over-long", "POST", "/v1/exclusions", native(identity_changes={"first_name": "A" * 201}), 400, "identity.first_name"),
+    Bad(
+        "native birth date not ISO",
+        "POST",
+        "/v1/exclusions",
+        native(identity_changes={"date_of_birth": "31/07/1980"}),
+        400,
+        "identity.date_of_birth",
+    ),
+    Bad(
+        "native birth date impossible",
+        "POST",
+        "/v1/exclusions",
+        native(identity_changes={"date_of_birth": "1980-02-30"}),
+        400,
+        "identity.date_of_birth",
+    ),
+    Bad(
+        "native first name over-long",
+        "POST",
+        "/v1/exclusions",
+        native(identity_changes={"first_name": "A" * 201}),
+        400,
+        "identity.first_name",
+    ),
     Bad("native uid a number", "POST", "/v1/exclusions", native(identity_changes={"uid": 42}), 400, "identity.uid"),
     Bad("native identity unknown field", "POST", "/v1/exclusions", native(identity_changes={"shoe_size": "44"}), 400, "identity.shoe_size"),
     Bad("native mobile impossible", "POST", "/v1/exclusions", native(identity_changes={"mobile": "+44 12"}), 400, "identity.mobile"),
@@ -139,23 +189,72 @@ CASES = [
     Bad("native jurisdiction unknown", "POST", "/v1/exclusions", native({"jurisdiction": "XX"}), 400, "jurisdiction"),
     Bad("native jurisdiction lower case", "POST", "/v1/exclusions", native({"jurisdiction": "uk"}), 400, "jurisdiction"),
     Bad("native scope type unknown", "POST", "/v1/exclusions", native({"scope": {"types": ["CASINO"]}}), 400, "scope.types[0]"),
-    Bad("native scope not offered", "POST", "/v1/exclusions", native({"jurisdiction": "DE", "duration": "+6m", "scope": {"types": ["DM"]}}), 400, "scope.types"),
+    Bad(
+        "native scope not offered",
+        "POST",
+        "/v1/exclusions",
+        native({"jurisdiction": "DE", "duration": "+6m", "scope": {"types": ["DM"]}}),
+        400,
+        "scope.types",
+    ),
     Bad("native year a string", "POST", "/v1/exclusions", native({"year_of_birth": "1980"}), 400, "year_of_birth"),
     Bad("native gender unknown", "POST", "/v1/exclusions", native({"gender": "Q"}), 400, "gender"),
     Bad("native unknown field", "POST", "/v1/exclusions", native({"colour": "blue"}), 400, "colour"),
     Bad("native body too large", "POST", "/v1/exclusions", native({"padding": "x" * 70_000}), 413, "body"),
     # native: other routes
-    Bad("extend id not a UUID", "POST", "/v1/exclusions/not-a-uuid/extend", lambda w: {"json": {"identity": {"uid": new_uid()}, "duration": "+12m"}, "headers": {"X-API-Key": w.keys["excluder"]}}, 400, "exclusion_id"),
-    Bad("lift unknown exclusion", "POST", f"/v1/exclusions/{MISSING_ID}/lift", lambda w: {"json": {"identity": {"uid": new_uid()}}, "headers": {"X-API-Key": w.keys["excluder"]}}, 404, "exclusion_id"),
+    Bad(
+        "extend id not a UUID",
+        "POST",
+        "/v1/exclusions/not-a-uuid/extend",
+        lambda w: {"json": {"identity": {"uid": new_uid()}, "duration": "+12m"}, "headers": {"X-API-Key": w.keys["excluder"]}},
+        400,
+        "exclusion_id",
+    ),
+    Bad(
+        "lift unknown exclusion",
+        "POST",
+        f"/v1/exclusions/{MISSING_ID}/lift",
+        lambda w: {"json": {"identity": {"uid": new_uid()}}, "headers": {"X-API-Key": w.keys["excluder"]}},
+        404,
+        "exclusion_id",
+    ),
     Bad("check identity empty", "POST", "/v1/checks", keyed(json={"identity": {}}), 400, "identity"),
     Bad("batch check empty", "POST", "/v1/checks/batch", keyed(json={"persons": []}), 400, "persons"),
-    Bad("batch check bad record", "POST", "/v1/checks/batch", keyed(json={"persons": [{"identity": {"uid": new_uid()}}, {"identity": {"email": "x"}}]}), 400, "persons[1].identity.email"),
+    Bad(
+        "batch check bad record",
+        "POST",
+        "/v1/checks/batch",
+        keyed(json={"persons": [{"identity": {"uid": new_uid()}}, {"identity": {"email": "x"}}]}),
+        400,
+        "persons[1].identity.email",
+    ),
     Bad("decisions limit zero", "GET", "/v1/decisions", keyed(params={"limit": 0}), 400, "limit"),
     Bad("decisions limit not a number", "GET", "/v1/decisions", keyed(params={"limit": "many"}), 400, "limit"),
     Bad("decisions before not a time", "GET", "/v1/decisions", keyed(params={"before": "yesterday"}), 400, "before"),
-    Bad("review approved not a boolean", "POST", f"/v1/verifications/{MISSING_ID}/documents/d1/review", keyed("staff", json={"approved": "yes"}), 400, "approved"),
-    Bad("review note over-long", "POST", f"/v1/verifications/{MISSING_ID}/documents/d1/review", keyed("staff", json={"approved": False, "note": "n" * 2001}), 400, "note"),
-    Bad("review document id malformed", "POST", f"/v1/verifications/{MISSING_ID}/documents/a%20b/review", keyed("staff", json={"approved": True}), 400, "document_id"),
+    Bad(
+        "review approved not a boolean",
+        "POST",
+        f"/v1/verifications/{MISSING_ID}/documents/d1/review",
+        keyed("staff", json={"approved": "yes"}),
+        400,
+        "approved",
+    ),
+    Bad(
+        "review note over-long",
+        "POST",
+        f"/v1/verifications/{MISSING_ID}/documents/d1/review",
+        keyed("staff", json={"approved": False, "note": "n" * 2001}),
+        400,
+        "note",
+    ),
+    Bad(
+        "review document id malformed",
+        "POST",
+        f"/v1/verifications/{MISSING_ID}/documents/a%20b/review",
+        keyed("staff", json={"approved": True}),
+        400,
+        "document_id",
+    ),
     Bad("unknown route", "GET", "/v2/everything", lambda w: {}, 404, None),
     # GAMSTOP: bare status codes
     Bad("gamstop first name missing", "POST", "/", gamstop(firstName=DROP), 400),
@@ -174,27 +273,153 @@ CASES = [
     Bad("gamstop batch of strings", "POST", "/gamstop/v2/batch", keyed(json=["Harriet"]), 400),
     Bad("gamstop batch not JSON", "POST", "/gamstop/v2/batch", keyed(content=b"[{", headers={"content-type": "application/json"}), 400),
     # Found by walking the OpenAPI document with hostile input: each was a 500 (or a wrong 200)
-    Bad("chipout JSON nested 30,000 deep", "POST", EXCLUDE, lambda w: {"content": DEEP, "headers": {"content-type": "application/json"}}, 400, "body"),
-    Bad("chipout JSON objects nested deep", "POST", EXCLUDE, lambda w: {"content": DEEP_OBJECTS, "headers": {"content-type": "application/json"}}, 400, "body"),
-    Bad("chipout key a lone surrogate", "POST", EXCLUDE, lambda w: {"content": b'{"key": "\\ud800"}', "headers": {"content-type": "application/json"}}, 401, "key"),
-    Bad("chipout year NaN", "POST", EXCLUDE, lambda w: {"content": b'{"key": "k", "year": NaN}', "headers": {"content-type": "application/json"}}, 400, "body"),
-    Bad("chipout year a huge number", "POST", EXCLUDE, lambda w: {"content": b'{"year": ' + b"9" * 5000 + b"}", "headers": {"content-type": "application/json"}}, 400, "body"),
-    Bad("chipout body not UTF-8", "POST", EXCLUDE, lambda w: {"content": b'{"key": "\xff\xfe"}', "headers": {"content-type": "application/json"}}, 400, "body"),
+    Bad(
+        "chipout JSON nested 30,000 deep",
+        "POST",
+        EXCLUDE,
+        lambda w: {"content": DEEP, "headers": {"content-type": "application/json"}},
+        400,
+        "body",
+    ),
+    Bad(
+        "chipout JSON objects nested deep",
+        "POST",
+        EXCLUDE,
+        lambda w: {"content": DEEP_OBJECTS, "headers": {"content-type": "application/json"}},
+        400,
+        "body",
+    ),
+    Bad(
+        "chipout key a lone surrogate",
+        "POST",
+        EXCLUDE,
+        lambda w: {"content": b'{"key": "\\ud800"}', "headers": {"content-type": "application/json"}},
+        401,
+        "key",
+    ),
+    Bad(
+        "chipout year NaN",
+        "POST",
+        EXCLUDE,
+        lambda w: {"content": b'{"key": "k", "year": NaN}', "headers": {"content-type": "application/json"}},
+        400,
+        "body",
+    ),
+    Bad(
+        "chipout year a huge number",
+        "POST",
+        EXCLUDE,
+        lambda w: {"content": b'{"year": ' + b"9" * 5000 + b"}", "headers": {"content-type": "application/json"}},
+        400,
+        "body",
+    ),
+    Bad(
+        "chipout body not UTF-8",
+        "POST",
+        EXCLUDE,
+        lambda w: {"content": b'{"key": "\xff\xfe"}', "headers": {"content-type": "application/json"}},
+        400,
+        "body",
+    ),
     Bad("chipout body empty", "POST", EXCLUDE, lambda w: {"content": b"", "headers": {"content-type": "application/json"}}, 400, "body"),
-    Bad("portal JSON nested 30,000 deep", "POST", "/v1/portal/exclusions", lambda w: {"content": DEEP, "headers": {"content-type": "application/json"}}, 400, "body"),
-    Bad("portal birth date in the future", "POST", "/v1/portal/exclusions", lambda w: {"json": {"first_name": "A", "last_name": "B", "date_of_birth": "2999-01-01", "postcode": "GU1 1AA", "email": "a@example.com", "duration": "+6m", "jurisdiction": "UK"}}, 400, "date_of_birth"),
-    Bad("native JSON nested 30,000 deep", "POST", "/v1/exclusions", keyed("excluder", content=DEEP, headers={"content-type": "application/json"}), 400, "body"),
-    Bad("native check JSON nested deep", "POST", "/v1/checks", keyed(content=b'{"identity": ' + DEEP_OBJECTS + b"}", headers={"content-type": "application/json"}), 400, "body"),
-    Bad("native birth date before 1900", "POST", "/v1/exclusions", native(identity_changes={"date_of_birth": "1899-12-31"}), 400, "identity.date_of_birth"),
-    Bad("native birth date in the future", "POST", "/v1/checks", keyed(json={"identity": {"first_name": "A", "last_name": "B", "postcode": "GU1 1AA", "date_of_birth": "2999-01-01"}}), 400, "identity.date_of_birth"),
-    Bad("decisions before off the calendar in UTC", "GET", "/v1/decisions", keyed(params={"before": "0001-01-01T00:01:04+03:43"}), 400, "before"),
-    Bad("decisions before past year 9999 in UTC", "GET", "/v1/decisions", keyed(params={"before": "9999-12-31T23:59:59-14:00"}), 400, "before"),
+    Bad(
+        "portal JSON nested 30,000 deep",
+        "POST",
+        "/v1/portal/exclusions",
+        lambda w: {"content": DEEP, "headers": {"content-type": "application/json"}},
+        400,
+        "body",
+    ),
+    Bad(
+        "portal birth date in the future",
+        "POST",
+        "/v1/portal/exclusions",
+        lambda w: {
+            "json": {
+                "first_name": "A",
+                "last_name": "B",
+                "date_of_birth": "2999-01-01",
+                "postcode": "GU1 1AA",
+                "email": "a@example.com",
+                "duration": "+6m",
+                "jurisdiction": "UK",
+            }
+        },
+        400,
+        "date_of_birth",
+    ),
+    Bad(
+        "native JSON nested 30,000 deep",
+        "POST",
+        "/v1/exclusions",
+        keyed("excluder", content=DEEP, headers={"content-type": "application/json"}),
+        400,
+        "body",
+    ),
+    Bad(
+        "native check JSON nested deep",
+        "POST",
+        "/v1/checks",
+        keyed(content=b'{"identity": ' + DEEP_OBJECTS + b"}", headers={"content-type": "application/json"}),
+        400,
+        "body",
+    ),
+    Bad(
+        "native birth date before 1900",
+        "POST",
+        "/v1/exclusions",
+        native(identity_changes={"date_of_birth": "1899-12-31"}),
+        400,
+        "identity.date_of_birth",
+    ),
+    Bad(
+        "native birth date in the future",
+        "POST",
+        "/v1/checks",
+        keyed(json={"identity": {"first_name": "A", "last_name": "B", "postcode": "GU1 1AA", "date_of_birth": "2999-01-01"}}),
+        400,
+        "identity.date_of_birth",
+    ),
+    Bad(
+        "decisions before off the calendar in UTC",
+        "GET",
+        "/v1/decisions",
+        keyed(params={"before": "0001-01-01T00:01:04+03:43"}),
+        400,
+        "before",
+    ),
+    Bad(
+        "decisions before past year 9999 in UTC",
+        "GET",
+        "/v1/decisions",
+        keyed(params={"before": "9999-12-31T23:59:59-14:00"}),
+        400,
+        "before",
+    ),
     Bad("decisions before year 1", "GET", "/v1/decisions", keyed(params={"before": "0001-01-01T00:00:00Z"}), 400, "before"),
     Bad("decisions limit huge", "GET", "/v1/decisions", keyed(params={"limit": "9" * 40}), 400, "limit"),
     Bad("gamstop batch mobile null", "POST", "/gamstop/v2/batch", keyed(json=[{**new_person(), "mobile": None}]), 400),
-    Bad("gamstop batch nested 30,000 deep", "POST", "/gamstop/v2/batch", keyed(content=DEEP, headers={"content-type": "application/json"}), 400),
-    Bad("gamstop batch NaN", "POST", "/gamstop/v2/batch", keyed(content=b'[{"firstName": NaN}]', headers={"content-type": "application/json"}), 400),
-    Bad("gamstop form not UTF-8", "POST", "/", keyed(content=b"firstName=%ff%fe&lastName=\xff", headers={"content-type": "application/x-www-form-urlencoded"}), 400),
+    Bad(
+        "gamstop batch nested 30,000 deep",
+        "POST",
+        "/gamstop/v2/batch",
+        keyed(content=DEEP, headers={"content-type": "application/json"}),
+        400,
+    ),
+    Bad(
+        "gamstop batch NaN",
+        "POST",
+        "/gamstop/v2/batch",
+        keyed(content=b'[{"firstName": NaN}]', headers={"content-type": "application/json"}),
+        400,
+    ),
+    Bad(
+        "gamstop form not UTF-8",
+        "POST",
+        "/",
+        keyed(content=b"firstName=%ff%fe&lastName=\xff", headers={"content-type": "application/x-www-form-urlencoded"}),
+        400,
+    ),
     Bad("gamstop body empty", "POST", "/", keyed(content=b"", headers={"content-type": "application/x-www-form-urlencoded"}), 400),
     Bad("gamstop multipart without boundary", "POST", "/", keyed(content=b"abc", headers={"content-type": "multipart/form-data"}), 400),
 ]
@@ -203,9 +428,8 @@ CASES = [
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def guarded(servers):
     """The world, and a reader of registration's command topic: nothing may arrive on it."""
-    async with world(servers) as the_world:
-        async with TopicReader(the_world.settings, topics.EXCLUSION_COMMANDS) as commands:
-            yield the_world, commands
+    async with world(servers) as the_world, TopicReader(the_world.settings, topics.EXCLUSION_COMMANDS) as commands:
+        yield the_world, commands
 
 
 async def test_the_table_has_at_least_40_rows():
@@ -307,7 +531,10 @@ async def test_the_gamstop_documents_say_what_the_answers_are(servers):
     assert answer.status_code == 200 and answer.content == b"" and "content-type" not in answer.headers
     assert "503" in check and "Retry-After" in check["503"]["headers"]
     batch = document["paths"]["/gamstop/v2/batch"]["post"]
-    assert batch["requestBody"]["content"]["application/json"]["schema"]["items"]["properties"]["mobile"] == {"type": "string", "example": "07700 900123"}
+    assert batch["requestBody"]["content"]["application/json"]["schema"]["items"]["properties"]["mobile"] == {
+        "type": "string",
+        "example": "07700 900123",
+    }
     assert "503" in batch["responses"]
     status = document["paths"]["/v1.3/customer-status"]["get"]["responses"]
     assert "500" in status and "never a 204" in status["500"]["description"]

@@ -39,7 +39,9 @@ async def test_both_host_prefixes_serve_both_calls(gw):
     status = await gw.client.get("/api/v1.3/customer-status", params={"key": gw.keys["checker"], "uid": uid})
 
     assert created.status_code == 201
-    assert status.json() == {"Excluded": [{"Type": "ADS,DM", "From": status.json()["Excluded"][0]["From"], "To": status.json()["Excluded"][0]["To"]}]}
+    assert status.json() == {
+        "Excluded": [{"Type": "ADS,DM", "From": status.json()["Excluded"][0]["From"], "To": status.json()["Excluded"][0]["To"]}]
+    }
 
 
 async def test_until_further_notice_shows_its_minimum_as_to(gw):

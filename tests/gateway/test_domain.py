@@ -1,7 +1,7 @@
 """The gateway's rules on literal data: what exclusions mean to an operator asking, keys, rate limits."""
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -20,20 +20,29 @@ from services.gateway.access import (
     permissions_of,
     roles_of,
 )
-from services.gateway.repository import OperatorRecord
 from services.gateway.chipout import exclusion_requested
-from services.gateway.domain import Summary, chipout_status, chipout_type, check, gamstop_answer, merged, unique
+from services.gateway.domain import Summary, check, chipout_status, chipout_type, gamstop_answer, merged, unique
 from services.gateway.problems import Problem, field_name
+from services.gateway.repository import OperatorRecord
 from shared.events import SCOPE_ALL, ExclusionState, ExclusionType, Game, Scope
 from shared.policies import load_policies
 from shared.settings import Settings
 
-NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 SLOTS = Scope(types=frozenset({ExclusionType.GAMES}), games=frozenset({Game.SLOTS}))
 
 
-def summary(state=ExclusionState.ACTIVE, *, starts=NOW - timedelta(days=10), ends=NOW + timedelta(days=20), minimum=None,
-            lift_at=None, version=1, scope=SCOPE_ALL, exclusion_id=None) -> Summary:
+def summary(
+    state=ExclusionState.ACTIVE,
+    *,
+    starts=NOW - timedelta(days=10),
+    ends=NOW + timedelta(days=20),
+    minimum=None,
+    lift_at=None,
+    version=1,
+    scope=SCOPE_ALL,
+    exclusion_id=None,
+) -> Summary:
     return Summary(
         exclusion_id=exclusion_id or str(uuid.uuid4()),
         person_id="person-1",
@@ -89,7 +98,13 @@ def test_chipout_lists_the_exclusions_in_force_with_their_dates():
 
 
 def test_a_check_unites_the_scopes_in_force_and_takes_the_latest_end():
-    result = check([summary(scope=SLOTS, ends=NOW + timedelta(days=5)), summary(scope=Scope(types=frozenset({ExclusionType.ADS})), ends=NOW + timedelta(days=9))], NOW)
+    result = check(
+        [
+            summary(scope=SLOTS, ends=NOW + timedelta(days=5)),
+            summary(scope=Scope(types=frozenset({ExclusionType.ADS})), ends=NOW + timedelta(days=9)),
+        ],
+        NOW,
+    )
 
     answer = result.as_json()
     assert (answer["exclusion"], answer["excluded"], answer["until"], answer["until_further_notice"]) == ("Y", True, "2026-06-10", False)
@@ -222,7 +237,9 @@ def test_chipout_all_takes_precedence_over_the_other_games():
 
 def test_chipout_names_the_first_wrong_field():
     with pytest.raises(Problem) as raised:
-        exclusion_requested({"uid": "a" * 64, "type": ["ADS"], "duration": "+1x", "year": "1985", "gender": "M"}, load_policies()["SE"], 2026)
+        exclusion_requested(
+            {"uid": "a" * 64, "type": ["ADS"], "duration": "+1x", "year": "1985", "gender": "M"}, load_policies()["SE"], 2026
+        )
 
     assert raised.value.field == "duration"
 
@@ -250,7 +267,10 @@ def test_the_rate_window_starts_no_thread_keeps_only_its_limit_and_moves_on(monk
     monkeypatch.setattr("limits.storage.memory.time", SimpleNamespace(time=lambda: now[0]))
     limits = RateLimits(rate=2.0, burst=4)  # 4 in any 2 seconds
     timers = []
-    monkeypatch.setattr("limits.storage.memory.threading", SimpleNamespace(Timer=lambda *a, **k: timers.append(a) or threading.Timer(*a, **k), RLock=threading.RLock))
+    monkeypatch.setattr(
+        "limits.storage.memory.threading",
+        SimpleNamespace(Timer=lambda *a, **k: timers.append(a) or threading.Timer(*a, **k), RLock=threading.RLock),
+    )
 
     taken = [limits.take("op") for _ in range(500)]
 

@@ -3,8 +3,8 @@
 import pytest
 
 from tests.gateway.conftest import new_person, new_uid, world
-from tests.support import TcpProxy
 from tests.gateway.test_chipout import exclusion
+from tests.support import TcpProxy
 
 pytestmark = pytest.mark.integration
 

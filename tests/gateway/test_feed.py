@@ -5,7 +5,7 @@ that could answer "not excluded" answers unavailable instead (GAMSTOP 503, ChipO
 
 import asyncio
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -32,7 +32,7 @@ class Person:
             postcode=self.form["postcode"],
             email=self.form["email"],
         )
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         self.snapshot = ExclusionSnapshot(
             exclusion_id=uuid.uuid4(),
             identifiers=sorted(hasher.identifiers(identity).values()),

@@ -42,8 +42,16 @@ PEOPLE = st.fixed_dictionaries(
 
 
 @given(PEOPLE)
-@example({"firstName": " Ann ", "lastName": "Öberg-Lindqvist Johansson", "dateOfBirth": "1980-07-31", "email": " A@B.se ",
-          "postcode": "gu1 1aa", "mobile": "07700 900123"})
+@example(
+    {
+        "firstName": " Ann ",
+        "lastName": "Öberg-Lindqvist Johansson",
+        "dateOfBirth": "1980-07-31",
+        "email": " A@B.se ",
+        "postcode": "gu1 1aa",
+        "mobile": "07700 900123",
+    }
+)
 def test_a_checks_identifiers_are_the_hashes_of_the_same_identity(fields):
     identity = Identity(
         first_name=fields["firstName"],

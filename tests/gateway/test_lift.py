@@ -45,7 +45,9 @@ class Lifting:
 
     async def relayed(self, exclusion_id: str, identity: dict) -> dict:
         """An operator relays the person's lift request."""
-        answer = await self.client.post(f"/v1/exclusions/{exclusion_id}/lift", json={"identity": identity}, headers=headers(self.gw, "excluder"))
+        answer = await self.client.post(
+            f"/v1/exclusions/{exclusion_id}/lift", json={"identity": identity}, headers=headers(self.gw, "excluder")
+        )
         assert answer.status_code == 202, answer.text
         return answer.json()
 
@@ -58,7 +60,9 @@ class Lifting:
         return json.loads(sealer.open_text(notices[-1]["payload"]["sealed_params"], sealed_context(notices[-1]["id"])))["code"]
 
     async def shown(self, exclusion_id: str) -> dict:
-        return (await self.client.get(f"/v1/exclusions/{exclusion_id}", headers=headers(self.gw, "compliance"))).json()  # the maker's compliance key
+        return (
+            await self.client.get(f"/v1/exclusions/{exclusion_id}", headers=headers(self.gw, "compliance"))
+        ).json()  # the maker's compliance key
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -83,7 +87,9 @@ async def test_an_operators_lift_does_not_end_the_exclusion_it_sends_the_person_
     view = await lw.excluded(identity)
     lw.clock.advance(days=200)  # past the minimum: only the missing code stands in the way
 
-    answer = await lw.client.post(f"/v1/exclusions/{view['exclusion_id']}/lift", json={"identity": identity}, headers=headers(lw.gw, "excluder"))
+    answer = await lw.client.post(
+        f"/v1/exclusions/{view['exclusion_id']}/lift", json={"identity": identity}, headers=headers(lw.gw, "excluder")
+    )
     lift = answer.json()
     code = await lw.code(lift["lift_id"])
     [notice] = await lw.notices.wait_for(lambda m: m["payload"]["params"].get("lift_id") == lift["lift_id"])
@@ -180,11 +186,17 @@ async def test_register_staff_cancel_an_exclusion_made_in_error_with_the_reason(
     view = await lw.excluded(identity)
     reason = f"registered for the wrong person (case {uuid.uuid4().hex[:6]})"
 
-    by_operator = await lw.client.post(f"/v1/exclusions/{view['exclusion_id']}/cancel", json={"reason": reason}, headers=headers(lw.gw, "excluder"))
+    by_operator = await lw.client.post(
+        f"/v1/exclusions/{view['exclusion_id']}/cancel", json={"reason": reason}, headers=headers(lw.gw, "excluder")
+    )
     no_reason = await lw.client.post(f"/v1/exclusions/{view['exclusion_id']}/cancel", json={}, headers=headers(lw.gw, "staff"))
-    cancelled = await lw.client.post(f"/v1/exclusions/{view['exclusion_id']}/cancel", json={"reason": reason}, headers=headers(lw.gw, "staff"))
+    cancelled = await lw.client.post(
+        f"/v1/exclusions/{view['exclusion_id']}/cancel", json={"reason": reason}, headers=headers(lw.gw, "staff")
+    )
     again = await lw.client.post(f"/v1/exclusions/{view['exclusion_id']}/cancel", json={"reason": reason}, headers=headers(lw.gw, "staff"))
-    [event] = await lw.lifecycle.wait_for(lambda m: m["payload"]["exclusion_id"] == view["exclusion_id"] and m["type"] == "exclusion.cancelled")
+    [event] = await lw.lifecycle.wait_for(
+        lambda m: m["payload"]["exclusion_id"] == view["exclusion_id"] and m["type"] == "exclusion.cancelled"
+    )
     check = await lw.client.post("/v1/checks", json={"identity": identity}, headers=headers(lw.gw, "checker"))
 
     assert by_operator.status_code == 403 and no_reason.status_code == 400

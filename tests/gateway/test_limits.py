@@ -54,7 +54,9 @@ async def test_every_request_reaches_the_audit_log_without_personal_data(limited
         entries = await limited.database["audit_log"].find({"event.payload.request_id": {"$in": ids}}).to_list(None)
         return entries if len(entries) == len(ids) else None
 
-    entries = {e["event"]["payload"]["request_id"]: e["event"] for e in await eventually(all_audited, what="four request records in the audit log")}
+    entries = {
+        e["event"]["payload"]["request_id"]: e["event"] for e in await eventually(all_audited, what="four request records in the audit log")
+    }
     check_record, status_record, refused_record, missing_record = (entries[i] for i in ids)
     assert check_record["type"] == "gateway.request_handled"
     assert check_record["operator_id"] == limited.operator_ids["audited"]

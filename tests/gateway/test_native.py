@@ -15,7 +15,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 def someone(**fields) -> dict:
     tag = uuid.uuid4().hex[:8]
-    identity = {"first_name": "Astrid", "last_name": f"Berg{tag}", "date_of_birth": "1979-11-02", "postcode": "111 22", "email": f"astrid.{tag}@example.se"}
+    identity = {
+        "first_name": "Astrid",
+        "last_name": f"Berg{tag}",
+        "date_of_birth": "1979-11-02",
+        "postcode": "111 22",
+        "email": f"astrid.{tag}@example.se",
+    }
     identity.update(fields)
     return identity
 
@@ -36,7 +42,14 @@ async def test_an_exclusion_is_created_in_force_and_readable(gw):
 
     created = await gw.client.post(
         "/v1/exclusions",
-        json={"identity": identity, "duration": "+6m", "jurisdiction": "UK", "scope": {"types": ["GAMES", "ADS"]}, "year_of_birth": 1979, "gender": "F"},
+        json={
+            "identity": identity,
+            "duration": "+6m",
+            "jurisdiction": "UK",
+            "scope": {"types": ["GAMES", "ADS"]},
+            "year_of_birth": 1979,
+            "gender": "F",
+        },
         headers={"Authorization": f"Bearer {gw.keys['excluder']}"},
     )
     view = created.json()
@@ -69,7 +82,9 @@ async def test_an_extension_lengthens_the_running_exclusion(gw):
     view = await create(gw, identity)
 
     extended = await gw.client.post(
-        f"/v1/exclusions/{view['exclusion_id']}/extend", json={"identity": {"email": identity["email"]}, "duration": "+12m"}, headers=headers(gw, "excluder")
+        f"/v1/exclusions/{view['exclusion_id']}/extend",
+        json={"identity": {"email": identity["email"]}, "duration": "+12m"},
+        headers=headers(gw, "excluder"),
     )
 
     assert extended.status_code == 200, extended.text
@@ -82,9 +97,13 @@ async def test_an_extension_lengthens_the_running_exclusion(gw):
 async def test_extend_and_lift_need_the_persons_identity(gw):
     view = await create(gw, someone())
 
-    lift = await gw.client.post(f"/v1/exclusions/{view['exclusion_id']}/lift", json={"identity": someone()}, headers=headers(gw, "excluder"))
+    lift = await gw.client.post(
+        f"/v1/exclusions/{view['exclusion_id']}/lift", json={"identity": someone()}, headers=headers(gw, "excluder")
+    )
     extend = await gw.client.post(
-        f"/v1/exclusions/{view['exclusion_id']}/extend", json={"identity": {"uid": new_uid()}, "duration": "+12m"}, headers=headers(gw, "excluder")
+        f"/v1/exclusions/{view['exclusion_id']}/extend",
+        json={"identity": {"uid": new_uid()}, "duration": "+12m"},
+        headers=headers(gw, "excluder"),
     )
 
     assert lift.status_code == extend.status_code == 404
@@ -97,7 +116,13 @@ async def test_a_check_says_from_what_and_until_when(gw):
     found = await gw.client.post("/v1/checks", json={"identity": {"email": identity["email"]}}, headers=headers(gw, "checker"))
     nobody = await gw.client.post("/v1/checks", json={"identity": {"email": "nobody@example.com"}}, headers=headers(gw, "checker"))
 
-    assert found.json() == {"exclusion": "Y", "excluded": True, "scope": {"types": ["GAMES"], "games": ["SLOTS"]}, "until": None, "until_further_notice": True}
+    assert found.json() == {
+        "exclusion": "Y",
+        "excluded": True,
+        "scope": {"types": ["GAMES"], "games": ["SLOTS"]},
+        "until": None,
+        "until_further_notice": True,
+    }
     assert nobody.json()["exclusion"] == "N" and nobody.json()["scope"] is None
 
 
@@ -122,8 +147,12 @@ async def test_an_operator_compliance_key_cannot_create_extend_or_lift(gw):
     view = await create(gw, identity)
     checker = headers(gw, "compliance")  # the same operator's, but for its compliance team
 
-    create_answer = await gw.client.post("/v1/exclusions", json={"identity": someone(), "duration": "+6m", "jurisdiction": "UK"}, headers=checker)
-    extend_answer = await gw.client.post(f"/v1/exclusions/{view['exclusion_id']}/extend", json={"identity": identity, "duration": "+12m"}, headers=checker)
+    create_answer = await gw.client.post(
+        "/v1/exclusions", json={"identity": someone(), "duration": "+6m", "jurisdiction": "UK"}, headers=checker
+    )
+    extend_answer = await gw.client.post(
+        f"/v1/exclusions/{view['exclusion_id']}/extend", json={"identity": identity, "duration": "+12m"}, headers=checker
+    )
     lift_answer = await gw.client.post(f"/v1/exclusions/{view['exclusion_id']}/lift", json={"identity": identity}, headers=checker)
 
     assert create_answer.status_code == extend_answer.status_code == lift_answer.status_code == 403
@@ -158,7 +187,11 @@ def decision(operator_id: str, account: str) -> DecisionMade:
         source="blocking",
         operator_id=operator_id,
         payload=DecisionPayload(
-            account_event_id=uuid.uuid4(), operator_event_id=f"evt-{account}", account_id=account, kind=AccountEventKind.LOGIN, outcome=Outcome.ALLOW
+            account_event_id=uuid.uuid4(),
+            operator_event_id=f"evt-{account}",
+            account_id=account,
+            kind=AccountEventKind.LOGIN,
+            outcome=Outcome.ALLOW,
         ),
     )
 
@@ -176,7 +209,11 @@ async def test_register_staff_review_a_document(gw):
     assert accepted.status_code == 202
     assert review["id"] == accepted.json()["review_id"]
     assert review["payload"] == {
-        "exclusion_id": view["exclusion_id"], "document_id": "doc-123", "approved": True, "reviewer": f"staff-{gw.settings.mongo_db}", "note": "passport matches"
+        "exclusion_id": view["exclusion_id"],
+        "document_id": "doc-123",
+        "approved": True,
+        "reviewer": f"staff-{gw.settings.mongo_db}",
+        "note": "passport matches",
     }
     assert review["operator_id"] == gw.operator_ids["staff"]
 

@@ -126,7 +126,9 @@ async def test_staff_add_creates_a_working_register_staff_or_regulator_key_tied_
     assert stored["staff"] is True and stored["roles"] == ["register-staff"] and stored["key_hash"] == key_hash(key)
     assert await checks(gw, key) == 200
     # Admitted (the exclusion does not exist), where an operator's key is refused: staff review documents.
-    review = await gw.client.post(f"{missing.replace('exclusions', 'verifications')}/documents/d/review", json={"approved": True}, headers={"X-API-Key": key})
+    review = await gw.client.post(
+        f"{missing.replace('exclusions', 'verifications')}/documents/d/review", json={"approved": True}, headers={"X-API-Key": key}
+    )
     assert review.status_code == 404
     by_regulator = await gw.client.post(f"{missing}/cancel", json={"reason": "no"}, headers={"X-API-Key": regulator})
     assert by_regulator.status_code == 403 and (await gw.client.get(missing, headers={"X-API-Key": regulator})).status_code == 404

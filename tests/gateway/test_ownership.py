@@ -12,8 +12,17 @@ from services.registration.repository import INDEXES as REGISTRATION_INDEXES
 from services.verification.repository import INDEXES as VERIFICATION_INDEXES
 
 GATEWAY = Path(__file__).resolve().parents[2] / "services" / "gateway"
-FOREIGN_COLLECTIONS = set(REGISTRATION_INDEXES) | set(VERIFICATION_INDEXES) | {"exclusions", "verifications", "verification_submissions", "documents"}
-FOREIGN_PACKAGES = ("services.registration", "services.verification", "services.blocking", "services.audit", "services.notification", "services.forwarder")
+FOREIGN_COLLECTIONS = (
+    set(REGISTRATION_INDEXES) | set(VERIFICATION_INDEXES) | {"exclusions", "verifications", "verification_submissions", "documents"}
+)
+FOREIGN_PACKAGES = (
+    "services.registration",
+    "services.verification",
+    "services.blocking",
+    "services.audit",
+    "services.notification",
+    "services.forwarder",
+)
 
 
 def modules() -> list[Path]:

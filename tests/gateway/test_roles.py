@@ -117,8 +117,14 @@ TABLE: dict[tuple[str, str], tuple[Request, dict[str, str | int]]] = {
         keyed(path=lambda c: c.exclusion["exclusion_id"], json=lambda c: {"identity": c.identity, "duration": "+12m"}),
         OWN_EXCLUSION_WRITE,
     ),
-    ("POST", EXCLUSION + "/lift"): (keyed(path=lambda c: c.exclusion["exclusion_id"], json=lambda c: {"identity": c.identity}), OWN_EXCLUSION_WRITE),
-    ("POST", EXCLUSION + "/cancel"): (keyed(path=lambda c: c.cancelled["exclusion_id"], json={"reason": "made in error (route table)"}), STAFF_ONLY),
+    ("POST", EXCLUSION + "/lift"): (
+        keyed(path=lambda c: c.exclusion["exclusion_id"], json=lambda c: {"identity": c.identity}),
+        OWN_EXCLUSION_WRITE,
+    ),
+    ("POST", EXCLUSION + "/cancel"): (
+        keyed(path=lambda c: c.cancelled["exclusion_id"], json={"reason": "made in error (route table)"}),
+        STAFF_ONLY,
+    ),
     ("POST", "/v1/lifts/{lift_id}/code"): (anonymous(json={"code": "123456"}), EVERYONE),
     ("POST", "/v1/persons/status"): (keyed(json=fresh()), SCREENING),
     ("POST", "/v1/persons/history"): (keyed(json=fresh()), SCREENING),
@@ -146,7 +152,10 @@ TABLE: dict[tuple[str, str], tuple[Request, dict[str, str | int]]] = {
         ]
     },
     # operations and documentation
-    **{("GET", path): (anonymous(), EVERYONE) for path in ["/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"]},
+    **{
+        ("GET", path): (anonymous(), EVERYONE)
+        for path in ["/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"]
+    },
 }
 
 
@@ -189,7 +198,9 @@ async def gw(servers):
 
 
 async def excluded(gw, identity: dict, key: str = "excluder") -> dict:
-    answer = await gw.client.post("/v1/exclusions", json={"identity": identity, "duration": "+6m", "jurisdiction": "UK"}, headers={"X-API-Key": gw.keys[key]})
+    answer = await gw.client.post(
+        "/v1/exclusions", json={"identity": identity, "duration": "+6m", "jurisdiction": "UK"}, headers={"X-API-Key": gw.keys[key]}
+    )
     assert answer.status_code == 201, answer.text
     return answer.json()
 
@@ -255,9 +266,18 @@ async def test_only_register_staff_review_a_document(gw):
     view = await excluded(gw, someone())
     path = f"/v1/verifications/{view['exclusion_id']}/documents/doc-1/review"
 
-    answers = {name: await gw.client.post(path, json={"approved": True}, headers=key_of(gw, name)) for name in ("checker", "excluder", "compliance", "regulator", "staff")}
+    answers = {
+        name: await gw.client.post(path, json={"approved": True}, headers=key_of(gw, name))
+        for name in ("checker", "excluder", "compliance", "regulator", "staff")
+    }
 
-    assert {name: a.status_code for name, a in answers.items()} == {"checker": 403, "excluder": 403, "compliance": 403, "regulator": 403, "staff": 202}
+    assert {name: a.status_code for name, a in answers.items()} == {
+        "checker": 403,
+        "excluder": 403,
+        "compliance": 403,
+        "regulator": 403,
+        "staff": 202,
+    }
 
 
 async def test_only_register_staff_cancel_an_exclusion(gw):
@@ -289,7 +309,18 @@ async def test_the_regulator_reads_everything_and_writes_nothing(gw):
         await gw.client.post(path + "/lift", json={"identity": identity}, headers=regulator),
         await gw.client.post(path + "/cancel", json={"reason": "no"}, headers=regulator),
     ]
-    chipout = await gw.client.post("/api/v1.3/exclude-customers", json={"key": gw.keys["regulator"], "uid": new_uid(), "type": ["GAMES"], "games": ["ALL"], "duration": "+30d", "year": "1985", "gender": "F"})
+    chipout = await gw.client.post(
+        "/api/v1.3/exclude-customers",
+        json={
+            "key": gw.keys["regulator"],
+            "uid": new_uid(),
+            "type": ["GAMES"],
+            "games": ["ALL"],
+            "duration": "+30d",
+            "year": "1985",
+            "gender": "F",
+        },
+    )
 
     assert read.status_code == 200 and read.json()["exclusion_id"] == view["exclusion_id"]
     assert decisions.status_code == 200 and unnamed.status_code == 400
@@ -301,8 +332,16 @@ async def test_a_key_stored_with_scopes_before_roles_still_works_as_an_operator(
     key = new_key()
     # As a key was stored before roles: scopes, no roles (nothing rewrites it; it reads as the operator role).
     await gw.database["operators"].insert_one(
-        {"_id": f"op-{uuid.uuid4().hex[:12]}", "name": f"old-{gw.settings.mongo_db}", "scopes": ["check", "exclude"], "key_hash": key_hash(key),
-         "key_prefix": key[:8], "created_at": utcnow(), "rotated_at": None, "revoked_at": None}
+        {
+            "_id": f"op-{uuid.uuid4().hex[:12]}",
+            "name": f"old-{gw.settings.mongo_db}",
+            "scopes": ["check", "exclude"],
+            "key_hash": key_hash(key),
+            "key_prefix": key[:8],
+            "created_at": utcnow(),
+            "rotated_at": None,
+            "revoked_at": None,
+        }
     )
     old = {"X-API-Key": key}
 

@@ -4,9 +4,10 @@ consumer goes on with the next record of the same partition."""
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -21,12 +22,12 @@ from shared.events import (
     AccountEventKind,
     AccountEventOccurred,
     AccountEventPayload,
+    CodeResendPayload,
     ExclusionActivated,
     ExclusionRequestedPayload,
     ExclusionSnapshot,
     RequestExclusion,
     ResendCode,
-    CodeResendPayload,
 )
 from shared.identity import Identity, uid_from_personnummer
 from shared.settings import Settings
@@ -40,7 +41,7 @@ BREAKS_CONTRACT = json.dumps({"type": "exclusion.request", "payload": {"duration
 # Under Kafka's default 1 MB record limit, but its dead letter with the bytes in base64 was over the
 # producer's 1 MB request limit: it could not be published and the consumer retried it for ever.
 BIG_NOT_JSON = b"\xff" + b'{"national_id": "19900101-1234", ' * 25_000  # ~825 KB
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 @pytest.fixture(autouse=True)
@@ -57,9 +58,7 @@ def fast_settings(settings: Settings) -> Settings:
 
 def request_exclusion() -> RequestExclusion:
     uid = uid_from_personnummer(f"19{uuid.uuid4().int % 10**10:010d}")
-    return RequestExclusion(
-        source="test", payload=ExclusionRequestedPayload(identity=Identity(uid=uid), duration="+30d", attested=True)
-    )
+    return RequestExclusion(source="test", payload=ExclusionRequestedPayload(identity=Identity(uid=uid), duration="+30d", attested=True))
 
 
 def activation() -> ExclusionActivated:
@@ -103,7 +102,9 @@ CONSUMERS = {
     "blocking-lifecycle": Consumer(create_blocking, "blocking", topics.EXCLUSION_LIFECYCLE, activation),
     "verification-lifecycle": Consumer(create_verification, "verification", topics.EXCLUSION_LIFECYCLE, activation),
     "verification-inputs": Consumer(
-        create_verification, "verification", topics.VERIFICATION_INPUTS,
+        create_verification,
+        "verification",
+        topics.VERIFICATION_INPUTS,
         lambda: ResendCode(source="test", payload=CodeResendPayload(exclusion_id=uuid.uuid4())),
     ),
     "audit-account-events": Consumer(create_audit, "audit", OP_1_ACCOUNT_EVENTS, account_event, group_topic="operator_topics"),
@@ -127,9 +128,7 @@ async def test_a_record_too_big_to_dead_letter_whole_is_parked_once_and_the_next
 
         await eventually(lambda: passed(settings, consumer, after.partition, after.offset), what="the good record to be handled")
 
-        parked = [
-            m for m in await dead_letters.read_to_end() if m["payload"]["topic"] == settings.topic(consumer.topic)
-        ]
+        parked = [m for m in await dead_letters.read_to_end() if m["payload"]["topic"] == settings.topic(consumer.topic)]
         assert [(m["payload"]["partition"], m["payload"]["offset"]) for m in parked] == [(bad.partition, bad.offset)]
         [letter] = parked
         assert letter["version"] == 2 and letter["payload"]["consumer"] == consumer.service
@@ -146,7 +145,10 @@ async def test_an_exclusion_accepted_after_a_huge_bad_command_takes_effect(setti
     settings = fast_settings(settings)
     good = request_exclusion()
     async with create_registration(settings, database=database), Publisher(settings) as publish:
-        async with TopicReader(settings, topics.EXCLUSION_LIFECYCLE) as lifecycle, TopicReader(settings, topics.DEAD_LETTER) as dead_letters:
+        async with (
+            TopicReader(settings, topics.EXCLUSION_LIFECYCLE) as lifecycle,
+            TopicReader(settings, topics.DEAD_LETTER) as dead_letters,
+        ):
             bad = await publish.raw(topics.EXCLUSION_COMMANDS, BIG_NOT_JSON, key=KEY)
             await publish.raw(topics.EXCLUSION_COMMANDS, good.model_dump_json().encode(), key=KEY)
 
@@ -191,12 +193,20 @@ async def test_a_message_of_a_contract_version_the_consumer_does_not_know_is_dea
 
 @pytest.mark.parametrize(
     ("create_app", "topic"),
-    [(create_registration, topics.EXCLUSION_COMMANDS), (create_blocking, OP_1_ACCOUNT_EVENTS), (create_blocking, topics.EXCLUSION_LIFECYCLE)],
+    [
+        (create_registration, topics.EXCLUSION_COMMANDS),
+        (create_blocking, OP_1_ACCOUNT_EVENTS),
+        (create_blocking, topics.EXCLUSION_LIFECYCLE),
+    ],
     ids=["registration-commands", "blocking-account-events", "blocking-lifecycle"],
 )
 async def test_small_bad_messages_are_dead_lettered_with_their_bytes_sealed_and_the_consumer_goes_on(settings, database, create_app, topic):
     settings = fast_settings(settings)
-    async with create_app(settings, database=database), Publisher(settings) as publish, TopicReader(settings, topics.DEAD_LETTER) as dead_letters:
+    async with (
+        create_app(settings, database=database),
+        Publisher(settings) as publish,
+        TopicReader(settings, topics.DEAD_LETTER) as dead_letters,
+    ):
         await publish.raw(topic, NOT_JSON, key=b"k")
         await publish.raw(topic, BREAKS_CONTRACT, key=b"k")
         parked = await dead_letters.wait_for(lambda m: m["payload"]["topic"] == settings.topic(topic), count=2)

@@ -62,8 +62,10 @@ class Tenancy:
             source="operator",
             operator_id=operator_id,
             payload=AccountEventPayload(
-                operator_event_id=f"e-{uuid.uuid4().hex[:8]}", account_id=account or f"acc-{uuid.uuid4().hex[:8]}",
-                kind=AccountEventKind.LOGIN, identity=identity,
+                operator_event_id=f"e-{uuid.uuid4().hex[:8]}",
+                account_id=account or f"acc-{uuid.uuid4().hex[:8]}",
+                kind=AccountEventKind.LOGIN,
+                identity=identity,
             ),
         )
 
@@ -88,8 +90,13 @@ class Tenancy:
     async def activate(self, identity: Identity) -> ExclusionActivated:
         now = utcnow()
         snapshot = ExclusionSnapshot(
-            exclusion_id=uuid.uuid4(), identifiers=sorted(self.hasher.identifiers(identity).values()), scope=SCOPE_ALL,
-            jurisdiction="SE", state=ExclusionState.ACTIVE, starts_at=now - timedelta(hours=1), ends_at=now + timedelta(days=30),
+            exclusion_id=uuid.uuid4(),
+            identifiers=sorted(self.hasher.identifiers(identity).values()),
+            scope=SCOPE_ALL,
+            jurisdiction="SE",
+            state=ExclusionState.ACTIVE,
+            starts_at=now - timedelta(hours=1),
+            ends_at=now + timedelta(days=30),
         )
         event = ExclusionActivated(source="registration", subject=uuid.uuid4().hex, payload=snapshot)
         await self.publish.event(event)
@@ -121,8 +128,10 @@ async def test_each_operator_receives_only_its_own_customers_decisions_and_enfor
     await tenancy.decisions(b, seen[1])  # both accounts are now known to blocking
 
     activated = await tenancy.activate(anna)
-    enforced = {op: await (await tenancy.reader(op, topics.ENFORCEMENT)).wait_for(lambda m: m["causation_id"] == str(activated.id), timeout=60)
-                for op in (a, b)}
+    enforced = {
+        op: await (await tenancy.reader(op, topics.ENFORCEMENT)).wait_for(lambda m: m["causation_id"] == str(activated.id), timeout=60)
+        for op in (a, b)
+    }
     from_a = [tenancy.event(a, anna, account="a-anna"), tenancy.event(a, bob)]
     from_b = [tenancy.event(b, carl), tenancy.event(b, anna, account="b-anna")]
     for event in from_a + from_b:
@@ -145,7 +154,9 @@ async def test_an_event_on_one_operator_s_topic_naming_another_is_decided_for_th
     a, b = tenancy.gw.operator_ids["A"], tenancy.gw.operator_ids["B"]
     forged = tenancy.event(b, someone(), account="claimed-by-a")  # says B, sent on A's topic
     await tenancy.send(forged, on=a)
-    genuine = tenancy.event(b, someone(), account="genuine-b")  # a later event B really sends: B's topic has been read past the forged one's time
+    genuine = tenancy.event(
+        b, someone(), account="genuine-b"
+    )  # a later event B really sends: B's topic has been read past the forged one's time
     await tenancy.send(genuine)
 
     [decision] = (await tenancy.decisions(a, forged)).values()

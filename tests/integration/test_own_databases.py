@@ -71,7 +71,9 @@ async def test_the_gateway_answers_from_what_the_topics_told_it(servers):
             relayed = await http.post(f"/v1/exclusions/{view['exclusion_id']}/lift", json={"identity": identity}, headers=key)
             assert relayed.status_code == 202 and relayed.json()["status"] == "code_sent", relayed.text
             [lift_notice] = await notices.wait_for(lambda m: m["payload"]["params"].get("lift_id") == relayed.json()["lift_id"])
-            lift_code = json.loads(Sealer.from_settings(settings).open_text(lift_notice["payload"]["sealed_params"], sealed_context(lift_notice["id"])))
+            lift_code = json.loads(
+                Sealer.from_settings(settings).open_text(lift_notice["payload"]["sealed_params"], sealed_context(lift_notice["id"]))
+            )
             lift = await http.post(f"/v1/lifts/{relayed.json()['lift_id']}/code", json={"code": lift_code["code"]})
             again = await http.post("/v1/exclusions", json={"identity": identity, "duration": "+12m", "jurisdiction": "UK"}, headers=key)
             assert shown.status_code == 200 and shown.json()["exclusion_id"] == view["exclusion_id"]

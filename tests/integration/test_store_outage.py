@@ -21,9 +21,7 @@ COMMANDS = 5
 
 def request_exclusion() -> RequestExclusion:
     uid = uid_from_personnummer(f"19{uuid.uuid4().int % 10**10:010d}")
-    return RequestExclusion(
-        source="test", payload=ExclusionRequestedPayload(identity=Identity(uid=uid), duration="+30d", attested=True)
-    )
+    return RequestExclusion(source="test", payload=ExclusionRequestedPayload(identity=Identity(uid=uid), duration="+30d", attested=True))
 
 
 async def test_commands_consumed_while_the_store_is_away_all_take_effect_and_none_is_dead_lettered(servers, settings):
@@ -39,9 +37,7 @@ async def test_commands_consumed_while_the_store_is_away_all_take_effect_and_non
     first, during = request_exclusion(), [request_exclusion() for _ in range(COMMANDS)]
     async with TcpProxy(servers.mongo_uri) as proxy:
         # The service reaches the store only through the proxy, and gives up on a server quickly.
-        client = AsyncMongoClient(
-            f"mongodb://127.0.0.1:{proxy.port}", tz_aware=True, serverSelectionTimeoutMS=500, connectTimeoutMS=500
-        )
+        client = AsyncMongoClient(f"mongodb://127.0.0.1:{proxy.port}", tz_aware=True, serverSelectionTimeoutMS=500, connectTimeoutMS=500)
         try:
             app = create_registration(settings, database=client[settings.mongo_db])
             async with (

@@ -4,7 +4,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from faststream import FastStream
 
@@ -29,7 +29,7 @@ from shared.settings import Settings
 from tests.support import Publisher, TopicReader, eventually
 
 # Whole milliseconds: BSON dates keep no finer time, so stored dates compare equal to these.
-START = datetime(2025, 3, 3, 9, 0, tzinfo=timezone.utc)
+START = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 
 
 class ManualClock:
@@ -149,13 +149,12 @@ class Registration:
         return await self.app.timers.tick(self.clock())
 
     async def event(self, exclusion_id: str, type_: str) -> dict:
-        [event] = await self.lifecycle.wait_for(
-            lambda m: m["payload"]["exclusion_id"] == exclusion_id and m["type"] == type_
-        )
+        [event] = await self.lifecycle.wait_for(lambda m: m["payload"]["exclusion_id"] == exclusion_id and m["type"] == type_)
         return event
 
     async def sequence(self, exclusion_id: str, expected: list[str]) -> list[dict]:
         """Wait until exactly these lifecycle events of the exclusion are out, in this order."""
+
         async def probe():
             await self.lifecycle._drain()
             found = [m for m in self.lifecycle.messages() if m["payload"]["exclusion_id"] == exclusion_id]
@@ -191,4 +190,3 @@ async def registration(settings: Settings, database, clock: ManualClock | None =
         TopicReader(settings, topics.NOTIFICATION_REQUESTS) as notifications,
     ):
         yield Registration(app, clock, database, publisher, lifecycle, notifications)
-

@@ -1,6 +1,6 @@
 """Registration's rules for a new request: who it names, what its policy allows, how the exclusion starts."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -31,7 +31,7 @@ from shared.identity import Hasher, IdentifierKind, Identity, uid_from_personnum
 from shared.policies import Policy, add_months, shipped_policies
 
 HASHER = Hasher(b"test-secret-0123456789abcdef")
-NOW = datetime(2025, 1, 31, 12, 30, tzinfo=timezone.utc)
+NOW = datetime(2025, 1, 31, 12, 30, tzinfo=UTC)
 IDENTITY = Identity(uid=uid_from_personnummer("199001011234"), email="anna@example.se", device_fingerprint="dev-1")
 POLICIES = shipped_policies()
 COOLING = POLICIES["SE"].model_copy(update={"jurisdiction": "SE", "activation_cooling_off_hours": 48})
@@ -42,9 +42,7 @@ def request(duration: str = "+30d", jurisdiction: str = "SE", *, channel: Channe
     return RequestExclusion(
         source="gateway",
         operator_id="op-1",
-        payload=ExclusionRequestedPayload(
-            identity=IDENTITY, duration=duration, jurisdiction=jurisdiction, channel=channel, **payload
-        ),
+        payload=ExclusionRequestedPayload(identity=IDENTITY, duration=duration, jurisdiction=jurisdiction, channel=channel, **payload),
     )
 
 
@@ -93,10 +91,16 @@ def test_when_two_persons_match_the_one_the_national_id_names_wins_over_the_emai
         (request("+13x"), r"is not \+Nd"),
         (request("+30d", "UK"), r"not allowed in UK: allowed: \+6m, \+12m, \+60m"),
         (request("+6m", "DE", scope=ADS), "scope ADS is not offered in DE"),
-        (request("+6m", "AU", support_persons=[SupportPerson(name=f"S{n}", email=f"s{n}@x.au") for n in range(6)]), "6 support persons named; AU allows 5"),
+        (
+            request("+6m", "AU", support_persons=[SupportPerson(name=f"S{n}", email=f"s{n}@x.au") for n in range(6)]),
+            "6 support persons named; AU allows 5",
+        ),
         (request("+30d", support_persons=[SupportPerson(name="S", email="s@x.se")]), "1 support persons named; SE allows 0"),
         (request("+30d", third_party=family()), "SE takes no third-party application from a family"),
-        (request("+6m", "DE", third_party=ThirdPartyApplication(applicant="operator", applicant_name="Op", reason="r")), "DE takes no third-party application from a operator"),
+        (
+            request("+6m", "DE", third_party=ThirdPartyApplication(applicant="operator", applicant_name="Op", reason="r")),
+            "DE takes no third-party application from a operator",
+        ),
         (request("+6m", "DE", channel=Channel.THIRD_PARTY), "must say who applied and why"),
     ],
 )
@@ -125,19 +129,19 @@ def test_an_attested_30_day_exclusion_is_in_force_now_and_ends_30_days_later():
 
 
 def test_a_month_exclusion_ends_on_the_same_day_months_later():
-    assert excluded(request("+4m")).ends_at == datetime(2025, 5, 31, 12, 30, tzinfo=timezone.utc)
+    assert excluded(request("+4m")).ends_at == datetime(2025, 5, 31, 12, 30, tzinfo=UTC)
 
 
 def test_twelve_months_in_sweden_means_until_further_notice_with_a_twelve_month_minimum():
     exclusion = excluded(request("+12m", "SE"))
 
     assert exclusion.ends_at is None
-    assert exclusion.minimum_until == datetime(2026, 1, 31, 12, 30, tzinfo=timezone.utc)
+    assert exclusion.minimum_until == datetime(2026, 1, 31, 12, 30, tzinfo=UTC)
     assert exclusion.next_transition_at is None, "nothing happens until the person asks"
 
 
 def test_six_months_in_denmark_means_six_months():
-    assert excluded(request("+6m", "DK")).ends_at == datetime(2025, 7, 31, 12, 30, tzinfo=timezone.utc)
+    assert excluded(request("+6m", "DK")).ends_at == datetime(2025, 7, 31, 12, 30, tzinfo=UTC)
 
 
 def test_an_exclusion_carries_what_the_request_asked_for():

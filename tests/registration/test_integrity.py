@@ -12,7 +12,7 @@ from aiokafka.errors import KafkaConnectionError
 
 from services.registration.app import create_app
 from shared import topics
-from shared.events import CancellationPayload, CancelExclusion, Channel, Event
+from shared.events import CancelExclusion, CancellationPayload, Channel, Event
 from shared.identity import Identity
 from tests.registration.harness import START, ManualClock, failed, lift, person, registration, request, unverified_lift, verified
 from tests.support import Publisher, TopicReader, dead_letter_original, eventually
@@ -91,7 +91,9 @@ async def test_a_new_request_withdraws_a_pending_lift(settings, database):
         withdrawn = await reg.handle(request(identity, "+6m", "UK"))
 
         assert (withdrawn["type"], withdrawn["payload"]["state"], withdrawn["payload"]["lift_effective_at"]) == (
-            "exclusion.extended", "active", None
+            "exclusion.extended",
+            "active",
+            None,
         )
         assert await reg.tick(days=2) == 0, "the lift does not take effect"
         assert (await reg.stored(exclusion_id))["state"] == "active"
@@ -181,9 +183,7 @@ async def test_a_crash_between_the_state_write_and_the_publish_still_publishes_t
 
     async with crashed, Publisher(settings) as publisher:
         await publisher.raw(command.topic, command.model_dump_json().encode(), key=b"k")
-        written = await eventually(
-            lambda: database["exclusions"].find_one({"request_id": str(command.id)}), what="the state write"
-        )
+        written = await eventually(lambda: database["exclusions"].find_one({"request_id": str(command.id)}), what="the state write")
         await eventually(lambda: _true(outage.attempts >= 2), what="a retried delivery")
     assert written["state"] == "active" and len(written["outbox"]) == 1, "written, but its event never went out"
 

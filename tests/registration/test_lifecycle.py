@@ -12,7 +12,7 @@ import pytest
 from shared.crypto import Sealer
 from shared.events import Channel, SupportPerson, ThirdPartyApplication
 from shared.policies import add_months, shipped_policies
-from tests.registration.harness import START, failed, lift, person, registration, request, verified
+from tests.registration.harness import START, failed, person, registration, request, verified
 
 pytestmark = pytest.mark.integration
 
@@ -103,9 +103,7 @@ async def test_uk_six_months_stays_after_its_minimum_until_a_lift_takes_effect_2
 
         assert await reg.tick(hours=23) == 0
         assert await reg.tick(hours=1) == 1
-        await reg.sequence(
-            exclusion_id, ["exclusion.activated", "exclusion.lift_refused", "exclusion.lift_requested", "exclusion.lifted"]
-        )
+        await reg.sequence(exclusion_id, ["exclusion.activated", "exclusion.lift_refused", "exclusion.lift_requested", "exclusion.lifted"])
         assert (await reg.stored(exclusion_id))["ended_at"] == reg.clock()
 
 
@@ -193,7 +191,9 @@ async def test_au_support_persons_are_told_when_it_starts_and_ends_and_removal_t
         stored = await reg.stored(exclusion_id)
         assert "Sam" not in str(stored) and "sam@example.au" not in str(stored) and "+61412345678" not in str(stored)
         sealer = Sealer.from_settings(settings)
-        opened = [SupportPerson.model_validate_json(sealer.open_text(t, f"support_person:{exclusion_id}")) for t in stored["support_persons"]]
+        opened = [
+            SupportPerson.model_validate_json(sealer.open_text(t, f"support_person:{exclusion_id}")) for t in stored["support_persons"]
+        ]
         assert opened == supporters
 
         reg.clock.set(months(2))
@@ -243,7 +243,9 @@ async def test_a_portal_request_waits_for_verification_then_takes_effect_or_is_c
         requested = await reg.handle(request(identity, "+30d", channel=Channel.PORTAL, verify_by="sms"))
         exclusion_id = requested["payload"]["exclusion_id"]
         assert (requested["type"], requested["payload"]["state"], requested["payload"]["verify_by"]) == (
-            "exclusion.requested", "pending_verification", "sms"
+            "exclusion.requested",
+            "pending_verification",
+            "sms",
         )
         person_document = await database["persons"].find_one({"_id": requested["subject"]})
         sealer, context = Sealer.from_settings(settings), f"contact:{requested['subject']}"

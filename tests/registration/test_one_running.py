@@ -1,10 +1,9 @@
 """One running exclusion per person, whatever races: the store's guard and the commands' key."""
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from aiokafka import TopicPartition
 
 from services.registration.app import create_app
@@ -20,14 +19,16 @@ from shared.store import ensure_indexes
 from tests.registration.harness import ManualClock, request
 from tests.support import Publisher, TopicReader, eventually
 
-NOW = datetime(2025, 1, 31, 12, 0, 0, 123000, tzinfo=timezone.utc)
+NOW = datetime(2025, 1, 31, 12, 0, 0, 123000, tzinfo=UTC)
 SE = shipped_policies()["SE"]
 
 
 def new(identifiers: list[str], *, person_id: str = "p-1", now: datetime = NOW):
     req = RequestExclusion(
         source="test",
-        payload=ExclusionRequestedPayload(identity=Identity(uid=uid_from_personnummer("199001011234")), duration="+30d", channel=Channel.OPERATOR),
+        payload=ExclusionRequestedPayload(
+            identity=Identity(uid=uid_from_personnummer("199001011234")), duration="+30d", channel=Channel.OPERATOR
+        ),
     )
     exclusion = exclude(req, person_id=person_id, identifiers=identifiers, now=now, policy=SE)
     return exclusion, entries(registered(exclusion, req, now))

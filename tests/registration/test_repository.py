@@ -1,15 +1,15 @@
 """Persons and exclusions on the real store: every query shape registration uses, and its guarantees."""
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pymongo import AsyncMongoClient, monitoring
 
 from services.registration.domain import exclude
+from services.registration.outbox import entries
 from services.registration.repository import INDEXES, MongoExclusions
 from services.registration.transitions import due, registered
-from services.registration.outbox import entries
 from shared.events import Channel, ExclusionRequestedPayload, ExclusionState, RequestExclusion
 from shared.identity import Identity, uid_from_personnummer
 from shared.policies import shipped_policies
@@ -17,7 +17,7 @@ from shared.store import ensure_indexes
 
 pytestmark = pytest.mark.integration
 
-NOW = datetime(2025, 1, 31, 12, 0, 0, 123000, tzinfo=timezone.utc)
+NOW = datetime(2025, 1, 31, 12, 0, 0, 123000, tzinfo=UTC)
 SE = shipped_policies()["SE"]
 
 

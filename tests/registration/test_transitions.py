@@ -2,7 +2,7 @@
 
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -28,7 +28,7 @@ from shared.events import (
 from shared.identity import Identity, uid_from_personnummer
 from shared.policies import Policy, add_months, shipped_policies
 
-NOW = datetime(2025, 1, 31, 12, 30, tzinfo=timezone.utc)
+NOW = datetime(2025, 1, 31, 12, 30, tzinfo=UTC)
 POLICIES = shipped_policies()
 SE, UK, NL, AU, DE = (POLICIES[j] for j in ("SE", "UK", "NL", "AU", "DE"))
 COOLING = SE.model_copy(update={"activation_cooling_off_hours": 48})
@@ -250,10 +250,25 @@ def test_a_new_end_earns_a_new_reminder():
         (excluded("+7m", "NL"), NL, add_months(NOW, 7) - timedelta(days=3), "ends by itself .* before a lift could take effect"),
         (excluded("+30d", channel=Channel.PORTAL), SE, NOW, "not in force yet \\(pending_verification\\)"),
         (excluded("+30d", policy=COOLING), COOLING, NOW, "not in force yet \\(cooling_off\\)"),
-        (excluded("+6m", "UK").model_copy(update={"state": ExclusionState.LIFT_REQUESTED, "lift_effective_at": NOW}), UK, NOW, "already requested"),
+        (
+            excluded("+6m", "UK").model_copy(update={"state": ExclusionState.LIFT_REQUESTED, "lift_effective_at": NOW}),
+            UK,
+            NOW,
+            "already requested",
+        ),
         (excluded("+30d").model_copy(update={"state": ExclusionState.EXPIRED}), SE, NOW, "already ended \\(expired\\)"),
     ],
-    ids=["se-automatic", "uk-minimum", "nl-before-six-months", "nl-minimum-equals-end", "nl-too-close-to-end", "pending", "cooling-off", "already-requested", "ended"],
+    ids=[
+        "se-automatic",
+        "uk-minimum",
+        "nl-before-six-months",
+        "nl-minimum-equals-end",
+        "nl-too-close-to-end",
+        "pending",
+        "cooling-off",
+        "already-requested",
+        "ended",
+    ],
 )
 def test_a_lift_the_policy_does_not_allow_is_refused_with_why_and_nothing_else_changes(exclusion, policy, at, reason):
     req = lift_request()
@@ -266,7 +281,10 @@ def test_a_lift_the_policy_does_not_allow_is_refused_with_why_and_nothing_else_c
     assert re.search(reason, transition.event.payload.reason)
     after = transition.exclusion
     assert (after.state, after.ends_at, after.minimum_until, after.lift_effective_at) == (
-        exclusion.state, exclusion.ends_at, exclusion.minimum_until, exclusion.lift_effective_at,
+        exclusion.state,
+        exclusion.ends_at,
+        exclusion.minimum_until,
+        exclusion.lift_effective_at,
     )
     assert after.refusal.request_id == str(req.id) and after.refusal.reason == transition.event.payload.reason
     assert str(req.id) in after.request_ids
@@ -321,7 +339,9 @@ def test_a_verified_request_under_a_cooling_off_policy_cools_off_first():
 
 def test_a_failed_verification_cancels_the_request_with_the_reason():
     pending = excluded("+30d", channel=Channel.PORTAL)
-    outcome = VerificationFailed(source="v", payload=VerificationOutcomePayload(exclusion_id=pending.id, method="code", reason="code expired"))
+    outcome = VerificationFailed(
+        source="v", payload=VerificationOutcomePayload(exclusion_id=pending.id, method="code", reason="code expired")
+    )
 
     transition = fail(pending, outcome, SE, NOW)
 
@@ -336,7 +356,10 @@ def test_a_verification_outcome_for_a_request_no_longer_waiting_changes_nothing(
     active = excluded("+30d")
 
     assert verify(active, verified(active), SE, NOW) is None
-    assert fail(active, VerificationFailed(source="v", payload=VerificationOutcomePayload(exclusion_id=active.id, method="code")), SE, NOW) is None
+    assert (
+        fail(active, VerificationFailed(source="v", payload=VerificationOutcomePayload(exclusion_id=active.id, method="code")), SE, NOW)
+        is None
+    )
 
 
 # --- timers -------------------------------------------------------------------------------------------
@@ -440,17 +463,23 @@ def test_every_command_is_answered_by_an_event_naming_it_with_when_the_request_w
 
 def test_staff_cancel_a_running_exclusion_with_their_reason_and_nothing_once_it_has_ended():
     from services.registration.transitions import cancel
-    from shared.events import CancellationPayload, CancelExclusion
+    from shared.events import CancelExclusion, CancellationPayload
 
     running = excluded("+6m", "UK")
     command = CancelExclusion(
-        source="gateway", operator_id="staff-1", payload=CancellationPayload(exclusion_id=running.id, reason="wrong person", cancelled_by="Staff One")
+        source="gateway",
+        operator_id="staff-1",
+        payload=CancellationPayload(exclusion_id=running.id, reason="wrong person", cancelled_by="Staff One"),
     )
 
     transition = cancel(running, command, UK, NOW + timedelta(days=1))
     ended = transition.exclusion
 
-    assert (transition.event.type, transition.event.payload.reason, transition.event.operator_id) == ("exclusion.cancelled", "wrong person", "staff-1")
+    assert (transition.event.type, transition.event.payload.reason, transition.event.operator_id) == (
+        "exclusion.cancelled",
+        "wrong person",
+        "staff-1",
+    )
     assert (ended.state, ended.ended_at, ended.next_transition_at) == (ExclusionState.CANCELLED, NOW + timedelta(days=1), None)
     assert transition.event.causation_id == command.id and str(command.id) in ended.causes
     assert [n.payload.template for n in transition.notifications] == ["exclusion_cancelled"]

@@ -4,7 +4,6 @@ matched is missed."""
 import asyncio
 import base64
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,8 +11,8 @@ import pytest
 from pydantic import SecretStr
 
 from shared.crypto import Sealer
-from shared.identity import Identity, normalise_email
 from shared.events import SupportPerson
+from shared.identity import Identity, normalise_email
 from tests.registration.harness import person, registration, request
 from tests.support import eventually
 
@@ -48,14 +47,17 @@ async def test_an_encryption_key_is_rotated_while_requests_flow_and_every_contac
         await eventually(lambda: all_stored(database, 20), what="20 exclusions stored under the old key")
 
     async with registration(after, database) as running:  # every replica now holds both keys, seals with e2
+
         async def flow() -> None:
             for n in range(20, 60):
                 await running.send(excluded(n))
                 await asyncio.sleep(0)  # interleave with the re-encryption
 
         env = {**os.environ, **rotating.environment(), "SELFEX_LOG_FORMAT": "json"}
-        reencrypt = asyncio.create_subprocess_exec(SELFEX, "reencrypt", env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        sending, process = await asyncio.gather(flow(), reencrypt)
+        reencrypt = asyncio.create_subprocess_exec(
+            SELFEX, "reencrypt", env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        _, process = await asyncio.gather(flow(), reencrypt)
         output, _ = await process.communicate()
         assert process.returncode == 0, output.decode()
         assert "resealed with key e2: registration " in output.decode()

@@ -20,7 +20,11 @@ KEY = base64.b64encode(b"k" * 32).decode()
 def named_servers(settings: Settings, **secrets: str) -> dict[str, str]:
     """An environment naming the session's servers, with only the secrets given (none: the defaults)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SELFEX_")}
-    env |= {"SELFEX_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "SELFEX_MONGO_URI": settings.mongo_uri, "SELFEX_MONGO_DB": settings.mongo_db}
+    env |= {
+        "SELFEX_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "SELFEX_MONGO_URI": settings.mongo_uri,
+        "SELFEX_MONGO_DB": settings.mongo_db,
+    }
     env |= {"SELFEX_TOPIC_PREFIX": settings.topic_prefix, "SELFEX_DATA_DIR": "/nonexistent"} | secrets
     return env
 
@@ -77,7 +81,9 @@ def test_generated_secrets_are_accepted_and_differ_each_time(tmp_path):
     ],
 )
 def test_weak_or_inconsistent_secrets_are_named(secrets, problem):
-    settings = Settings(**({"hash_secret": "a-real-secret-of-enough-length", "encryption_keys": f"e9:{KEY}", "encryption_key_id": "e9"} | secrets))
+    settings = Settings(
+        **({"hash_secret": "a-real-secret-of-enough-length", "encryption_keys": f"e9:{KEY}", "encryption_key_id": "e9"} | secrets)
+    )
 
     assert any(problem in line for line in settings.insecure_secrets()), settings.insecure_secrets()
     with pytest.raises(InsecureSettingsError):

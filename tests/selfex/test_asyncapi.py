@@ -2,10 +2,10 @@
 
 import json
 
-from shared import topics
 from selfex.asyncapi import build
-from shared.events import EVENT_TYPES, LIFECYCLE_EVENTS
 from selfex.stack import SERVICES
+from shared import topics
+from shared.events import EVENT_TYPES, LIFECYCLE_EVENTS
 
 
 def test_every_contract_is_in_the_document_under_its_topic(settings):

@@ -43,8 +43,17 @@ def refusal(data: object) -> pydantic.ValidationError:
 
 def record(value: bytes | None, *, key: bytes | None = b"k", offset: int = 7, partition: int = 1) -> ConsumerRecord:
     return ConsumerRecord(
-        topic="t.exclusion.commands", partition=partition, offset=offset, timestamp=0, timestamp_type=0,
-        key=key, value=value, checksum=None, serialized_key_size=0, serialized_value_size=0, headers=[],
+        topic="t.exclusion.commands",
+        partition=partition,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=key,
+        value=value,
+        checksum=None,
+        serialized_key_size=0,
+        serialized_value_size=0,
+        headers=[],
     )
 
 
@@ -87,7 +96,7 @@ def test_a_message_that_can_never_succeed_is_poison(error):
         ConnectionResetError(),
         ConnectionRefusedError(),
         TimeoutError(),
-        asyncio.TimeoutError(),
+        TimeoutError(),
         OSError("no route to host"),
         ssl.SSLError("handshake"),
         ExceptionGroup("one bad record, one store error", [ValueError("a"), AutoReconnect("b")]),
@@ -192,7 +201,10 @@ async def test_retrying_marks_the_topic_not_ready_until_the_attempt_succeeds():
     records = (record(b"x"),)
     assert await dead_letters.retrying(attempt, records) == "done"
     assert seen[0] == {}
-    assert seen[1:] == [{"consumer:t.exclusion.commands": f"retrying_after_{name}"} for name in ("AutoReconnect", "KafkaConnectionError", "DuplicateKeyError")]
+    assert seen[1:] == [
+        {"consumer:t.exclusion.commands": f"retrying_after_{name}"}
+        for name in ("AutoReconnect", "KafkaConnectionError", "DuplicateKeyError")
+    ]
     dead_letters.succeeded(records)
     assert readiness.is_ready
 

@@ -5,7 +5,7 @@ import hashlib
 import json
 import re
 import uuid
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pydantic
 import pytest
@@ -15,7 +15,6 @@ from shared.broker import describe
 from shared.events import (
     EVENT_TYPES,
     LIFECYCLE_EVENTS,
-    SCOPE_ALL,
     Envelope,
     Event,
     ExclusionActivated,
@@ -41,7 +40,7 @@ RAW = {
     "mobile": "07700 900123",
 }
 IDENTITY = Identity(**RAW)
-NOW = datetime(2025, 1, 31, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
 SLOTS_AND_ADS = Scope(types=frozenset({ExclusionType.GAMES, ExclusionType.ADS}), games=frozenset({Game.SLOTS}))
 EXCLUSION_ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
 SNAPSHOT = {
@@ -55,18 +54,33 @@ SNAPSHOT = {
 # One filled-in payload per event type: a new contract needs one here (contract first).
 PAYLOADS: dict[str, dict] = {
     "exclusion.request": {
-        "identity": IDENTITY, "duration": "+30d", "scope": SLOTS_AND_ADS, "year_of_birth": 1990, "gender": "F",
+        "identity": IDENTITY,
+        "duration": "+30d",
+        "scope": SLOTS_AND_ADS,
+        "year_of_birth": 1990,
+        "gender": "F",
         "third_party": {"applicant": "family", "applicant_name": "Per Lindström", "reason": "worried"},
         "support_persons": [{"name": "Karin Berg", "email": "karin@example.se", "mobile": "+46701234567"}],
     },
     "exclusion.lift_request": {"identity": IDENTITY},
     "verification.code_submitted": {"exclusion_id": EXCLUSION_ID, "sealed_code": "c2VhbGVk"},
     "verification.code_resend": {"exclusion_id": EXCLUSION_ID},
-    "verification.lift_request": {"lift_id": uuid.UUID("00000000-0000-4000-8000-000000000002"), "exclusion_id": EXCLUSION_ID, "verify_by": "sms"},
-    "verification.lift_verified": {"exclusion_id": EXCLUSION_ID, "method": "code", "lift_id": uuid.UUID("00000000-0000-4000-8000-000000000002")},
+    "verification.lift_request": {
+        "lift_id": uuid.UUID("00000000-0000-4000-8000-000000000002"),
+        "exclusion_id": EXCLUSION_ID,
+        "verify_by": "sms",
+    },
+    "verification.lift_verified": {
+        "exclusion_id": EXCLUSION_ID,
+        "method": "code",
+        "lift_id": uuid.UUID("00000000-0000-4000-8000-000000000002"),
+    },
     "exclusion.cancel": {"exclusion_id": EXCLUSION_ID, "reason": "registered for the wrong person", "cancelled_by": "staff-7"},
     "verification.document_submitted": {
-        "exclusion_id": EXCLUSION_ID, "document_id": "doc-1", "content_type": "application/pdf", "size": 1024,
+        "exclusion_id": EXCLUSION_ID,
+        "document_id": "doc-1",
+        "content_type": "application/pdf",
+        "size": 1024,
     },
     "verification.document_reviewed": {"exclusion_id": EXCLUSION_ID, "document_id": "doc-1", "approved": True, "reviewer": "rev-1"},
     "exclusion.verified": {"exclusion_id": EXCLUSION_ID, "method": "code"},
@@ -79,22 +93,46 @@ PAYLOADS: dict[str, dict] = {
     },
     "notification.requested": {"template": "exclusion_activated", "params": {"ends_on": "2025-03-02"}},
     "account.event": {
-        "operator_event_id": "evt-1", "account_id": "acc-1", "kind": "bet", "game": "SLOTS", "identity": IDENTITY,
+        "operator_event_id": "evt-1",
+        "account_id": "acc-1",
+        "kind": "bet",
+        "game": "SLOTS",
+        "identity": IDENTITY,
     },
     "decision.made": {
-        "account_event_id": uuid.uuid4(), "operator_event_id": "evt-1", "account_id": "acc-1", "kind": "bet",
-        "outcome": "BLOCK", "code": "Self-Excluded", "ends_on": date(2025, 3, 2), "scope": SLOTS_AND_ADS, "matched": ["email"],
+        "account_event_id": uuid.uuid4(),
+        "operator_event_id": "evt-1",
+        "account_id": "acc-1",
+        "kind": "bet",
+        "outcome": "BLOCK",
+        "code": "Self-Excluded",
+        "ends_on": date(2025, 3, 2),
+        "scope": SLOTS_AND_ADS,
+        "matched": ["email"],
         "message": "Your account is blocked as part of the responsible gambling programme until 2025-03-02",
     },
     "enforcement.commanded": {"account_id": "acc-1", "action": "end_sessions", "exclusion_id": EXCLUSION_ID},
     "message.dead_lettered": {
-        "topic": "selfex.exclusion.commands", "partition": 0, "offset": 7, "key": "k", "consumer": "registration",
-        "error": "ValueError: bad", "original_sha256": hashlib.sha256(b"not json {").hexdigest(), "original_size": 10,
-        "sealed_original": "e1:c2VhbGVk", "original_truncated": False,
+        "topic": "selfex.exclusion.commands",
+        "partition": 0,
+        "offset": 7,
+        "key": "k",
+        "consumer": "registration",
+        "error": "ValueError: bad",
+        "original_sha256": hashlib.sha256(b"not json {").hexdigest(),
+        "original_size": 10,
+        "sealed_original": "e1:c2VhbGVk",
+        "original_truncated": False,
     },
     "gateway.request_handled": {
-        "request_id": "8c0e7a52-4f2d-4c55-9a0e-0d6f2b1c3a4e", "method": "POST", "route": "/", "api": "gamstop",
-        "status": 200, "outcome": "N", "trace_id": "trace-1", "duration_ms": 1.5,
+        "request_id": "8c0e7a52-4f2d-4c55-9a0e-0d6f2b1c3a4e",
+        "method": "POST",
+        "route": "/",
+        "api": "gamstop",
+        "status": 200,
+        "outcome": "N",
+        "trace_id": "trace-1",
+        "duration_ms": 1.5,
     },
 }
 LIFECYCLE_TYPES = [model.model_fields["type"].default for model in LIFECYCLE_EVENTS]
@@ -147,8 +185,13 @@ def test_an_operator_s_topics_are_its_own_and_the_patterns_match_only_operators_
     assert topics.operator_topics("op-1") == ("operator.op-1.account_events", "operator.op-1.decisions", "operator.op-1.enforcement")
     pattern = re.compile(topics.operator_pattern("selfex.", topics.DECISIONS))
     assert pattern.match("selfex.operator.op-1.decisions")
-    for other in ("selfex.operator.op-1.enforcement", "selfex.operator.a.b.decisions", "selfex.decisions", "other.operator.op-1.decisions",
-                  "selfex.operator.op-1.decisions.x"):
+    for other in (
+        "selfex.operator.op-1.enforcement",
+        "selfex.operator.a.b.decisions",
+        "selfex.decisions",
+        "other.operator.op-1.decisions",
+        "selfex.operator.op-1.decisions.x",
+    ):
         assert not pattern.match(other), other
     assert topics.OperatorTopics("selfex.", topics.ACCOUNT_EVENTS).operator_of("selfex.operator.op-7.account_events") == "op-7"
     with pytest.raises(ValueError):

@@ -132,8 +132,12 @@ def test_a_uid_takes_precedence_over_a_national_id_in_clear():
 
 def test_every_identifier_kind_an_identity_carries_is_hashed():
     identity = Identity(
-        uid=uid_from_personnummer("199001011234"), **ANNA, email="a@b.se", mobile="07700 900123",
-        device_fingerprint="dev-1", payment_fingerprint="card-1",
+        uid=uid_from_personnummer("199001011234"),
+        **ANNA,
+        email="a@b.se",
+        mobile="07700 900123",
+        device_fingerprint="dev-1",
+        payment_fingerprint="card-1",
     )
 
     assert set(HASHER.identifiers(identity)) == set(IdentifierKind)

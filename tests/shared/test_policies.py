@@ -1,6 +1,6 @@
 """Jurisdiction policies: one duration parser, the shipped policies' terms, and refusing a broken file."""
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from shared.policies import (
     shipped_policies,
 )
 
-START = datetime(2025, 1, 31, 12, 30, tzinfo=timezone.utc)
+START = datetime(2025, 1, 31, 12, 30, tzinfo=UTC)
 POLICIES = shipped_policies()
 
 
@@ -83,7 +83,7 @@ def test_arbitrary_text_either_parses_to_a_duration_that_prints_back_or_is_a_dur
 
 @given(st.integers(min_value=1, max_value=MAX_MONTHS), st.dates(min_value=date(2000, 1, 1), max_value=date(2100, 12, 31)))
 def test_months_land_on_the_same_day_or_the_last_day_of_a_shorter_month(months, day):
-    start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
 
     end = add_months(start, months)
 
@@ -103,7 +103,7 @@ def test_se_days_and_months_end_by_themselves_with_no_early_lift():
     terms = POLICIES["SE"].terms("+30d")
 
     assert terms.end is End.AUTOMATIC
-    assert terms.ends_at(START) == datetime(2025, 3, 2, 12, 30, tzinfo=timezone.utc)
+    assert terms.ends_at(START) == datetime(2025, 3, 2, 12, 30, tzinfo=UTC)
     assert terms.minimum_until(START) is None
     assert not terms.panic
 
@@ -112,14 +112,14 @@ def test_se_twelve_months_is_until_further_notice_with_a_twelve_month_minimum():
     terms = POLICIES["SE"].terms("+12m")
 
     assert terms.ends_at(START) is None
-    assert terms.minimum_until(START) == datetime(2026, 1, 31, 12, 30, tzinfo=timezone.utc)
+    assert terms.minimum_until(START) == datetime(2026, 1, 31, 12, 30, tzinfo=UTC)
 
 
 def test_se_one_day_is_the_panic_button():
     terms = POLICIES["SE"].terms("+1d")
 
     assert terms.panic
-    assert terms.ends_at(START) == datetime(2025, 2, 1, 12, 30, tzinfo=timezone.utc)
+    assert terms.ends_at(START) == datetime(2025, 2, 1, 12, 30, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("duration", ["+6m", "+12m", "+60m"])
@@ -277,7 +277,7 @@ def test_two_files_for_one_jurisdiction_are_refused(tmp_path):
     write(tmp_path, "a.toml", GOOD)
     write(tmp_path, "b.toml", GOOD)
 
-    with pytest.raises(PolicyError, match="b.toml: a second policy for XX"):
+    with pytest.raises(PolicyError, match=r"b\.toml: a second policy for XX"):
         load_policies(tmp_path)
 
 

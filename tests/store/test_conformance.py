@@ -1,17 +1,20 @@
 """Every MongoDB query shape Selfex uses, and its repositories, on the real store."""
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
-from services.audit.repository import GENESIS, INDEXES as AUDIT_INDEXES, MongoAuditLog, entry_hash
+from services.audit.repository import GENESIS, MongoAuditLog, entry_hash
+from services.audit.repository import INDEXES as AUDIT_INDEXES
 from services.blocking.domain import ActiveExclusion
-from services.blocking.repository import INDEXES as BLOCKING_INDEXES, MongoActiveExclusions
+from services.blocking.repository import INDEXES as BLOCKING_INDEXES
+from services.blocking.repository import MongoActiveExclusions
 from services.registration.domain import exclude
-from services.registration.repository import INDEXES as REGISTRATION_INDEXES, MongoExclusions
+from services.registration.repository import INDEXES as REGISTRATION_INDEXES
+from services.registration.repository import MongoExclusions
 from shared.events import SCOPE_ALL, ExclusionRequestedPayload, ExclusionType, Game, RequestExclusion, Scope
 from shared.idempotency import APPLIED_EVENTS_INDEXES, AppliedEvents
 from shared.identity import Identity, uid_from_personnummer
@@ -20,7 +23,7 @@ from shared.store import ensure_indexes
 pytestmark = pytest.mark.integration
 
 # Whole milliseconds: BSON dates keep no finer time, so these round-trip exactly.
-NOW = datetime(2025, 1, 31, 12, 0, 0, 123000, tzinfo=timezone.utc)
+NOW = datetime(2025, 1, 31, 12, 0, 0, 123000, tzinfo=UTC)
 SLOTS = Scope(types=frozenset({ExclusionType.GAMES}), games=frozenset({Game.SLOTS}))
 
 
@@ -40,7 +43,9 @@ async def test_an_inserted_document_is_found_by_its_id_as_it_was(database):
 
 
 async def test_in_over_an_array_field_finds_a_document_holding_any_of_the_values_projected_to_its_id(database):
-    await database["persons"].insert_many([{"_id": "p-1", "identifiers": ["email:a", "mobile:b"]}, {"_id": "p-2", "identifiers": ["email:c"]}])
+    await database["persons"].insert_many(
+        [{"_id": "p-1", "identifiers": ["email:a", "mobile:b"]}, {"_id": "p-2", "identifiers": ["email:c"]}]
+    )
 
     assert await database["persons"].find_one({"identifiers": {"$in": ["national_id:x", "mobile:b"]}}, {"_id": 1}) == {"_id": "p-1"}
     assert await database["persons"].find_one({"identifiers": {"$in": ["national_id:x"]}}) is None
@@ -122,7 +127,11 @@ async def test_none_matches_a_null_field_and_a_missing_one(database):
 
 async def test_gt_on_datetimes_compares_instants_whatever_the_offset(database):
     await database["docs"].insert_many(
-        [{"_id": "past", "ends_at": NOW - timedelta(seconds=1)}, {"_id": "now", "ends_at": NOW}, {"_id": "later", "ends_at": NOW + timedelta(days=1)}]
+        [
+            {"_id": "past", "ends_at": NOW - timedelta(seconds=1)},
+            {"_id": "now", "ends_at": NOW},
+            {"_id": "later", "ends_at": NOW + timedelta(days=1)},
+        ]
     )
 
     assert await ids(database["docs"].find({"ends_at": {"$gt": NOW.astimezone(timezone(timedelta(hours=2)))}})) == ["later"]
@@ -130,7 +139,11 @@ async def test_gt_on_datetimes_compares_instants_whatever_the_offset(database):
 
 async def test_or_of_null_and_gt_finds_the_open_ended_and_the_not_yet_ended(database):
     await database["docs"].insert_many(
-        [{"_id": "open", "ends_at": None}, {"_id": "ended", "ends_at": NOW - timedelta(days=1)}, {"_id": "running", "ends_at": NOW + timedelta(days=1)}]
+        [
+            {"_id": "open", "ends_at": None},
+            {"_id": "ended", "ends_at": NOW - timedelta(days=1)},
+            {"_id": "running", "ends_at": NOW + timedelta(days=1)},
+        ]
     )
 
     assert sorted(await ids(database["docs"].find({"$or": [{"ends_at": None}, {"ends_at": {"$gt": NOW}}]}))) == ["open", "running"]
@@ -289,7 +302,13 @@ async def test_saving_an_exclusion_again_replaces_it(database):
 
 
 def record(n: int) -> dict:
-    return {"topic": "t.decisions", "partition": 0, "offset": n, "recorded_at": "2025-01-31T12:00:00.000+00:00", "event": {"id": f"e-{n}", "type": "decision.made"}}
+    return {
+        "topic": "t.decisions",
+        "partition": 0,
+        "offset": n,
+        "recorded_at": "2025-01-31T12:00:00.000+00:00",
+        "event": {"id": f"e-{n}", "type": "decision.made"},
+    }
 
 
 def recomputed(entry: dict) -> str:

@@ -2,7 +2,7 @@
 
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -28,12 +28,14 @@ from shared.events import (
     parse_event,
 )
 
-NOW = datetime(2025, 3, 1, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 EXCLUSION = uuid.UUID("11111111-2222-3333-4444-555555555555")
 HASHER = CodeHasher(b"test-secret-0123456789abcdef")
 
 
-def requested(*, document_check: bool = False, channel: Channel = Channel.PORTAL, verify_by: str | None = "email", **fields) -> ExclusionRequested:
+def requested(
+    *, document_check: bool = False, channel: Channel = Channel.PORTAL, verify_by: str | None = "email", **fields
+) -> ExclusionRequested:
     snapshot = ExclusionSnapshot(
         exclusion_id=EXCLUSION,
         identifiers=["email:abc"],
@@ -108,7 +110,9 @@ def test_a_portal_request_gets_a_code_sent_sealed_through_its_channel():
     assert notice.payload.sealed_params == "sealed-123456"
     assert "123456" not in json.dumps(notice.payload.params)
     assert notice.subject == "person-1"
-    assert notice.id == domain.code_notice_id(request) == events(domain.start(request, NOW, issued("1")))[0].id, "redelivery derives the same id"
+    assert notice.id == domain.code_notice_id(request) == events(domain.start(request, NOW, issued("1")))[0].id, (
+        "redelivery derives the same id"
+    )
 
 
 def test_a_request_without_a_channel_is_sent_to_any():
@@ -274,8 +278,12 @@ def test_a_started_verification_announces_where_it_stands():
 
     assert progressed.payload.exclusion_id == EXCLUSION and progressed.payload.answer is None
     assert progressed.payload.verification.model_dump() == {
-        "method": "code", "state": "awaiting_code", "attempts_left": 5, "resends_left": 3,
-        "code_expires_at": NOW + timedelta(minutes=15), "version": 1,
+        "method": "code",
+        "state": "awaiting_code",
+        "attempts_left": 5,
+        "resends_left": 3,
+        "code_expires_at": NOW + timedelta(minutes=15),
+        "version": 1,
     }
     assert progressed.key() == str(EXCLUSION).encode()
 
@@ -289,8 +297,12 @@ def test_each_answer_is_announced_with_the_standing_after_it_under_an_id_derived
     assert progressed.causation_id == wrong.outcome.submission_id
     assert progressed.id == derived_id(wrong.outcome.submission_id, "verification.progressed")
     assert progressed.payload.answer.model_dump() == {
-        "submission_id": wrong.outcome.submission_id, "status": "wrong_code", "refused": True,
-        "reason": "wrong code: 4 attempts left", "attempts_left": 4, "resends_left": None,
+        "submission_id": wrong.outcome.submission_id,
+        "status": "wrong_code",
+        "refused": True,
+        "reason": "wrong code: 4 attempts left",
+        "attempts_left": 4,
+        "resends_left": None,
     }
     assert (progressed.payload.verification.attempts_left, progressed.payload.verification.version) == (4, wrong.verification.version)
     assert (refused.payload.answer.status, refused.payload.verification.state) == ("expired", "awaiting_code")
@@ -321,7 +333,10 @@ def lift_started(code: str = "654321") -> domain.Decision:
     from shared.events import LiftVerificationRequestedPayload, RequestLiftVerification
 
     command = RequestLiftVerification(
-        source="gateway", operator_id="op-1", subject="person-1", payload=LiftVerificationRequestedPayload(lift_id=LIFT, exclusion_id=EXCLUSION)
+        source="gateway",
+        operator_id="op-1",
+        subject="person-1",
+        payload=LiftVerificationRequestedPayload(lift_id=LIFT, exclusion_id=EXCLUSION),
     )
     return domain.start_lift(None, command, NOW, IssuedCode(hash=HASHER.hash(LIFT, code), sealed_params="sealed"))
 

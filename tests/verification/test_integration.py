@@ -6,11 +6,11 @@ import json
 import pytest
 
 from services.verification import domain
+from services.verification.app import create_app
 from services.verification.domain import IssuedCode, State, Status
+from services.verification.repository import MongoVerifications
 from shared import topics
 from shared.events import CodeResendPayload, CodeSubmittedPayload, ExclusionCancelled, ExclusionState, ResendCode, SubmitCode, derived_id
-from services.verification.app import create_app
-from services.verification.repository import MongoVerifications
 from tests.support import Publisher, TopicReader, dead_letter_original, eventually
 from tests.verification.conftest import code_submitted, raw_bytes, requested
 

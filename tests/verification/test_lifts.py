@@ -48,7 +48,9 @@ async def lift_codes(running, lift_id: uuid.UUID, count: int = 1) -> list[str]:
 def lift_code(running, command: RequestLiftVerification, code: str) -> SubmitCode:
     lift_id = command.payload.lift_id
     sealed = running.sealer.seal_text(code, submission_context(lift_id))
-    return SubmitCode(source="gateway", payload=CodeSubmittedPayload(exclusion_id=command.payload.exclusion_id, lift_id=lift_id, sealed_code=sealed))
+    return SubmitCode(
+        source="gateway", payload=CodeSubmittedPayload(exclusion_id=command.payload.exclusion_id, lift_id=lift_id, sealed_code=sealed)
+    )
 
 
 async def test_a_lift_request_sends_a_code_to_the_person_and_only_that_code_verifies_the_lift(running):
@@ -89,7 +91,10 @@ async def test_a_wrong_code_does_not_verify_a_lift_and_five_fail_it(running):
 async def test_a_lift_code_expires_and_resends_are_limited(running):
     command = await lift_requested(running)
     lift_id, exclusion_id = command.payload.lift_id, command.payload.exclusion_id
-    resends = [await running.send(ResendCode(source="gateway", payload=CodeResendPayload(exclusion_id=exclusion_id, lift_id=lift_id))) for _ in range(MAX_RESENDS + 1)]
+    resends = [
+        await running.send(ResendCode(source="gateway", payload=CodeResendPayload(exclusion_id=exclusion_id, lift_id=lift_id)))
+        for _ in range(MAX_RESENDS + 1)
+    ]
     codes = await lift_codes(running, lift_id, count=MAX_RESENDS + 1)
 
     running.clock.advance(minutes=16)
@@ -117,7 +122,8 @@ async def test_a_lift_code_does_not_confirm_the_exclusion_request_nor_the_other_
         SubmitCode(
             source="gateway",
             payload=CodeSubmittedPayload(
-                exclusion_id=command.payload.lift_id, sealed_code=running.sealer.seal_text(code, submission_context(command.payload.lift_id))
+                exclusion_id=command.payload.lift_id,
+                sealed_code=running.sealer.seal_text(code, submission_context(command.payload.lift_id)),
             ),
         )
     )

@@ -7,7 +7,7 @@ portal request (ExclusionRequested, caused by the request) and writes nothing th
 
 import asyncio
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -141,8 +141,11 @@ async def test_a_person_asks_for_an_exclusion_and_confirms_it_with_the_emailed_c
 
     assert refused.status_code == 400
     assert refused.json() | {"exclusion_id": None} == {
-        "status": "wrong_code", "reason": "wrong code: 4 attempts left", "error": "wrong code: 4 attempts left",
-        "attempts_left": 4, "exclusion_id": None,
+        "status": "wrong_code",
+        "reason": "wrong code: 4 attempts left",
+        "error": "wrong code: 4 attempts left",
+        "attempts_left": 4,
+        "exclusion_id": None,
     }
     assert confirmed.status_code == 200 and confirmed.json()["status"] == "verified"
     assert again.status_code == 409 and "already used" in again.json()["error"]
@@ -281,15 +284,23 @@ async def test_codes_are_checked_for_form_and_exclusions_for_existence(http, run
 
 
 async def test_the_person_sees_a_delayed_lift_with_its_date_and_nothing_personal(http, running):
-    exclusion_id, starts = str(uuid.uuid4()), datetime(2025, 1, 31, 12, tzinfo=timezone.utc)
+    exclusion_id, starts = str(uuid.uuid4()), datetime(2025, 1, 31, 12, tzinfo=UTC)
     await running.publisher.event(
         ExclusionLiftRequested(
             source="registration",
             subject="person-9",
             payload=ExclusionSnapshot(
-                exclusion_id=uuid.UUID(exclusion_id), identifiers=["email:00ff"], scope=SCOPE_ALL, jurisdiction="DE",
-                duration="+3m", state=ExclusionState.LIFT_REQUESTED, starts_at=starts, ends_at=None,
-                minimum_until=starts + timedelta(days=90), lift_effective_at=starts + timedelta(days=97), version=4,
+                exclusion_id=uuid.UUID(exclusion_id),
+                identifiers=["email:00ff"],
+                scope=SCOPE_ALL,
+                jurisdiction="DE",
+                duration="+3m",
+                state=ExclusionState.LIFT_REQUESTED,
+                starts_at=starts,
+                ends_at=None,
+                minimum_until=starts + timedelta(days=90),
+                lift_effective_at=starts + timedelta(days=97),
+                version=4,
             ),
         )
     )
@@ -299,9 +310,15 @@ async def test_the_person_sees_a_delayed_lift_with_its_date_and_nothing_personal
 
     assert shown.status_code == 200
     assert shown.json() == {
-        "exclusion_id": exclusion_id, "state": "lift_requested", "jurisdiction": "DE", "duration": "+3m",
-        "starts_on": "2025-01-31", "ends_on": None, "minimum_until": "2025-05-01",
-        "lift_effective_at": "2025-05-08T12:00:00+00:00", "verification": None,
+        "exclusion_id": exclusion_id,
+        "state": "lift_requested",
+        "jurisdiction": "DE",
+        "duration": "+3m",
+        "starts_on": "2025-01-31",
+        "ends_on": None,
+        "minimum_until": "2025-05-01",
+        "lift_effective_at": "2025-05-08T12:00:00+00:00",
+        "verification": None,
     }
     assert "person-9" not in shown.text and "00ff" not in shown.text
 
@@ -313,4 +330,9 @@ async def test_a_request_still_in_flight_after_the_bound_answers_processing(http
 
     assert answer.status_code == 202 and answer.json()["status"] == "processing"
     request_id = answer.json()["request_id"]
-    await shown_when(http, str(derived_id(uuid.UUID(request_id), "exclusion")), lambda body: body["state"] == "pending_verification", what="the exclusion")
+    await shown_when(
+        http,
+        str(derived_id(uuid.UUID(request_id), "exclusion")),
+        lambda body: body["state"] == "pending_verification",
+        what="the exclusion",
+    )

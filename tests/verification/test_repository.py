@@ -1,7 +1,7 @@
 """Verification's repositories on the real store: every query shape they use."""
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -14,7 +14,7 @@ from tests.verification.conftest import code_submitted, requested
 
 pytestmark = pytest.mark.integration
 
-NOW = datetime(2025, 3, 1, 9, 0, 0, 250000, tzinfo=timezone.utc)
+NOW = datetime(2025, 3, 1, 9, 0, 0, 250000, tzinfo=UTC)
 
 
 def started(subject: str = "person-1", now: datetime = NOW) -> domain.Verification:
@@ -95,7 +95,11 @@ async def test_a_document_is_stored_read_and_removed(database):
     await documents.add("doc-1", exclusion_id=exclusion_id, content_type="image/png", size=3, sealed="e1:AAAA", now=NOW)
 
     stored = await documents.get("doc-1")
-    assert (stored["exclusion_id"], stored["sealed"], stored["uploaded_at"]) == (str(exclusion_id), "e1:AAAA", NOW.replace(microsecond=250000))
+    assert (stored["exclusion_id"], stored["sealed"], stored["uploaded_at"]) == (
+        str(exclusion_id),
+        "e1:AAAA",
+        NOW.replace(microsecond=250000),
+    )
     await documents.remove("doc-1")
     assert await documents.get("doc-1") is None
 
