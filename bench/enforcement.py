@@ -31,20 +31,14 @@ import sys
 import tempfile
 import time
 import uuid
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from subprocess import Popen
 
 import httpx
 from pymongo.errors import PyMongoError
-
-from shared import topics
-from shared.broker import ensure_operator_topics, ensure_topics
-from shared.identity import Hasher
-from shared.infra import free_port
-from shared.settings import Settings
-from shared.store import create_client, ensure_indexes
 
 from bench import http as gateway_bench
 from bench import measure, restart
@@ -55,6 +49,12 @@ from services.blocking import repository as blocking_store
 from services.gateway import repository as gateway_store
 from services.gateway.access import ALL_PERMISSIONS as ALL_SCOPES
 from services.gateway.operators import add
+from shared import topics
+from shared.broker import ensure_operator_topics, ensure_topics
+from shared.identity import Hasher
+from shared.infra import free_port
+from shared.settings import Settings
+from shared.store import create_client, ensure_indexes
 
 HOP_TOPIC = "bench.hop"
 HOST = "127.0.0.1"
@@ -77,10 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=_count, default=6, help="partitions per topic (a multiple of the blocking instances)")
     parser.add_argument("--audit", action="store_true", help="run the audit service too (it writes a log entry for every message)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--workdir", type=Path, help="keep the services' logs (and the embedded servers' data) here, not in a temporary directory")
     args = parser.parse_args(argv)
     args.restart_sizes = sorted(_count(s) for s in args.restart_sizes.split(",") if s.strip())
     settings = Settings().model_copy(update={"topic_partitions": args.partitions})
-    with tempfile.TemporaryDirectory(prefix="selfex-bench-enforcement-") as workdir, servers(settings, Path(workdir)) as (settings, kind):
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+    with (
+        nullcontext(str(args.workdir)) if args.workdir else tempfile.TemporaryDirectory(prefix="selfex-bench-enforcement-")
+    ) as workdir, servers(settings, Path(workdir)) as (settings, kind):
         asyncio.run(run(args, settings, kind, Path(workdir)))
     return 0
 
@@ -139,7 +144,7 @@ async def run(args, settings: Settings, kind: str, workdir: Path) -> dict:
                 await stack.ready(label)
             await measure.until_group_stable(settings.kafka, account_events_group(settings), 2, READY_TIMEOUT_SECONDS)
             report["stack_ready_seconds"] = round(time.perf_counter() - started, 1)
-            report |= await enforcement(args, settings, stack, workload, issued, tag)
+            report |= await enforcement(args, settings, stack, workload, issued, tag, stores)
         report["restarts"] = []
         save(args, report)
         print_report(report)
@@ -209,7 +214,7 @@ class Stack:
             raise
 
 
-async def enforcement(args, settings: Settings, stack: Stack, workload: Workload, issued, tag: str) -> dict:
+async def enforcement(args, settings: Settings, stack: Stack, workload: Workload, issued, tag: str, stores: gateway_bench.Stores) -> dict:
     """The people excluded one by one while the flow runs, then the bare broker hop."""
     people = [Person(k, issued.operator.id) for k in range(args.excluded)]
     # The measured operator's own topics; the flow is another operator's (the workload's) on its own.
@@ -241,7 +246,9 @@ async def enforcement(args, settings: Settings, stack: Stack, workload: Workload
         async with measure.Output(settings.kafka, settings.topic(HOP_TOPIC)) as hop_output:
             hop = await measure.latency(settings.kafka, settings.topic(HOP_TOPIC), hop_output, hop_records, 50.0)
     accepted = [one for one in people if one.status == 201]
+    registration_logs = [running.log_path for label, running in stack.running.items() if label.startswith("registration")]
     return {
+        "answer_breakdown": await where_the_time_went(people, stores, registration_logs),
         "flow": flow_figures,
         "requests": {
             "answers": {str(status): sum(1 for one in people if one.status == status) for status in sorted({one.status for one in people}, key=str)},
@@ -253,6 +260,56 @@ async def enforcement(args, settings: Settings, stack: Stack, workload: Workload
         "end_sessions": _effect(accepted, "enforced_at"),
         "broker_hop": {"count": hop.answered, "p50_ms": round(hop.p50_ms, 1), "p95_ms": round(hop.p95_ms, 1), "p99_ms": round(hop.p99_ms, 1)},
     }
+
+
+STEPS = (
+    ("to_registration", "request → registration handles the command (gateway publish, commands topic)"),
+    ("registration_published", "→ registration has stored and published the lifecycle event"),
+    ("gateway_effect", "→ the gateway has written lookup, view and the command's effect"),
+    ("effect_to_answer", "→ the answer (the gateway's read of its own effect)"),
+)
+
+
+async def where_the_time_went(people: list[Person], stores: gateway_bench.Stores, registration_logs: list[Path]) -> dict:
+    """Each request's way to its answer, step by step, from the services' own records (one machine,
+    one clock): the exclusion's ``created_at`` (registration handling the command), registration's
+    ``event_published`` log line, the gateway's ``command_effects.recorded_at`` (written once its
+    lookup and view hold the exclusion), and the answer's arrival."""
+    effects = await stores.gateway["command_effects"].find({}).to_list(None)
+    by_command = {effect["_id"]: effect for effect in effects}
+    first_effect: dict[str, datetime] = {}
+    for effect in effects:
+        at = effect["recorded_at"]
+        first_effect[effect["exclusion_id"]] = min(at, first_effect.get(effect["exclusion_id"], at))
+    exclusion_of: dict[int, str] = {}
+    for one in people:
+        if "exclusion_id" in one.answer:
+            exclusion_of[one.k] = str(one.answer["exclusion_id"])
+        elif (effect := by_command.get(str(one.answer.get("request_id")))) is not None:
+            exclusion_of[one.k] = effect["exclusion_id"]
+    ids = sorted(set(exclusion_of.values()))
+    created = {d["_id"]: d["created_at"] for d in await stores.registration["exclusions"].find({"_id": {"$in": ids}}, {"created_at": 1}).to_list(None)}
+    published: dict[str, datetime] = {}
+    for path in registration_logs:
+        for line in path.read_text(errors="replace").splitlines():
+            if '"event_published"' in line:
+                record = json.loads(line)
+                at = datetime.fromisoformat(record["timestamp"])
+                published[record["exclusion_id"]] = min(at, published.get(record["exclusion_id"], at))
+    steps: dict[str, list[float]] = {name: [] for name, _ in STEPS}
+    for one in people:
+        exclusion_id = exclusion_of.get(one.k)
+        if exclusion_id is None or one.sent_wall is None or one.answered_wall is None:
+            continue
+        moments = [one.sent_wall, _epoch(created.get(exclusion_id)), _epoch(published.get(exclusion_id)), _epoch(first_effect.get(exclusion_id)), one.answered_wall]
+        for (name, _), start, end in zip(STEPS, moments, moments[1:], strict=False):  # four steps between five moments
+            if start is not None and end is not None:
+                steps[name].append((end - start) * 1000)
+    return {name: percentiles(samples) for name, samples in steps.items()}
+
+
+def _epoch(moment: datetime | None) -> float | None:
+    return moment.timestamp() if moment is not None else None
 
 
 def _summed(counts) -> dict[str, int]:
@@ -316,6 +373,9 @@ def print_report(report: dict) -> None:
     not_yet = ", ".join(f"{n} × {label}" for label, n in report["gamstop"]["not_yet_answers"].items()) or "none"
     print(f"  after a 201: GAMSTOP answers other than Y: {not_yet}; account events answered ALLOW "
           f"{block['allowed_after_201']}, UNAVAILABLE {block['unavailable_after_201']} (one sent every 20 ms until the first BLOCK)")
+    print("where a request's time went (each step's p50 / p95 / p99 ms, from the services' own records):")
+    for name, label in STEPS:
+        print(f"  {label:84} {_ms(report['answer_breakdown'][name])}")
     hop = report["broker_hop"]
     print(f"the machine's limit, a bare broker hop (produce → consume one record, fresh topic): p50 {hop['p50_ms']:.1f} / "
           f"p95 {hop['p95_ms']:.1f} / p99 {hop['p99_ms']:.1f} ms ({hop['count']} records)")

@@ -10,6 +10,7 @@ from shared import topics
 from shared.events import DecisionMade, ExclusionLiftRefused, LifecycleEvent, VerificationEvent, VerificationProgressed, utcnow
 from shared.service import Service
 
+from services.gateway.context import Arrivals
 from services.gateway.domain import Summary
 from services.gateway.repository import (
     MongoCommandEffects,
@@ -34,8 +35,9 @@ def lifecycle_group(service: Service) -> str:
     return f"{service.settings.topic_prefix}{service.name}.{topics.EXCLUSION_LIFECYCLE}"
 
 
-def register(service: Service) -> Any:
-    """The consumers, subscribed; returns the lifecycle subscriber (the lookup's feed, watched)."""
+def register(service: Service, arrivals: Arrivals | None = None) -> Any:
+    """The consumers, subscribed; returns the lifecycle subscriber (the lookup's feed, watched).
+    ``arrivals``: told of each command's effect once written, so the write waiting on it answers at once."""
 
     feed = service.subscriber(
         topics.EXCLUSION_LIFECYCLE, title="gateway.exclusion_lifecycle", group_id=lifecycle_group(service), fetch_max_wait_ms=LIFECYCLE_FETCH_MAX_WAIT_MS
@@ -46,19 +48,18 @@ def register(service: Service) -> Any:
         """Put the exclusion, as it now stands, under each of the person's identifiers and in its view;
         then note the command that changed it (last: a write's answer waits for that, and finds the rest)."""
         snapshot = event.payload
-        import time as _t; _t0 = _t.perf_counter()  # PROBE
         refused = isinstance(event, ExclusionLiftRefused)
         refusal = {"request_id": str(event.causation_id), "reason": snapshot.reason, "at": event.occurred_at.isoformat()} if refused else None
         await together(  # the lookup and the view at once; the effect only once both are written
             MongoLookup(service.db).record(snapshot.identifiers, Summary.from_snapshot(snapshot, event.subject)),
             MongoViews(service.db).record(view_of(snapshot, event.subject, refusal=refusal), made_by=event.operator_id, now=utcnow()),
         )
-        _t1 = _t2 = _t.perf_counter()  # PROBE
         if event.causation_id is not None:
             await MongoCommandEffects(service.db).record(
                 event.causation_id, str(snapshot.exclusion_id), snapshot.reason if refused else None, utcnow()
             )
-        service.log.info("PROBE_lifecycle", type=event.type, ids=len(snapshot.identifiers), exclusion_id=str(snapshot.exclusion_id), lookup_ms=round((_t1-_t0)*1000,1), view_ms=round((_t2-_t1)*1000,1), effect_ms=round((_t.perf_counter()-_t2)*1000,1), occurred=event.occurred_at.isoformat())  # PROBE
+            if arrivals is not None:
+                arrivals.noted(event.causation_id)
 
     @service.subscriber(topics.VERIFICATION_EVENTS, title="gateway.verification_events")
     async def on_verification_event(event: VerificationEvent) -> None:

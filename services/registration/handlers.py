@@ -16,8 +16,14 @@ from services.registration.domain import UnverifiedLiftError
 from services.registration.registrar import Registrar
 
 
+# How long the broker may hold the commands' fetch when it has nothing: an operator's request waits
+# for its answer through this hop, and the embedded broker (Tansu) holds a fetch for the whole wait
+# even when a record arrives meanwhile (aiokafka's default, 500 ms, cost up to a quarter of a second).
+COMMANDS_FETCH_MAX_WAIT_MS = 10
+
+
 def register(service: Service, registrar: Registrar) -> None:
-    @service.subscriber(topics.EXCLUSION_COMMANDS, title="registration.exclusion_commands")
+    @service.subscriber(topics.EXCLUSION_COMMANDS, title="registration.exclusion_commands", fetch_max_wait_ms=COMMANDS_FETCH_MAX_WAIT_MS)
     async def on_exclusion_command(command: ExclusionCommand) -> None:
         """Register an exclusion request (new, or extending a running one), or register staff's cancellation
         of one made in error. A lift request here is refused (dead-lettered): only a verified lift ends anything."""
