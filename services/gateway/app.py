@@ -10,14 +10,6 @@ from fastapi.routing import APIRoute
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from shared.broker import publish as publish_event
-from shared.crypto import Sealer
-from shared.events import Event, RequestHandled
-from shared.identity import Hasher
-from shared.policies import Policy, load_policies
-from shared.service import Clock, Service
-from shared.settings import Settings
-
 from services.gateway import chipout, gamstop, handlers, native, problems
 from services.gateway.access import Gatekeeper
 from services.gateway.coalescing import CoalescingLookup
@@ -26,6 +18,13 @@ from services.gateway.edge import Edge
 from services.gateway.feed import LifecycleFeed
 from services.gateway.repository import INDEXES, MongoCommandEffects, MongoDecisions, MongoLookup, MongoOperators, MongoViews
 from services.gateway.requestlog import RequestLog
+from shared.broker import publish as publish_event
+from shared.crypto import Sealer
+from shared.events import Event, RequestHandled
+from shared.identity import Hasher
+from shared.policies import Policy, load_policies
+from shared.service import Clock, Service
+from shared.settings import Settings
 
 log = structlog.get_logger("gateway")
 
@@ -140,7 +139,9 @@ def create_app(
         tags=["operations"],
         responses={
             200: {"description": "ready: the lookup holds every exclusion the lifecycle topic held a moment ago"},
-            503: {"description": "cannot decide now (feed starting, lagging or stopped, …); the reasons are named. Checks answer 503 meanwhile"},
+            503: {
+                "description": "cannot decide now (feed starting, lagging or stopped, …); the reasons are named. Checks answer 503 meanwhile"
+            },
         },
     )
     async def readyz() -> JSONResponse:
