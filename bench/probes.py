@@ -31,6 +31,10 @@ from shared.identity import Identity
 FIRST_PERSON = 10**11  # far from the loaded people (0..N-1) and the flow's (N..N+accounts)
 PROBE_EVERY_SECONDS = 0.02  # an account event of the person this often until one is blocked
 CHECK_PAUSE_SECONDS = 0.01
+# After a 503 (the gateway cannot tell yet: Retry-After) the check is asked again this much later, as
+# a client honouring it would, if more eagerly: asking every 10 ms kept the gateway busy answering
+# 503s while the feed it waited for caught up (a time measured this way is at most this much late).
+UNAVAILABLE_PAUSE_SECONDS = 0.1
 FLOW_TICK_SECONDS = 0.01
 
 
@@ -125,7 +129,7 @@ async def _checked(one: Person, http: httpx.AsyncClient, key: str, deadline: flo
         said = answer.headers.get("x-exclusion") if answer.status_code == 200 else None
         label = f"200 {said}" if said else str(answer.status_code)
         one.not_yet_checks[label] = one.not_yet_checks.get(label, 0) + 1
-        await asyncio.sleep(CHECK_PAUSE_SECONDS)
+        await asyncio.sleep(UNAVAILABLE_PAUSE_SECONDS if answer.status_code == 503 else CHECK_PAUSE_SECONDS)
 
 
 async def _blocked(one: Person, send: AIOKafkaProducer, account_events: str, deadline: float) -> None:

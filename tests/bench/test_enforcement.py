@@ -52,6 +52,9 @@ async def test_the_enforcement_bench_runs_on_the_whole_stack_and_measures_every_
         assert figures["count"] == 20 and figures["missing"] == 0, effect
         assert figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"] <= figures["max_ms"], effect
         assert figures["from_request"]["count"] == 20, effect
+    for step, figures in report["answer_breakdown"].items():  # where each request's time went, step by step
+        assert figures["count"] == 20, step
+    assert "where a request's time went" in text
     assert report["broker_hop"]["count"] == 20 and report["broker_hop"]["p99_ms"] > 0
     assert report["flow"]["offered_per_second"] > 0 and report["flow"]["decisions_per_second"] > 0
     [restart] = report["restarts"]
