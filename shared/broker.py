@@ -8,12 +8,14 @@ the message is retried with backoff, its offset held, while the consumer says it
 
 import asyncio
 import copy
+import functools
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import structlog
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faststream import BaseMiddleware
@@ -72,7 +74,7 @@ def stay_in_groups_on_stop() -> None:
     async def forget_membership(coordinator: GroupCoordinator) -> None:
         coordinator.reset_generation()
 
-    GroupCoordinator._maybe_leave_group = forget_membership  # type: ignore[method-assign]
+    GroupCoordinator._maybe_leave_group = forget_membership
 
 
 def create_broker(settings: Settings, *, service: str, readiness: Readiness | None = None, **options: Any) -> KafkaBroker:
@@ -172,6 +174,15 @@ def record_batches(messages: list[BatchMessage], max_bytes: int = MAX_BATCH_BYTE
         yield run
 
 
+def producer_of(broker: KafkaBroker) -> AIOKafkaProducer:
+    """The aiokafka producer under a connected FastStream broker, for appending records to its record
+    batches directly (FastStream has no public accessor; this fails loudly if its layout changes)."""
+    producer = getattr(getattr(broker.config.producer, "_producer", None), "producer", None)
+    if not isinstance(producer, AIOKafkaProducer):
+        raise RuntimeError("the broker is not connected, or FastStream no longer keeps its aiokafka producer where it did")
+    return producer
+
+
 async def topic_partitions(broker: KafkaBroker, topic: str) -> list[int]:
     """The topic's partitions, as the cluster's metadata says now."""
     [described] = await broker.config.admin_client.describe_topics([topic])
@@ -200,9 +211,7 @@ class DeadLetters:
     it is always small enough to publish and shows nothing personal in clear.
     """
 
-    def __init__(
-        self, settings: Settings, consumer: str, broker: KafkaBroker | None = None, readiness: Readiness | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, consumer: str, broker: KafkaBroker | None = None, readiness: Readiness | None = None) -> None:
         self.broker = broker
         self.settings = settings
         self.consumer = consumer
@@ -224,6 +233,7 @@ class DeadLetters:
         if not is_poison(error):
             raise error
         event = self.dead_letter(record, error)
+        assert self.broker is not None, "parking needs the consumer's broker"
         await publish(self.broker, self.settings, event)
         log.warning(
             "message_dead_lettered",
@@ -297,11 +307,12 @@ class DeadLetters:
             before_sleep=failed,
             reraise=True,
         )
+
         async def call() -> T:  # a coroutine function: tenacity would not await what a plain lambda returns
             return await attempt()
 
         try:
-            result = await retrying(call)
+            result: T = await retrying(call)
         except Exception as error:
             if not is_poison(error):
                 self._failing_now(records, error)
@@ -349,7 +360,7 @@ class DeadLetters:
                         if not is_poison(error):
                             log.warning("consumer_retry_round_over", error=type(error).__name__)
                             raise
-                        await dead_letters.retrying(lambda: dead_letters.park(msg, error), records)
+                        await dead_letters.retrying(functools.partial(dead_letters.park, msg, error), records)
                         result = None
                     dead_letters.succeeded(records)
                     return result

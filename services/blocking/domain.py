@@ -41,14 +41,18 @@ they get ``lift``, unless another exclusion in force still covers games for the 
 
 import uuid
 from collections.abc import Iterable
-from typing import Any
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
+from pydantic import BaseModel
+
+from services.blocking.view import ActiveExclusion, ExclusionView
 from shared.events import (
     AccountEventKind,
     AccountEventOccurred,
     DecisionMade,
+    DecisionPayload,
     EnforcementCommanded,
     EnforcementPayload,
     Event,
@@ -61,10 +65,8 @@ from shared.events import (
 )
 from shared.identity import PERSONAL_KINDS, IdentifierKind, kind_of
 
-from services.blocking.view import ActiveExclusion, ExclusionView
-
 __all__ = [
-    "ActiveExclusion", "ExclusionView", "Known", "allowed", "block_message", "blocks", "decide", "decision", "enforcement_action", "enforcements",
+    "ActiveExclusion", "ExclusionView", "Known", "allowed", "block_message", "blocks", "decide", "decision", "decision_fields", "enforcement_action", "enforcements",
     "follow", "follow_view", "names_a_person", "unchecked",
 ]
 
@@ -75,6 +77,8 @@ CIRCUMVENTION = "suspected_circumvention"
 END_SESSIONS = "end_sessions"
 LIFT = "lift"
 PERSONAL_PREFIXES = tuple(f"{kind.value}:" for kind in PERSONAL_KINDS)
+# A decision as its fields, in DecisionMade's layout (``decision_fields``): one is made per account event.
+Decision = dict[str, Any]
 # The events that start and end an exclusion; others only restate it (or change it, e.g. extended).
 STARTS, ENDS = "exclusion.activated", frozenset({"exclusion.expired", "exclusion.lifted"})
 
@@ -113,10 +117,10 @@ def is_personal(identifier_hash: str) -> bool:
 def decide(event: AccountEventOccurred, identifiers: dict[IdentifierKind, str], view: ExclusionView, now: datetime) -> DecisionMade:
     """One decision for one account event; its id derives from the event, so redelivery repeats it."""
     refused = refusal(event, identifiers, view, now)
-    return refused if refused is not None else allowed(event, now)
+    return DecisionMade.model_validate(refused if refused is not None else allowed(event, now))
 
 
-def refusal(event: AccountEventOccurred, identifiers: dict[IdentifierKind, str], view: ExclusionView, now: datetime) -> DecisionMade | None:
+def refusal(event: AccountEventOccurred, identifiers: dict[IdentifierKind, str], view: ExclusionView, now: datetime) -> Decision | None:
     """The BLOCK decision if an exclusion refuses this event, else None (ALLOW)."""
     candidates = view.matching(identifiers.values())
     if not candidates:
@@ -137,7 +141,7 @@ def refusal(event: AccountEventOccurred, identifiers: dict[IdentifierKind, str],
     # The exclusion that lasts longest is the one to report; "until further notice" outlasts all.
     exclusion, _ = max(refusing, key=lambda pair: (pair[0].ends_at is None, pair[0].ends_at or now))
     ends_on = exclusion.ends_at.date() if exclusion.ends_at else None
-    return decision(
+    return decision_fields(
         event,
         now,
         Outcome.BLOCK,
@@ -154,17 +158,17 @@ UNAVAILABLE_MESSAGE = "Selfex could not check this event; treat it as a block"
 IDENTITY_UNUSABLE = "identity_unusable"
 
 
-def unchecked(event: Event, now: datetime, reason: str) -> DecisionMade:
+def unchecked(event: Event, now: datetime, reason: str) -> Decision:
     """The UNAVAILABLE decision: the event could not be checked, for ``reason`` (never input values).
 
     ``event`` needs only the references a decision repeats (ids, operator, account, kind), so an
     event whose identity broke the contract can still be answered."""
-    return decision(event, now, Outcome.UNAVAILABLE, code=UNAVAILABLE_CODE, message=UNAVAILABLE_MESSAGE, reason=reason)
+    return decision_fields(event, now, Outcome.UNAVAILABLE, code=UNAVAILABLE_CODE, message=UNAVAILABLE_MESSAGE, reason=reason)
 
 
-def allowed(event: Event, now: datetime) -> DecisionMade:
+def allowed(event: Event, now: datetime) -> Decision:
     """The ALLOW decision (``event`` needs only the references a decision repeats, as for ``unchecked``)."""
-    return decision(event, now, Outcome.ALLOW)
+    return decision_fields(event, now, Outcome.ALLOW)
 
 
 def names_a_person(identifiers: dict[IdentifierKind, str]) -> bool:
@@ -178,31 +182,47 @@ def block_message(ends_on: date | None) -> str:
 
 
 def decision(event: Event, now: datetime, outcome: Outcome, **outcome_fields: Any) -> DecisionMade:
-    """The decision on this event: what ``DecisionMade.caused_by`` builds, its references to the event
-    then the outcome's own fields, validated in one call (one is made for every account event)."""
+    """The decision on this event as the contract's model, validated (what ``DecisionMade.caused_by`` builds)."""
+    return DecisionMade.model_validate(decision_fields(event, now, outcome, **outcome_fields))
+
+
+def decision_fields(event: Event, now: datetime, outcome: Outcome, **outcome_fields: Any) -> Decision:
+    """The decision on this event as its fields, in ``DecisionMade``'s layout with every default in place:
+    its references to the event (already validated) then the outcome's own fields. One is made for
+    every account event, so the model is not built: ``pydantic_core.to_json`` of these is the bytes
+    of ``DecisionMade.model_validate(fields).model_dump_json()`` (tests/blocking/test_decisions.py)."""
     payload = event.payload
-    return _decision(
-        {
-            "id": derived_id(event.id, DECISION_TYPE),
-            "occurred_at": now,
-            "source": SOURCE,
-            "correlation_id": event.correlation_id or event.id,
-            "causation_id": event.id,
-            "operator_id": event.operator_id,
-            "payload": {
-                "account_event_id": event.id,
-                "operator_event_id": payload.operator_event_id,
-                "account_id": payload.account_id,
-                "kind": payload.kind,
-                "outcome": outcome,
-                **outcome_fields,
-            },
-        }
-    )
+    return {
+        **_ENVELOPE,
+        "id": derived_id(event.id, DECISION_TYPE),
+        "occurred_at": now,
+        "source": SOURCE,
+        "correlation_id": event.correlation_id or event.id,
+        "causation_id": event.id,
+        "operator_id": event.operator_id,
+        "payload": {
+            **_PAYLOAD,
+            "account_event_id": event.id,
+            "operator_event_id": payload.operator_event_id,
+            "account_id": payload.account_id,
+            "kind": payload.kind,
+            "outcome": outcome,
+            **outcome_fields,
+        },
+    }
+
+
+def defaults(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's fields in its order, each at its default (None where it has none: the caller fills those)."""
+    return {
+        name: None if field.is_required() else field.get_default(call_default_factory=True)
+        for name, field in model.model_fields.items()
+    }
 
 
 DECISION_TYPE = DecisionMade.model_fields["type"].default
-_decision = DecisionMade.model_validate
+# The layout is the contract's, read from its models: a field added there appears here at its default.
+_ENVELOPE, _PAYLOAD = defaults(DecisionMade), defaults(DecisionPayload)
 
 
 # --- the view follows the lifecycle ----------------------------------------------------------

@@ -20,18 +20,17 @@ from aiokafka import ConsumerRecord
 from faststream.message import StreamMessage
 from pydantic import Field, ValidationError
 
-from shared import topics
-from shared.broker import DeadLetters, describe
-from shared.events import AccountEventKind, AccountEventOccurred, Contract, DecisionMade, Event
-from shared.identity import Hasher, IdentityError
-from shared.service import Service
-
 from services.blocking import domain
 from services.blocking.accounts import SeenAccounts
 from services.blocking.follower import ViewFollower
 from services.blocking.identities import AccountIdentifiers
 from services.blocking.publisher import BatchPublisher
 from services.blocking.repository import MongoExclusionProjection
+from shared import topics
+from shared.broker import DeadLetters, describe
+from shared.events import AccountEventKind, AccountEventOccurred, Contract, Event
+from shared.identity import Hasher, IdentityError
+from shared.service import Service
 
 # An account-events batch: up to this many records; an empty poll waits this long before the next.
 MAX_BATCH = 1000
@@ -62,7 +61,7 @@ class AccountEventReferences(Event):
     payload: _References
 
 
-def unchecked_decision(value: bytes | None, error: ValidationError, operator_id: str, now) -> DecisionMade:
+def unchecked_decision(value: bytes | None, error: ValidationError, operator_id: str, now) -> domain.Decision:
     """The UNAVAILABLE decision for an account event of ``operator_id`` that breaks the contract; raises
     ``error`` when not even its references can be read (then there is nothing to answer: it is dead-lettered)."""
     try:
@@ -124,7 +123,7 @@ def register(
         """
         now = service.clock()
         unavailable = follower.unavailable_reason()  # once per batch: the view's state when deciding it
-        decisions: list[DecisionMade] = []
+        decisions: list[domain.Decision] = []
         parked = []
         for record in records:
             try:
@@ -163,7 +162,7 @@ def register(
                 parked.append((record, error))
         # The decisions go out while the newly seen accounts are stored, both before the commit: a
         # failed write fails the batch, which is retried (same decision ids), so no seen account is lost.
-        await asyncio.gather(publisher.publish(decisions), accounts.flush())
+        await asyncio.gather(publisher.publish_decisions(decisions), accounts.flush())
         for record, error in parked:
             await dead_letters.park_record(record, error)
 

@@ -1,9 +1,9 @@
-"""Blocking's batch publisher: each event on its contract's topic (a decision or command on its
+"""Blocking's batch publisher: each event (a decision made as its fields, too) on its contract's topic (a decision or command on its
 operator's own) and key's partition, as the contract's model serialises it, in order per key; runs
 cut to fit a record batch."""
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
@@ -12,11 +12,20 @@ from services.blocking import domain
 from services.blocking.publisher import BatchPublisher, KeyPartitions
 from shared import topics
 from shared.broker import MAX_BATCH_BYTES, RECORD_OVERHEAD, batch_message, create_broker, record_batches
-from shared.events import SCOPE_ALL, AccountEventKind, AccountEventOccurred, AccountEventPayload, EnforcementCommanded, EnforcementPayload, Outcome
+from shared.events import (
+    SCOPE_ALL,
+    AccountEventKind,
+    AccountEventOccurred,
+    AccountEventPayload,
+    DecisionMade,
+    EnforcementCommanded,
+    EnforcementPayload,
+    Outcome,
+)
 from shared.identity import Identity, uid_from_personnummer
 from tests.support import TopicReader
 
-NOW = datetime(2025, 1, 31, 12, 0, 0, 123456, tzinfo=timezone.utc)
+NOW = datetime(2025, 1, 31, 12, 0, 0, 123456, tzinfo=UTC)
 IDENTITY = Identity(uid=uid_from_personnummer("199001011234"))
 
 
@@ -36,7 +45,9 @@ def test_runs_fit_in_a_record_batch_and_keep_every_message_in_order():
 
     assert len(runs) > 1
     assert [m for run in runs for m in run] == messages
-    assert all(sum(len(getattr(m, "body", m)) + len(getattr(m, "key", b"")) + RECORD_OVERHEAD for m in run) <= MAX_BATCH_BYTES for run in runs)
+    assert all(
+        sum(len(getattr(m, "body", m)) + len(getattr(m, "key", b"")) + RECORD_OVERHEAD for m in run) <= MAX_BATCH_BYTES for run in runs
+    )
 
 
 def test_a_key_goes_to_the_partition_the_producer_would_choose():
@@ -52,16 +63,21 @@ async def test_events_go_out_as_their_contracts_serialise_them_on_their_keys_par
     await broker.start()
     try:
         publisher = BatchPublisher(broker, settings)
-        decisions = [domain.allowed(account_event(f"acc-{n % 7}", n), NOW) for n in range(60)]
+        made = [domain.allowed(account_event(f"acc-{n % 7}", n), NOW) for n in range(60)]
+        refused_fields = domain.decision_fields(account_event("acc-x", 99), NOW, Outcome.BLOCK, code=domain.CODE, scope=SCOPE_ALL, matched=["uid"])
+        other_fields = domain.allowed(account_event("acc-0", 100, operator_id="op-2"), NOW)
+        decisions = [DecisionMade.model_validate(fields) for fields in made]
+        refused, other = DecisionMade.model_validate(refused_fields), DecisionMade.model_validate(other_fields)
         command = EnforcementCommanded.caused_by(
-            decisions[0], source="blocking", operator_id="op-1",
+            decisions[0],
+            source="blocking",
+            operator_id="op-1",
             payload=EnforcementPayload(account_id="acc-0", action="end_sessions", exclusion_id=decisions[0].id),
         )
-        refused = domain.decision(account_event("acc-x", 99), NOW, Outcome.BLOCK, code=domain.CODE, scope=SCOPE_ALL, matched=["uid"])
-        other = domain.allowed(account_event("acc-0", 100, operator_id="op-2"), NOW)
 
         # No topic is made beforehand: the publisher makes an operator's topics the first time.
-        await publisher.publish([*decisions, command, other, refused])
+        await publisher.publish_decisions([*made, other_fields, refused_fields])
+        await publisher.publish([command])
 
         ones, twos = topics.operator_topics("op-1"), topics.operator_topics("op-2")
         assert set(await broker.config.admin_client.list_topics()) >= {settings.topic(t) for t in ones + twos}
