@@ -66,8 +66,21 @@ from shared.events import (
 from shared.identity import PERSONAL_KINDS, IdentifierKind, kind_of
 
 __all__ = [
-    "ActiveExclusion", "ExclusionView", "Known", "allowed", "block_message", "blocks", "decide", "decision", "decision_fields", "enforcement_action", "enforcements",
-    "follow", "follow_view", "names_a_person", "unchecked",
+    "ActiveExclusion",
+    "ExclusionView",
+    "Known",
+    "allowed",
+    "block_message",
+    "blocks",
+    "decide",
+    "decision",
+    "decision_fields",
+    "enforcement_action",
+    "enforcements",
+    "follow",
+    "follow_view",
+    "names_a_person",
+    "unchecked",
 ]
 
 SOURCE = "blocking"
@@ -215,8 +228,7 @@ def decision_fields(event: Event, now: datetime, outcome: Outcome, **outcome_fie
 def defaults(model: type[BaseModel]) -> dict[str, Any]:
     """A model's fields in its order, each at its default (None where it has none: the caller fills those)."""
     return {
-        name: None if field.is_required() else field.get_default(call_default_factory=True)
-        for name, field in model.model_fields.items()
+        name: None if field.is_required() else field.get_default(call_default_factory=True) for name, field in model.model_fields.items()
     }
 
 

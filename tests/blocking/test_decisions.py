@@ -4,6 +4,7 @@ the same key, and an id that is uuid5's."""
 import uuid
 from datetime import UTC, date, datetime
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic_core import to_json
@@ -45,19 +46,28 @@ def made(fields: dict) -> DecisionMade:
 
 
 def test_an_allow_is_the_bytes_the_contract_writes():
-    for event in (account_event(), account_event(AccountEventKind.WITHDRAWAL, correlation_id=uuid.uuid4(), account_id="åsa \"q\" €")):
+    for event in (account_event(), account_event(AccountEventKind.WITHDRAWAL, correlation_id=uuid.uuid4(), account_id='åsa "q" €')):
         fields = domain.allowed(event, NOW)
 
         assert to_json(fields) == made(fields).model_dump_json().encode()
-        assert made(fields) == DecisionMade.caused_by(event, source="blocking", operator_id="op-1", occurred_at=NOW, payload=made(fields).payload)
+        assert made(fields) == DecisionMade.caused_by(
+            event, source="blocking", operator_id="op-1", occurred_at=NOW, payload=made(fields).payload
+        )
         assert decision_key(fields) == made(fields).key()
 
 
 def test_a_block_is_the_bytes_the_contract_writes():
     for scope, ends_on, flags in ((SCOPE_ALL, None, []), (SLOTS_AND_ADS, date(2026, 3, 1), [domain.CIRCUMVENTION])):
         fields = domain.decision_fields(
-            account_event(), NOW, Outcome.BLOCK, code=domain.CODE, message=domain.block_message(ends_on), ends_on=ends_on,
-            scope=scope, matched=["email", "uid"], flags=flags,
+            account_event(),
+            NOW,
+            Outcome.BLOCK,
+            code=domain.CODE,
+            message=domain.block_message(ends_on),
+            ends_on=ends_on,
+            scope=scope,
+            matched=["email", "uid"],
+            flags=flags,
         )
 
         assert to_json(fields) == made(fields).model_dump_json().encode()
@@ -65,7 +75,7 @@ def test_a_block_is_the_bytes_the_contract_writes():
 
 
 def test_an_unavailable_is_the_bytes_the_contract_writes():
-    fields = domain.unchecked(account_event(AccountEventKind.LOGIN), NOW, "view_incomplete: the follower is \"behind\" \n by 5 s")
+    fields = domain.unchecked(account_event(AccountEventKind.LOGIN), NOW, 'view_incomplete: the follower is "behind" \n by 5 s')
 
     assert to_json(fields) == made(fields).model_dump_json().encode()
     assert made(fields).payload.outcome is Outcome.UNAVAILABLE
@@ -83,6 +93,8 @@ def test_a_derived_id_is_uuid5_of_the_cause_and_name(cause, name):
     try:
         expected = uuid.uuid5(EVENT_NAMESPACE, f"{cause}/{name}")
     except UnicodeEncodeError:  # a lone surrogate: neither can encode it
+        with pytest.raises(UnicodeEncodeError):
+            derived_id(cause, name)
         return
     assert derived_id(cause, name) == expected
     assert derived_id(cause, name).version == 5

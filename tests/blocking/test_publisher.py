@@ -64,7 +64,9 @@ async def test_events_go_out_as_their_contracts_serialise_them_on_their_keys_par
     try:
         publisher = BatchPublisher(broker, settings)
         made = [domain.allowed(account_event(f"acc-{n % 7}", n), NOW) for n in range(60)]
-        refused_fields = domain.decision_fields(account_event("acc-x", 99), NOW, Outcome.BLOCK, code=domain.CODE, scope=SCOPE_ALL, matched=["uid"])
+        refused_fields = domain.decision_fields(
+            account_event("acc-x", 99), NOW, Outcome.BLOCK, code=domain.CODE, scope=SCOPE_ALL, matched=["uid"]
+        )
         other_fields = domain.allowed(account_event("acc-0", 100, operator_id="op-2"), NOW)
         decisions = [DecisionMade.model_validate(fields) for fields in made]
         refused, other = DecisionMade.model_validate(refused_fields), DecisionMade.model_validate(other_fields)
