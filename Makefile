@@ -17,9 +17,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/selfex up --demo-operator
 
-# The import contracts first (pyproject.toml's [tool.importlinter]), then the suite. pytest exits 5
-# when it collects no tests; that fails `make test` too, and says why.
+# The checks first (lint, format, types, the import contracts of pyproject.toml), then the suite.
+# pytest exits 5 when it collects no tests; that fails `make test` too, and says why.
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS) || { code=$$?; \
 	  if [ $$code -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$code; }

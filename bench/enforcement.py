@@ -60,7 +60,11 @@ HOP_TOPIC = "bench.hop"
 HOST = "127.0.0.1"
 TARGET_P99_MS = 1000.0
 TARGET_RESTART_SECONDS = 30.0
-EFFECTS = (("gamstop", "GAMSTOP check answers Y"), ("block", "first account event BLOCKed"), ("end_sessions", "end_sessions on enforcement"))
+EFFECTS = (
+    ("gamstop", "GAMSTOP check answers Y"),
+    ("block", "first account event BLOCKed"),
+    ("end_sessions", "end_sessions on enforcement"),
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,20 +76,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accounts", type=_count, default=10_000, help="operator accounts the flow's events come from")
     parser.add_argument("--give-up", type=float, default=30.0, help="seconds after a 201 past which an effect counts as missing")
     parser.add_argument("--hops", type=_count, default=200, help="records in the bare broker hop, at 50/s")
-    parser.add_argument("--restart-sizes", default="100000,1000000",
-                        help="exclusions blocking holds at each restart measured, comma-separated (empty: none)")
+    parser.add_argument(
+        "--restart-sizes",
+        default="100000,1000000",
+        help="exclusions blocking holds at each restart measured, comma-separated (empty: none)",
+    )
     parser.add_argument("--partitions", type=_count, default=6, help="partitions per topic (a multiple of the blocking instances)")
     parser.add_argument("--audit", action="store_true", help="run the audit service too (it writes a log entry for every message)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--workdir", type=Path, help="keep the services' logs (and the embedded servers' data) here, not in a temporary directory")
+    parser.add_argument(
+        "--workdir", type=Path, help="keep the services' logs (and the embedded servers' data) here, not in a temporary directory"
+    )
     args = parser.parse_args(argv)
     args.restart_sizes = sorted(_count(s) for s in args.restart_sizes.split(",") if s.strip())
     settings = Settings().model_copy(update={"topic_partitions": args.partitions})
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
     with (
-        nullcontext(str(args.workdir)) if args.workdir else tempfile.TemporaryDirectory(prefix="selfex-bench-enforcement-")
-    ) as workdir, servers(settings, Path(workdir)) as (settings, kind):
+        nullcontext(str(args.workdir)) if args.workdir else tempfile.TemporaryDirectory(prefix="selfex-bench-enforcement-") as workdir,
+        servers(settings, Path(workdir)) as (settings, kind),
+    ):
         asyncio.run(run(args, settings, kind, Path(workdir)))
     return 0
 
@@ -109,16 +119,23 @@ def progress(message: str) -> None:
 
 async def run(args, settings: Settings, kind: str, workdir: Path) -> dict:
     tag = uuid.uuid4().hex[:6]
-    settings = settings.model_copy(update={
-        "topic_prefix": f"enf{tag}.", "mongo_db": f"bench_enf_{tag}", "gateway_rate_per_second": 1e9, "gateway_rate_burst": 10**9,
-    })
+    settings = settings.model_copy(
+        update={
+            "topic_prefix": f"enf{tag}.",
+            "mongo_db": f"bench_enf_{tag}",
+            "gateway_rate_per_second": 1e9,
+            "gateway_rate_burst": 10**9,
+        }
+    )
     await ensure_topics(settings)
     await ensure_topics(settings, names=(HOP_TOPIC,))
     hasher = Hasher.from_settings(settings)
     names = ["registration", "verification", "gateway", "blocking", "blocking"] + (["audit"] if args.audit else [])
     report: dict = {
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "servers": kind},
-        "settings": {key: getattr(args, key) for key in ("exclusions", "excluded", "rate", "flow", "partitions", "give_up", "restart_sizes")},
+        "settings": {
+            key: getattr(args, key) for key in ("exclusions", "excluded", "rate", "flow", "partitions", "give_up", "restart_sizes")
+        },
         "services": names,
     }
     client = create_client(settings)
@@ -223,9 +240,12 @@ async def enforcement(args, settings: Settings, stack: Stack, workload: Workload
     flow = Flow(settings.kafka, settings.topic(topics.of_operator(OPERATOR, topics.ACCOUNT_EVENTS)), workload, args.flow, tag)
     flow_decisions = settings.topic(topics.of_operator(OPERATOR, topics.DECISIONS))
     watch = Watch(settings.kafka, decisions, enforced, issued.operator.id, people, counted=(flow_decisions,))
-    async with watch, flow, measure.producer(settings.kafka, 0) as send, httpx.AsyncClient(
-        base_url=f"http://{HOST}:{stack.gateway_port}", timeout=args.give_up
-    ) as http:
+    async with (
+        watch,
+        flow,
+        measure.producer(settings.kafka, 0) as send,
+        httpx.AsyncClient(base_url=f"http://{HOST}:{stack.gateway_port}", timeout=args.give_up) as http,
+    ):
         progress(f"flow of {args.flow:,.0f} account events/s started; an account event of each of {len(people)} people first")
         for one in people:
             key, value = one.account_event(f"note-{one.k}")
@@ -240,7 +260,10 @@ async def enforcement(args, settings: Settings, stack: Stack, workload: Workload
             tasks.append(asyncio.create_task(exclude(one, http, issued.key, send, account_events, args.give_up)))
         await asyncio.gather(*tasks)
         seconds = time.perf_counter() - started
-        flow_figures = {"offered_per_second": round((flow.sent - flow_before) / seconds), "decisions_per_second": round((watch.decisions - decided_before) / seconds)}
+        flow_figures = {
+            "offered_per_second": round((flow.sent - flow_before) / seconds),
+            "decisions_per_second": round((watch.decisions - decided_before) / seconds),
+        }
         progress(f"the bare broker hop: {args.hops} records at 50/s")
         hop_records = [(b"hop", json.dumps({"payload": {"operator_event_id": f"hop-{n}"}}).encode(), f"hop-{n}") for n in range(args.hops)]
         async with measure.Output(settings.kafka, settings.topic(HOP_TOPIC)) as hop_output:
@@ -251,14 +274,24 @@ async def enforcement(args, settings: Settings, stack: Stack, workload: Workload
         "answer_breakdown": await where_the_time_went(people, stores, registration_logs),
         "flow": flow_figures,
         "requests": {
-            "answers": {str(status): sum(1 for one in people if one.status == status) for status in sorted({one.status for one in people}, key=str)},
+            "answers": {
+                str(status): sum(1 for one in people if one.status == status) for status in sorted({one.status for one in people}, key=str)
+            },
             **percentiles([one.request_ms for one in people if one.status == 201 and one.request_ms is not None]),
         },
         "gamstop": {**_effect(accepted, "gamstop_at"), "not_yet_answers": _summed(one.not_yet_checks for one in accepted)},
-        "block": {**_effect(accepted, "blocked_at"), "allowed_after_201": sum(one.allowed_after for one in accepted),
-                  "unavailable_after_201": sum(one.unavailable_after for one in accepted)},
+        "block": {
+            **_effect(accepted, "blocked_at"),
+            "allowed_after_201": sum(one.allowed_after for one in accepted),
+            "unavailable_after_201": sum(one.unavailable_after for one in accepted),
+        },
         "end_sessions": _effect(accepted, "enforced_at"),
-        "broker_hop": {"count": hop.answered, "p50_ms": round(hop.p50_ms, 1), "p95_ms": round(hop.p95_ms, 1), "p99_ms": round(hop.p99_ms, 1)},
+        "broker_hop": {
+            "count": hop.answered,
+            "p50_ms": round(hop.p50_ms, 1),
+            "p95_ms": round(hop.p95_ms, 1),
+            "p99_ms": round(hop.p99_ms, 1),
+        },
     }
 
 
@@ -288,7 +321,10 @@ async def where_the_time_went(people: list[Person], stores: gateway_bench.Stores
         elif (effect := by_command.get(str(one.answer.get("request_id")))) is not None:
             exclusion_of[one.k] = effect["exclusion_id"]
     ids = sorted(set(exclusion_of.values()))
-    created = {d["_id"]: d["created_at"] for d in await stores.registration["exclusions"].find({"_id": {"$in": ids}}, {"created_at": 1}).to_list(None)}
+    created = {
+        d["_id"]: d["created_at"]
+        for d in await stores.registration["exclusions"].find({"_id": {"$in": ids}}, {"created_at": 1}).to_list(None)
+    }
     published: dict[str, datetime] = {}
     for path in registration_logs:
         for line in path.read_text(errors="replace").splitlines():
@@ -301,7 +337,13 @@ async def where_the_time_went(people: list[Person], stores: gateway_bench.Stores
         exclusion_id = exclusion_of.get(one.k)
         if exclusion_id is None or one.sent_wall is None or one.answered_wall is None:
             continue
-        moments = [one.sent_wall, _epoch(created.get(exclusion_id)), _epoch(published.get(exclusion_id)), _epoch(first_effect.get(exclusion_id)), one.answered_wall]
+        moments = [
+            one.sent_wall,
+            _epoch(created.get(exclusion_id)),
+            _epoch(published.get(exclusion_id)),
+            _epoch(first_effect.get(exclusion_id)),
+            one.answered_wall,
+        ]
         for (name, _), start, end in zip(STEPS, moments, moments[1:], strict=False):  # four steps between five moments
             if start is not None and end is not None:
                 steps[name].append((end - start) * 1000)
@@ -325,7 +367,8 @@ def _effect(accepted: list[Person], moment: str) -> dict:
     samples = [one.ms_after(one.accepted_at, getattr(one, moment)) for one in accepted]
     from_request = [one.ms_after(one.sent_at, getattr(one, moment)) for one in accepted]
     return {
-        **percentiles([s for s in samples if s is not None]), "missing": sum(1 for s in samples if s is None),
+        **percentiles([s for s in samples if s is not None]),
+        "missing": sum(1 for s in samples if s is None),
         "from_request": percentiles([s for s in from_request if s is not None]),
     }
 
@@ -359,7 +402,9 @@ def print_report(report: dict) -> None:
     print(f"services: {', '.join(report['services'])} (blocking as deployed, two instances); {s['partitions']} partitions per topic")
     print(f"{s['exclusions']:,} exclusions loaded in {report['load_seconds']} s; stack ready in {report['stack_ready_seconds']} s")
     flow = report["flow"]
-    print(f"flow: {flow['offered_per_second']:,} account events/s offered, {flow['decisions_per_second']:,} decisions/s read back (target {s['flow']:,.0f}/s)")
+    print(
+        f"flow: {flow['offered_per_second']:,} account events/s offered, {flow['decisions_per_second']:,} decisions/s read back (target {s['flow']:,.0f}/s)"
+    )
     requests = report["requests"]
     answers = ", ".join(f"{n} × {status}" for status, n in requests["answers"].items())
     print(f"\n{s['excluded']} people excluded at {s['rate']:g}/s (POST /v1/exclusions): {answers}; request → 201 {_ms(requests)}")
@@ -371,14 +416,18 @@ def print_report(report: dict) -> None:
         print(f"  {'':32} from the request: {_ms(figures['from_request'])}")
     block = report["block"]
     not_yet = ", ".join(f"{n} × {label}" for label, n in report["gamstop"]["not_yet_answers"].items()) or "none"
-    print(f"  after a 201: GAMSTOP answers other than Y: {not_yet}; account events answered ALLOW "
-          f"{block['allowed_after_201']}, UNAVAILABLE {block['unavailable_after_201']} (one sent every 20 ms until the first BLOCK)")
+    print(
+        f"  after a 201: GAMSTOP answers other than Y: {not_yet}; account events answered ALLOW "
+        f"{block['allowed_after_201']}, UNAVAILABLE {block['unavailable_after_201']} (one sent every 20 ms until the first BLOCK)"
+    )
     print("where a request's time went (each step's p50 / p95 / p99 ms, from the services' own records):")
     for name, label in STEPS:
         print(f"  {label:84} {_ms(report['answer_breakdown'][name])}")
     hop = report["broker_hop"]
-    print(f"the machine's limit, a bare broker hop (produce → consume one record, fresh topic): p50 {hop['p50_ms']:.1f} / "
-          f"p95 {hop['p95_ms']:.1f} / p99 {hop['p99_ms']:.1f} ms ({hop['count']} records)")
+    print(
+        f"the machine's limit, a bare broker hop (produce → consume one record, fresh topic): p50 {hop['p50_ms']:.1f} / "
+        f"p95 {hop['p95_ms']:.1f} / p99 {hop['p99_ms']:.1f} ms ({hop['count']} records)"
+    )
     sys.stdout.flush()
 
 
@@ -386,7 +435,10 @@ def print_restart(result: dict) -> None:
     if result["failed"]:
         print(f"blocking with {result['exclusions']:,} exclusions: NOT ready — {result['failed']}", flush=True)
         return
-    print(f"blocking with {result['exclusions']:,} exclusions (stored in {result['store_s']:.1f} s): cold start ready (GET /readyz 200) in "
-          f"{result['cold_s']:.1f} s (view loaded from the projection in {result['cold_load_s']:.1f} s); restart ready in "
-          f"{result['restart_s']:.1f} s (view loaded in {result['restart_load_s']:.1f} s) — target ≤ {TARGET_RESTART_SECONDS:g} s "
-          f"at 1,000,000: {'met' if result['restart_s'] <= TARGET_RESTART_SECONDS else 'NOT met'}", flush=True)
+    print(
+        f"blocking with {result['exclusions']:,} exclusions (stored in {result['store_s']:.1f} s): cold start ready (GET /readyz 200) in "
+        f"{result['cold_s']:.1f} s (view loaded from the projection in {result['cold_load_s']:.1f} s); restart ready in "
+        f"{result['restart_s']:.1f} s (view loaded in {result['restart_load_s']:.1f} s) — target ≤ {TARGET_RESTART_SECONDS:g} s "
+        f"at 1,000,000: {'met' if result['restart_s'] <= TARGET_RESTART_SECONDS else 'NOT met'}",
+        flush=True,
+    )

@@ -9,6 +9,7 @@ sent before any is awaited, commit after the sends are acknowledged).
 import asyncio
 import signal
 import sys
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -40,7 +41,7 @@ async def forward(bootstrap: str, source: str, target: str, group: str) -> None:
             batches = await consumer.getmany(timeout_ms=BATCH_WAIT_MS, max_records=MAX_BATCH)
             if not batches:
                 continue
-            packed: dict[int, object] = {}
+            packed: dict[int, Any] = {}
             sent = []
             for records in batches.values():
                 for record in records:

@@ -7,6 +7,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -120,7 +121,8 @@ async def throughput(bootstrap: str, source: str, output: Output, records: Recor
 async def send_in_batches(send: AIOKafkaProducer, topic: str, partition_of: KeyPartitions, records: Records) -> None:
     """Every record, packed into record batches per partition and all sent before any is awaited: the
     cheapest way for the bench to produce, so that it outruns what it measures rather than limiting it."""
-    batches, sent = {}, []
+    batches: dict[int, Any] = {}
+    sent = []
     for key, value, _ in records:
         partition = partition_of(key)
         batch = batches.get(partition)

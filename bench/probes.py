@@ -242,11 +242,12 @@ class Flow:
     async def _run(self) -> None:
         async with producer(self._bootstrap, 5) as send:
             partition_of = KeyPartitions(sorted(await send.partitions_for(self._topic)))
-            second, events, upcoming = 0, [], self._made(0)
+            second, upcoming = 0, self._made(0)
+            events: list[Any] = []
             started = time.perf_counter()
             while not self._stopping:
                 due = int((time.perf_counter() - started) * self._rate)
-                batch = []
+                batch: list[Any] = []
                 while self.sent + len(batch) < due:
                     if not events:
                         events, second = list(reversed(await upcoming)), second + 1

@@ -7,6 +7,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from shared.settings import Settings
 
@@ -131,7 +132,7 @@ async def _reencrypt(settings: Settings, services: Sequence[str] = RESEALED) -> 
 
     settings.require_secrets("selfex reencrypt")
     sealer = Sealer.from_settings(settings)
-    resealers = {"registration": MongoExclusions, "gateway": MongoIdentityDocuments}
+    resealers: dict[str, Any] = {"registration": MongoExclusions, "gateway": MongoIdentityDocuments}
     client = create_client(settings)
     try:
         counts = {service: await resealers[service](client[settings.database_for(service)]).reseal(sealer) for service in services}

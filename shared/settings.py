@@ -84,11 +84,11 @@ class Settings(BaseSettings):
     # seconds (a moving window; 429 past it). Each gateway replica enforces its share of it.
     gateway_rate_per_second: float = Field(default=100.0, gt=0)
     gateway_rate_burst: int = Field(default=200, ge=1)
+    # How many gateway replicas share the rate limits: each allows a key 1/replicas of the burst.
+    gateway_replicas: int = Field(default=1, ge=1)
     # Largest request body (413 past it); batch routes take the larger limit.
     gateway_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     gateway_max_batch_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
-    # How many gateway replicas share the rate limits: each allows a key 1/replicas of the burst.
-    gateway_replicas: int = Field(default=1, ge=1)
     # How long a write waits to read its own effect before answering 202 instead.
     gateway_read_your_write_seconds: float = Field(default=5.0, ge=0)
     # How long an accepted key is trusted without asking the store again (a revocation's delay).

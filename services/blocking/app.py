@@ -9,11 +9,6 @@ import time
 
 from faststream import FastStream
 
-from shared.health import GroupMembership
-from shared.identity import Hasher
-from shared.service import Clock, Service
-from shared.settings import Settings
-
 from services.blocking import handlers
 from services.blocking.accounts import SeenAccounts
 from services.blocking.domain import ExclusionView
@@ -21,7 +16,10 @@ from services.blocking.follower import ViewFollower
 from services.blocking.publisher import BatchPublisher
 from services.blocking.repository import INDEXES, MongoExclusionProjection, MongoSeenAccounts, MongoViewSnapshots
 from services.blocking.snapshot import ViewSnapshots
-
+from shared.health import GroupMembership
+from shared.identity import Hasher
+from shared.service import Clock, Service
+from shared.settings import Settings
 
 VIEW = "blocking_view"
 FOLLOWER = "blocking_follower"

@@ -122,7 +122,7 @@ class ViewFollower:
                 await asyncio.wait_for(asyncio.shield(self._caught_up.wait()), timeout=10)
                 log.info("view_caught_up", seconds=round(self._clock() - waited, 2), in_view=len(self._view))
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("view_still_catching_up", seconds=round(self._clock() - waited))
 
     def unavailable_reason(self) -> str | None:

@@ -93,11 +93,18 @@ async def records_of(message: StreamMessage[Any]) -> Any:
 
 
 def register(
-    service: Service, hasher: Hasher, view: domain.ExclusionView, accounts: SeenAccounts, publisher: BatchPublisher, follower: ViewFollower, *, listener=None
+    service: Service,
+    hasher: Hasher,
+    view: domain.ExclusionView,
+    accounts: SeenAccounts,
+    publisher: BatchPublisher,
+    follower: ViewFollower,
+    *,
+    listener=None,
 ) -> None:
     dead_letters = DeadLetters(service.settings, consumer=service.name, broker=service.broker)
     account_identifiers = AccountIdentifiers(hasher)
-    batches = {"batch": True, "max_records": MAX_BATCH, "batch_timeout_ms": BATCH_WAIT_MS, "decoder": records_of}
+    batches: dict[str, Any] = {"batch": True, "max_records": MAX_BATCH, "batch_timeout_ms": BATCH_WAIT_MS, "decoder": records_of}
 
     settings = service.settings
     senders = topics.OperatorTopics(settings.topic_prefix, topics.ACCOUNT_EVENTS)
@@ -138,7 +145,9 @@ def register(
                     event = event.model_copy(update={"operator_id": operator_id})
                 payload = event.payload
                 try:
-                    identifiers, new = account_identifiers.of(event.operator_id, payload.account_id, payload.identity)  # raw identity ends here
+                    identifiers, new = account_identifiers.of(
+                        event.operator_id, payload.account_id, payload.identity
+                    )  # raw identity ends here
                 except IdentityError as error:
                     if payload.kind is AccountEventKind.WITHDRAWAL:  # never refused, whoever asks
                         decisions.append(domain.allowed(event, now))
@@ -163,8 +172,8 @@ def register(
         # The decisions go out while the newly seen accounts are stored, both before the commit: a
         # failed write fails the batch, which is retried (same decision ids), so no seen account is lost.
         await asyncio.gather(publisher.publish_decisions(decisions), accounts.flush())
-        for record, error in parked:
-            await dead_letters.park_record(record, error)
+        for record, failure in parked:
+            await dead_letters.park_record(record, failure)
 
     @service.subscriber(
         topics.EXCLUSION_LIFECYCLE,
@@ -196,7 +205,7 @@ def register(
             if action:
                 commands += domain.enforcements(event, snapshot, action, await accounts.accounts_for(snapshot.identifiers))
         await publisher.publish(commands)
-        for record, error in refused:
-            await dead_letters.park_record(record, error)
+        for record, failure in refused:
+            await dead_letters.park_record(record, failure)
         if events:
             service.log.info("view_followed", events=len(events), enforcements=len(commands), in_view=len(view))

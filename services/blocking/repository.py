@@ -11,7 +11,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from bson import Binary
-
 from pymongo import ASCENDING, IndexModel, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -72,9 +71,7 @@ class MongoExclusionProjection:
         self._collection = database[EXCLUSIONS]
 
     async def save_many(self, snapshots: Iterable[ExclusionSnapshot]) -> None:
-        operations = [
-            ReplaceOne({"_id": str(s.exclusion_id)}, exclusion_document(s), upsert=True) for s in snapshots
-        ]
+        operations = [ReplaceOne({"_id": str(s.exclusion_id)}, exclusion_document(s), upsert=True) for s in snapshots]
         if operations:
             await self._collection.bulk_write(operations, ordered=True)
 
@@ -116,22 +113,24 @@ class MongoViewSnapshots:
 
     async def save(self, snapshot: StoredSnapshot, *, keep: int = KEEP_SNAPSHOTS) -> None:
         blob = snapshot.blob
-        pieces = [blob[at:at + CHUNK_BYTES] for at in range(0, len(blob), CHUNK_BYTES)] or [b""]
+        pieces = [blob[at : at + CHUNK_BYTES] for at in range(0, len(blob), CHUNK_BYTES)] or [b""]
         for n, piece in enumerate(pieces):  # one at a time: the store keeps serving the rest meanwhile
             await self._chunks.replace_one(
                 {"_id": f"{snapshot.snapshot_id}/{n}"},
                 {"snapshot": snapshot.snapshot_id, "n": n, "written_at": snapshot.taken_at, "data": Binary(piece)},
                 upsert=True,
             )
-        await self._heads.insert_one({
-            "_id": snapshot.snapshot_id,
-            "taken_at": snapshot.taken_at,
-            "topic": snapshot.topic,
-            "positions": {str(p): o for p, o in snapshot.positions.items()},
-            "chunks": len(pieces),
-            "bytes": len(blob),
-            "crc32": zlib.crc32(blob),
-        })
+        await self._heads.insert_one(
+            {
+                "_id": snapshot.snapshot_id,
+                "taken_at": snapshot.taken_at,
+                "topic": snapshot.topic,
+                "positions": {str(p): o for p, o in snapshot.positions.items()},
+                "chunks": len(pieces),
+                "bytes": len(blob),
+                "crc32": zlib.crc32(blob),
+            }
+        )
         await self._prune(keep, snapshot.taken_at)
 
     async def _prune(self, keep: int, now: datetime) -> None:
@@ -145,7 +144,7 @@ class MongoViewSnapshots:
     async def newest(self) -> AsyncIterator[StoredSnapshot]:
         """Whole snapshots, newest first; one whose chunks are missing or damaged is passed over."""
         async for head in self._heads.find({}).sort("taken_at", -1):
-            pieces = [None] * head["chunks"]
+            pieces: list[bytes | None] = [None] * head["chunks"]
             async for chunk in self._chunks.find({"snapshot": head["_id"]}):
                 if 0 <= chunk["n"] < len(pieces):
                     pieces[chunk["n"]] = bytes(chunk["data"])

@@ -15,7 +15,7 @@ import uuid
 import zlib
 from array import array
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import bson
@@ -34,7 +34,7 @@ RETRY_SECONDS = 5.0
 FORMAT = 1
 NO_END = -(2**63)
 VERBATIM = 255  # an identifier's kind number when it is kept as it is
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -92,18 +92,24 @@ def encode(exclusions: Sequence[ActiveExclusion]) -> bytes:
             kinds.append(VERBATIM)
             verbatim.append(identifier)
     packed = lambda column: bson.Binary(zlib.compress(column.tobytes(), 6))  # noqa: E731
-    return bson.encode({
-        "format": FORMAT,
-        "byteorder": sys.byteorder,
-        "count": len(versions),
-        "scopes": [{"types": sorted(s.types), "games": sorted(s.games)} for s in scopes],  # type: ignore[attr-defined]
-        "prefixes": [p + ":" for p in sorted(prefixes, key=prefixes.__getitem__)],
-        "ids": bson.Binary(bytes(ids)),
-        "digests": bson.Binary(bytes(digests)),
-        "verbatim": verbatim,
-        "versions": packed(versions), "starts": packed(starts), "ends": packed(ends),
-        "scope_numbers": packed(scope_numbers), "counts": packed(counts), "kinds": packed(kinds),
-    })
+    return bson.encode(
+        {
+            "format": FORMAT,
+            "byteorder": sys.byteorder,
+            "count": len(versions),
+            "scopes": [{"types": sorted(s.types), "games": sorted(s.games)} for s in scopes],  # type: ignore[attr-defined]
+            "prefixes": [p + ":" for p in sorted(prefixes, key=prefixes.__getitem__)],
+            "ids": bson.Binary(bytes(ids)),
+            "digests": bson.Binary(bytes(digests)),
+            "verbatim": verbatim,
+            "versions": packed(versions),
+            "starts": packed(starts),
+            "ends": packed(ends),
+            "scope_numbers": packed(scope_numbers),
+            "counts": packed(counts),
+            "kinds": packed(kinds),
+        }
+    )
 
 
 def _column(document: dict, name: str, typecode: str, length: int) -> array:
@@ -139,11 +145,11 @@ def decode(blob: bytes, now: datetime) -> Iterator[ActiveExclusion]:
     for i in range(count):
         n = counts[i]
         identifiers = []
-        for kind in kinds[kind_at:kind_at + n]:
+        for kind in kinds[kind_at : kind_at + n]:
             if kind == VERBATIM:
                 identifiers.append(next(verbatim))
             else:
-                identifiers.append(prefixes[kind] + digests[digest_at:digest_at + 32].hex())
+                identifiers.append(prefixes[kind] + digests[digest_at : digest_at + 32].hex())
                 digest_at += 32
         kind_at += n
         end = ends[i]
@@ -151,7 +157,7 @@ def decode(blob: bytes, now: datetime) -> Iterator[ActiveExclusion]:
             continue
         # uuid.UUID(bytes=...) checks what a snapshot we wrote already guarantees, at twice the cost
         exclusion_id = new(uuid.UUID)
-        set_slot(exclusion_id, "int", from_bytes(ids[16 * i:16 * i + 16]))
+        set_slot(exclusion_id, "int", from_bytes(ids[16 * i : 16 * i + 16]))
         set_slot(exclusion_id, "is_safe", safety)
         start = starts[i]
         starts_at = dates.get(start)
@@ -231,8 +237,13 @@ class ViewSnapshots:
         encoded = time.perf_counter()
         stored = StoredSnapshot(f"{taken_at:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}", taken_at, self._follower.topic, positions, blob)
         await self._store().save(stored)
-        log.info("view_snapshot_stored", snapshot=stored.snapshot_id, bytes=len(blob), encode_seconds=round(encoded - started, 2),
-                 store_seconds=round(time.perf_counter() - encoded, 2))
+        log.info(
+            "view_snapshot_stored",
+            snapshot=stored.snapshot_id,
+            bytes=len(blob),
+            encode_seconds=round(encoded - started, 2),
+            store_seconds=round(time.perf_counter() - encoded, 2),
+        )
         return stored
 
     async def _run(self, wait: float) -> None:
@@ -248,4 +259,4 @@ class ViewSnapshots:
 
 
 def _wall_clock() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

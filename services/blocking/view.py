@@ -6,9 +6,9 @@ points straight at its exclusion (a tuple only in the rare case several share on
 """
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable
 
 from shared.events import ExclusionSnapshot, ExclusionType, Game, Scope
 
@@ -49,9 +49,7 @@ class Scopes:
         key = (tuple(sorted(types)), tuple(sorted(games)))
         scope = self._known.get(key)
         if scope is None:
-            scope = self._known[key] = Scope(
-                types=frozenset(ExclusionType(t) for t in key[0]), games=frozenset(Game(g) for g in key[1])
-            )
+            scope = self._known[key] = Scope(types=frozenset(ExclusionType(t) for t in key[0]), games=frozenset(Game(g) for g in key[1]))
         return scope
 
 

@@ -10,12 +10,6 @@ from typing import Any
 
 from fastapi import Request
 
-from shared.events import Event
-from shared.identity import Hasher, Identity
-from shared.policies import Policy
-from shared.service import Clock
-from shared.settings import Settings
-
 from services.gateway import access
 from services.gateway.access import Gatekeeper, Operator
 from services.gateway.coalescing import CoalescingLookup
@@ -24,6 +18,11 @@ from services.gateway.edge import note
 from services.gateway.feed import LifecycleFeed
 from services.gateway.problems import Problem, Unavailable
 from services.gateway.repository import MongoCommandEffects, MongoDecisions, MongoLookup, MongoViews
+from shared.events import Event
+from shared.identity import Hasher, Identity
+from shared.policies import Policy
+from shared.service import Clock
+from shared.settings import Settings
 
 # A write waits for its effect woken by this replica's own lifecycle consumer (``Arrivals``); it also
 # reads the store, seldom, for an effect another replica's consumer wrote. Reading every 10-100 ms
@@ -125,7 +124,9 @@ def lookup_current(request: Request, the_gateway: Gateway, *, status: int = 503)
     raise Unavailable(status, the_gateway.feed.reason() or "the lookup is not known to be current")
 
 
-async def admitted(request: Request, key: str | None, permission: access.Permission, *, refused: Callable[[Exception], Problem]) -> Operator:
+async def admitted(
+    request: Request, key: str | None, permission: access.Permission, *, refused: Callable[[Exception], Problem]
+) -> Operator:
     """Who is behind ``key`` (an operator's key or a staff key), if its roles grant ``permission`` and
     it may do this now; else the API's own answer, via ``refused``."""
     the_note = note(request)

@@ -34,7 +34,7 @@ POSTCODE = re.compile(r"[A-Za-z0-9 ]+")
 REQUIRED = ("firstName", "lastName", "dateOfBirth", "email", "postcode")
 FORM = "application/x-www-form-urlencoded"
 
-CHECK_DOC = {
+CHECK_DOC: dict[str, Any] = {
     "summary": "Is this person self-excluded? (form fields; the answer is in the headers)",
     "responses": {
         200: {

@@ -6,10 +6,6 @@ from aiokafka import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaMessage
 
-from shared import topics
-from shared.events import DecisionMade, ExclusionLiftRefused, LifecycleEvent, VerificationEvent, VerificationProgressed, utcnow
-from shared.service import Service
-
 from services.gateway.context import Arrivals
 from services.gateway.domain import Summary
 from services.gateway.repository import (
@@ -22,7 +18,9 @@ from services.gateway.repository import (
     together,
 )
 from services.gateway.views import answer_of, verification_view_of, view_of
-
+from shared import topics
+from shared.events import DecisionMade, ExclusionLiftRefused, LifecycleEvent, VerificationEvent, VerificationProgressed, utcnow
+from shared.service import Service
 
 # How long the broker may hold the lifecycle feed's fetch when it has nothing: a write's answer waits
 # on this feed, and the embedded broker (Tansu) holds a fetch for the whole wait even when a record
@@ -40,7 +38,10 @@ def register(service: Service, arrivals: Arrivals | None = None) -> Any:
     ``arrivals``: told of each command's effect once written, so the write waiting on it answers at once."""
 
     feed = service.subscriber(
-        topics.EXCLUSION_LIFECYCLE, title="gateway.exclusion_lifecycle", group_id=lifecycle_group(service), fetch_max_wait_ms=LIFECYCLE_FETCH_MAX_WAIT_MS
+        topics.EXCLUSION_LIFECYCLE,
+        title="gateway.exclusion_lifecycle",
+        group_id=lifecycle_group(service),
+        fetch_max_wait_ms=LIFECYCLE_FETCH_MAX_WAIT_MS,
     )
 
     @feed
@@ -49,7 +50,9 @@ def register(service: Service, arrivals: Arrivals | None = None) -> Any:
         then note the command that changed it (last: a write's answer waits for that, and finds the rest)."""
         snapshot = event.payload
         refused = isinstance(event, ExclusionLiftRefused)
-        refusal = {"request_id": str(event.causation_id), "reason": snapshot.reason, "at": event.occurred_at.isoformat()} if refused else None
+        refusal = (
+            {"request_id": str(event.causation_id), "reason": snapshot.reason, "at": event.occurred_at.isoformat()} if refused else None
+        )
         await together(  # the lookup and the view at once; the effect only once both are written
             MongoLookup(service.db).record(snapshot.identifiers, Summary.from_snapshot(snapshot, event.subject)),
             MongoViews(service.db).record(view_of(snapshot, event.subject, refusal=refusal), made_by=event.operator_id, now=utcnow()),

@@ -164,7 +164,7 @@ def _body(media_type: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 CODE_BODY = {"type": "object", "required": ["code"], "properties": {"code": {"type": "string", "pattern": "^[0-9]{6}$"}}}
 DOCUMENT_BODY = {"type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}
-REFUSALS = {
+REFUSALS: dict[int | str, dict[str, Any]] = {
     400: {"description": "malformed, or a wrong code: the JSON body names the field or the reason"},
     404: {"description": "no such exclusion"},
     409: {"description": "already used, already confirmed, or not what this request waits for"},

@@ -4,6 +4,7 @@ Routes raise ``Problem``; FastAPI's own validation errors, unknown routes and wr
 turned into the same shape here, so no malformed request ever reaches a 500.
 """
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -65,7 +66,7 @@ def field_name(location: tuple[Any, ...] | list[Any]) -> str:
     return name or "body"
 
 
-def from_validation(errors: list[dict[str, Any]], prefix: str = "") -> Problem:
+def from_validation(errors: Sequence[Mapping[str, Any]], prefix: str = "") -> Problem:
     """The first problem of a pydantic validation, naming its field; the rest listed after it."""
     problems = []
     for error in errors:

@@ -254,7 +254,7 @@ def exclusion_view(document: dict[str, Any], in_force: bool) -> dict[str, Any]:
 
     def moment(name: str) -> str | None:
         value = document.get(name)
-        return value.isoformat() if hasattr(value, "isoformat") else value
+        return value.isoformat() if isinstance(value, (datetime, date)) else value
 
     view = {
         "exclusion_id": str(document["_id"]),

@@ -1,5 +1,7 @@
 """Registration's consumers: translate the message, delegate to the registrar."""
 
+from services.registration.domain import UnverifiedLiftError
+from services.registration.registrar import Registrar
 from shared import topics
 from shared.events import (
     CancelExclusion,
@@ -11,10 +13,6 @@ from shared.events import (
     VerificationFailed,
 )
 from shared.service import Service
-
-from services.registration.domain import UnverifiedLiftError
-from services.registration.registrar import Registrar
-
 
 # How long the broker may hold the commands' fetch when it has nothing: an operator's request waits
 # for its answer through this hop, and the embedded broker (Tansu) holds a fetch for the whole wait
@@ -32,7 +30,9 @@ def register(service: Service, registrar: Registrar) -> None:
         elif isinstance(command, CancelExclusion):
             await registrar.cancel(command)
         else:
-            raise UnverifiedLiftError("a lift request must be verified with the person's code (verification.lift_verified); this one ends nothing")
+            raise UnverifiedLiftError(
+                "a lift request must be verified with the person's code (verification.lift_verified); this one ends nothing"
+            )
 
     @service.subscriber(topics.VERIFICATION_EVENTS, title="registration.verification_events")
     async def on_verification_event(event: VerificationEvent) -> None:

@@ -286,13 +286,21 @@ class MongoExclusions:
             [{"_id": identifier, "person_ids": person_ids} for identifier, person_ids in pointers.items()], ordered=False
         )
         await self._persons.insert_many(
-            [{"_id": person_id, "identifiers": sorted(identifiers), "year_of_birth": None, "gender": None} for person_id, identifiers in persons.items()],
+            [
+                {"_id": person_id, "identifiers": sorted(identifiers), "year_of_birth": None, "gender": None}
+                for person_id, identifiers in persons.items()
+            ],
             ordered=False,
         )
         causes = [{"_id": cause, "exclusion_ids": [str(exclusion.id)]} for exclusion in exclusions for cause in exclusion.causes]
         if causes:
             await self._causes.insert_many(causes, ordered=False)
-        claims = [_claim(identifier, exclusion, at) for exclusion in exclusions if exclusion.running for identifier in sorted(set(exclusion.identifiers))]
+        claims = [
+            _claim(identifier, exclusion, at)
+            for exclusion in exclusions
+            if exclusion.running
+            for identifier in sorted(set(exclusion.identifiers))
+        ]
         if claims:
             await self._running.insert_many(claims, ordered=False)
         documents = [{**_document(e), "revision": 1, "outbox": [], "outbox_at": None, "claim_until": UNCLAIMED} for e in exclusions]
@@ -310,7 +318,9 @@ class MongoExclusions:
         async for person in self._persons.find({}, {"contacts": 1}):
             for kind, token in (person.get("contacts") or {}).items():
                 if token and (fresh := sealer.reseal(token, f"contact:{person['_id']}")):
-                    result = await self._persons.update_one({"_id": person["_id"], f"contacts.{kind}": token}, {"$set": {f"contacts.{kind}": fresh}})
+                    result = await self._persons.update_one(
+                        {"_id": person["_id"], f"contacts.{kind}": token}, {"$set": {f"contacts.{kind}": fresh}}
+                    )
                     resealed += result.modified_count
         async for document in self._exclusions.find({}, {"third_party": 1, "support_persons": 1}):
             tokens = [(document.get("third_party") or {}).get("applicant_name"), *(document.get("support_persons") or [])]

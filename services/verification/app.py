@@ -25,5 +25,5 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
     app = service.app()
     app.after_startup(timers.start)
     app.on_shutdown(timers.stop)
-    app.timers = timers
+    app.timers = timers  # type: ignore[attr-defined]
     return app

@@ -158,7 +158,7 @@ class IssuedCode:
 
 @dataclass(frozen=True)
 class Decision:
-    outcome: SubmissionOutcome | None
+    outcome: SubmissionOutcome
     verification: Verification | None = None  # the state to write; None: nothing changes
     events: tuple[Event, ...] = ()  # for an unchanged verification; a change carries its events in its outbox
 

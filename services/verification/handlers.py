@@ -3,7 +3,7 @@
 from services.verification import domain
 from services.verification.verifier import Verifier
 from shared import topics
-from shared.events import ExclusionCancelled, LifecycleEvent, VerificationInput
+from shared.events import ExclusionCancelled, ExclusionRequested, LifecycleEvent, VerificationInput
 from shared.service import Service
 
 
@@ -11,7 +11,7 @@ def register(service: Service, verifier: Verifier) -> None:
     @service.subscriber(topics.EXCLUSION_LIFECYCLE, title="verification.exclusion_lifecycle")
     async def on_exclusion_lifecycle(event: LifecycleEvent) -> None:
         """Start verifying a portal request (a code, or a document check); close one whose exclusion was cancelled."""
-        if domain.needs_verification(event):
+        if isinstance(event, ExclusionRequested) and domain.needs_verification(event):
             await verifier.open(event)
         elif isinstance(event, ExclusionCancelled):
             await verifier.cancel(event)

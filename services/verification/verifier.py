@@ -64,7 +64,8 @@ class Verifier:
                 self.log.info("verification_started", exclusion_id=str(exclusion_id), method=verification.method)
             else:
                 verification = await self.verifications.get(exclusion_id)
-        await self.flush(verification)
+        if verification is not None:
+            await self.flush(verification)
 
     async def cancel(self, cancelled: ExclusionCancelled) -> None:
         """The exclusion was cancelled: close its verification if still open."""

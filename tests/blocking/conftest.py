@@ -5,7 +5,7 @@ decisions and enforcement out on each operator's own."""
 import contextlib
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest_asyncio
 
@@ -13,18 +13,18 @@ from services.blocking.app import create_app
 from shared import topics
 from shared.broker import ensure_operator_topics
 from shared.events import (
+    SCOPE_ALL,
     AccountEventKind,
     AccountEventOccurred,
     AccountEventPayload,
     ExclusionSnapshot,
     ExclusionState,
     Scope,
-    SCOPE_ALL,
 )
 from shared.identity import Hasher, Identity
 from tests.support import Publisher, TopicReader, eventually
 
-T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 OPERATORS = ("op-1", "op-2")  # whose topics the tests make before blocking starts
 
 
@@ -68,8 +68,16 @@ class Blocking:
             self.opened[name] = await self.readers.enter_async_context(TopicReader(self.settings, name))
         return self.opened[name]
 
-    def snapshot(self, identity: Identity, *, scope: Scope = SCOPE_ALL, state=ExclusionState.ACTIVE, version: int = 1,
-                 ends_at: datetime | None = T0 + timedelta(days=30), exclusion_id: uuid.UUID | None = None) -> ExclusionSnapshot:
+    def snapshot(
+        self,
+        identity: Identity,
+        *,
+        scope: Scope = SCOPE_ALL,
+        state=ExclusionState.ACTIVE,
+        version: int = 1,
+        ends_at: datetime | None = T0 + timedelta(days=30),
+        exclusion_id: uuid.UUID | None = None,
+    ) -> ExclusionSnapshot:
         return ExclusionSnapshot(
             exclusion_id=exclusion_id or uuid.uuid4(),
             identifiers=sorted(self.hasher.identifiers(identity).values()),
@@ -87,15 +95,14 @@ class Blocking:
         await self.publish.event(event)
         if wait:
             await eventually(
-                lambda: self.database["blocking_exclusions"].find_one(
-                    {"_id": str(snapshot.exclusion_id), "version": snapshot.version}
-                ),
+                lambda: self.database["blocking_exclusions"].find_one({"_id": str(snapshot.exclusion_id), "version": snapshot.version}),
                 what=f"blocking to follow {event.type} v{snapshot.version}",
             )
         return event
 
-    def account_event(self, kind: AccountEventKind, identity: Identity, *, account: str | None = None,
-                      operator: str = "op-1", **payload) -> AccountEventOccurred:
+    def account_event(
+        self, kind: AccountEventKind, identity: Identity, *, account: str | None = None, operator: str = "op-1", **payload
+    ) -> AccountEventOccurred:
         self.accounts += 1
         return AccountEventOccurred(
             source="operator",

@@ -1,7 +1,7 @@
 """Blocking's rules: which exclusions an account event touches, and whether they refuse it."""
 
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -37,7 +37,7 @@ from shared.events import (
 from shared.identity import Hasher, Identity, uid_from_personnummer
 
 HASHER = Hasher(b"test-secret-0123456789abcdef")
-NOW = datetime(2025, 1, 31, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
 ANNA = Identity(uid=uid_from_personnummer("199001011234"), email="anna@example.se", device_fingerprint="dev-anna")
 BERIT = Identity(uid=uid_from_personnummer("198505051234"), device_fingerprint="dev-berit")
 ANNAS_DEVICE = Identity(uid=uid_from_personnummer("200002021234"), device_fingerprint="dev-anna")
@@ -82,7 +82,7 @@ def test_a_person_without_an_exclusion_is_allowed():
 
 
 def test_an_excluded_person_is_blocked_until_the_day_the_exclusion_ends():
-    payload = decision(account_event(), view_of(exclusion(ends_at=datetime(2025, 3, 2, 12, tzinfo=timezone.utc))))
+    payload = decision(account_event(), view_of(exclusion(ends_at=datetime(2025, 3, 2, 12, tzinfo=UTC))))
 
     assert payload.outcome is Outcome.BLOCK
     assert payload.code == "Self-Excluded"
@@ -278,10 +278,22 @@ def test_the_view_agrees_with_a_plain_dictionary_after_any_adds_and_discards(ope
 # --- following the lifecycle, and what it enforces -------------------------------------------
 
 
-def snapshot(state: ExclusionState = ExclusionState.ACTIVE, version: int = 1, scope: Scope = SCOPE_ALL, identity: Identity = ANNA, exclusion_id=IDS[1]):
+def snapshot(
+    state: ExclusionState = ExclusionState.ACTIVE,
+    version: int = 1,
+    scope: Scope = SCOPE_ALL,
+    identity: Identity = ANNA,
+    exclusion_id=IDS[1],
+):
     return ExclusionSnapshot(
-        exclusion_id=exclusion_id, identifiers=sorted(HASHER.identifiers(identity).values()), scope=scope,
-        jurisdiction="SE", state=state, starts_at=NOW - timedelta(days=1), ends_at=NOW + timedelta(days=30), version=version,
+        exclusion_id=exclusion_id,
+        identifiers=sorted(HASHER.identifiers(identity).values()),
+        scope=scope,
+        jurisdiction="SE",
+        state=state,
+        starts_at=NOW - timedelta(days=1),
+        ends_at=NOW + timedelta(days=30),
+        version=version,
     )
 
 
@@ -314,7 +326,10 @@ def test_an_extension_that_makes_the_exclusion_exclude_ends_sessions_and_one_tha
 
     assert follow(view, known, "exclusion.extended", snapshot(version=3), NOW) == (True, "end_sessions")
     assert follow(view, known, "exclusion.extended", snapshot(version=4), NOW) == (True, None)
-    assert follow(view, known, "exclusion.cancelled", snapshot(ExclusionState.CANCELLED, version=1, exclusion_id=IDS[2]), NOW) == (True, None)
+    assert follow(view, known, "exclusion.cancelled", snapshot(ExclusionState.CANCELLED, version=1, exclusion_id=IDS[2]), NOW) == (
+        True,
+        None,
+    )
 
 
 def test_the_end_lifts_unless_another_exclusion_still_covers_games_for_the_person():

@@ -52,7 +52,9 @@ class Running:
         self.hasher = Hasher.from_settings(settings)
 
     def blocking(self, publish, decisions) -> Blocking:
-        return Blocking(self.settings, self.database, self.clock, self.hasher, publish, decisions, None, None, accounts=uuid.uuid4().int % 10**6)
+        return Blocking(
+            self.settings, self.database, self.clock, self.hasher, publish, decisions, None, None, accounts=uuid.uuid4().int % 10**6
+        )
 
 
 async def test_an_exclusion_activated_while_blocking_was_stopped_blocks_the_very_first_event_after_restart(settings, database):
@@ -86,7 +88,9 @@ async def test_two_instances_restarted_five_times_on_one_group_rejoin_it_each_ti
             apps = [create_app(settings, database=database, clock=running.clock) for _ in range(2)]
             async with contextlib.AsyncExitStack() as stack:
                 await asyncio.gather(*(stack.enter_async_context(app) for app in apps))
-                await eventually(lambda: _true(all(assigned(app) for app in apps)), timeout=30, what=f"start {round_ + 1} to join the group")
+                await eventually(
+                    lambda apps=apps: _true(all(assigned(app) for app in apps)), timeout=30, what=f"start {round_ + 1} to join the group"
+                )
                 blocking = running.blocking(publish, decisions)
                 decided = await blocking.decide(*(blocking.account_event(K.LOGIN, person(2), account=f"r{round_}-{n}") for n in range(6)))
                 assert {d["outcome"] for d in decided.values()} == {"ALLOW"}
@@ -168,7 +172,9 @@ async def test_an_identity_that_names_nobody_is_never_allowed(blocking, identity
 async def test_a_bet_without_a_game_is_blocked_by_a_poker_only_exclusion(blocking):
     who = person(5)
     await blocking.lifecycle(ExclusionActivated, blocking.snapshot(who, scope=POKER))
-    decided = await blocking.decide(no_game := blocking.account_event(K.BET, who), slots := blocking.account_event(K.BET, who, game=Game.SLOTS))
+    decided = await blocking.decide(
+        no_game := blocking.account_event(K.BET, who), slots := blocking.account_event(K.BET, who, game=Game.SLOTS)
+    )
     assert decided[str(no_game.id)]["outcome"] == "BLOCK"
     assert decided[str(slots.id)]["outcome"] == "ALLOW"
 

@@ -45,9 +45,15 @@ def person(n: int, **more) -> Identity:
 
 # (kind, game or channel) -> scope -> BLOCK?  The table in services/blocking/domain.py.
 EVENTS = [
-    (K.LOGIN, {}), (K.REGISTRATION, {}), (K.DEPOSIT, {}), (K.BONUS, {}), (K.WITHDRAWAL, {}),
-    (K.BET, {"game": Game.SLOTS}), (K.BET, {"game": Game.POKER}),
-    (K.MARKETING, {"channel": MarketingChannel.ADS}), (K.MARKETING, {"channel": MarketingChannel.DM}),
+    (K.LOGIN, {}),
+    (K.REGISTRATION, {}),
+    (K.DEPOSIT, {}),
+    (K.BONUS, {}),
+    (K.WITHDRAWAL, {}),
+    (K.BET, {"game": Game.SLOTS}),
+    (K.BET, {"game": Game.POKER}),
+    (K.MARKETING, {"channel": MarketingChannel.ADS}),
+    (K.MARKETING, {"channel": MarketingChannel.DM}),
 ]
 
 
@@ -92,8 +98,14 @@ async def test_every_kind_of_event_under_every_scope(blocking):
 
 
 EVERYTHING = Identity(
-    uid=uid_from_personnummer("198001011234"), first_name="Åsa", last_name="Lindström", date_of_birth=date(1980, 1, 1),
-    postcode="SW1A 1AA", email="asa@example.se", mobile="+46701234567", device_fingerprint="dev-asa",
+    uid=uid_from_personnummer("198001011234"),
+    first_name="Åsa",
+    last_name="Lindström",
+    date_of_birth=date(1980, 1, 1),
+    postcode="SW1A 1AA",
+    email="asa@example.se",
+    mobile="+46701234567",
+    device_fingerprint="dev-asa",
     payment_fingerprint="card-asa",
 )
 ALONE = {
@@ -111,7 +123,9 @@ async def test_each_identifier_kind_alone_and_circumvention_at_registration(bloc
     logins = {kind: blocking.account_event(K.LOGIN, identity) for kind, identity in ALONE.items()}
     registrations = {kind: blocking.account_event(K.REGISTRATION, identity) for kind, identity in ALONE.items()}
 
-    sibling = blocking.account_event(K.LOGIN, Identity(email="sibling@example.se", device_fingerprint="dev-asa", payment_fingerprint="card-asa"))
+    sibling = blocking.account_event(
+        K.LOGIN, Identity(email="sibling@example.se", device_fingerprint="dev-asa", payment_fingerprint="card-asa")
+    )
     decided = await blocking.decide(*logins.values(), *registrations.values(), sibling)
 
     assert decided[str(sibling.id)]["outcome"] == "ALLOW", "a shared device or card does not refuse another person's account"
@@ -136,7 +150,9 @@ async def test_enforcement_reaches_accounts_in_session_when_an_exclusion_starts_
     in_session = [
         blocking.account_event(K.LOGIN, anna, account="acc-a", operator="op-1"),
         blocking.account_event(K.LOGIN, Identity(email="anna@example.se"), account="acc-b", operator="op-2"),
-        blocking.account_event(K.LOGIN, Identity(email="sibling@example.se", device_fingerprint="dev-shared"), account="acc-sibling", operator="op-1"),
+        blocking.account_event(
+            K.LOGIN, Identity(email="sibling@example.se", device_fingerprint="dev-shared"), account="acc-sibling", operator="op-1"
+        ),
     ]
     assert {p["outcome"] for p in (await blocking.decide(*in_session)).values()} == {"ALLOW"}
 
@@ -159,13 +175,16 @@ async def test_enforcement_reaches_accounts_in_session_when_an_exclusion_starts_
         assert command["payload"]["exclusion_id"] == str(exclusion.exclusion_id)
         assert command["payload"]["ends_on"] == ENDS.date().isoformat()
         assert command["payload"]["message"] == MESSAGE
-        assert command["id"] == str(derived_id(activated.id, f"enforcement.commanded/end_sessions/{command['operator_id']}:{command['payload']['account_id']}"))
+        assert command["id"] == str(
+            derived_id(activated.id, f"enforcement.commanded/end_sessions/{command['operator_id']}:{command['payload']['account_id']}")
+        )
     assert (await blocking.decide(blocking.account_event(K.BET, anna, account="acc-a", game=Game.POKER))).popitem()[1]["outcome"] == "BLOCK"
 
     lifted = await blocking.lifecycle(ExclusionLifted, active.model_copy(update={"state": ExclusionState.LIFTED, "version": 4}))
     lifts = [c for reader in enforced.values() for c in await reader.wait_for(lambda m: m["causation_id"] == str(lifted.id))]
     assert {(c["operator_id"], c["payload"]["account_id"], c["payload"]["action"]) for c in lifts} == {
-        ("op-1", "acc-a", "lift"), ("op-2", "acc-b", "lift")
+        ("op-1", "acc-a", "lift"),
+        ("op-2", "acc-b", "lift"),
     }
     # A late copy of the older activation does not bring the exclusion back.
     await blocking.lifecycle(ExclusionActivated, active, wait=False)
@@ -179,7 +198,8 @@ async def test_enforcement_reaches_accounts_in_session_when_an_exclusion_starts_
 
     # Hashes only: nothing raw was stored.
     stored = json.dumps(
-        [d async for d in blocking.database["blocking_accounts"].find()] + [d async for d in blocking.database["blocking_exclusions"].find()],
+        [d async for d in blocking.database["blocking_accounts"].find()]
+        + [d async for d in blocking.database["blocking_exclusions"].find()],
         default=str,
     )
     assert "anna@example.se" not in stored and anna.uid not in stored and "dev-shared" not in stored
@@ -225,7 +245,12 @@ NOT_JSON = b"\xff\xfe not json {"
 NO_ACCOUNT = json.dumps({"type": "account.event", "operator_id": "op-1", "payload": {"operator_event_id": "e", "kind": "login"}}).encode()
 NO_IDENTITY_ID = "6d3c1b8e-6a57-4a0e-9e49-0d4f4f8a1c11"
 NO_IDENTITY = json.dumps(
-    {"id": NO_IDENTITY_ID, "type": "account.event", "operator_id": "op-1", "payload": {"operator_event_id": "e", "account_id": "a", "kind": "login"}}
+    {
+        "id": NO_IDENTITY_ID,
+        "type": "account.event",
+        "operator_id": "op-1",
+        "payload": {"operator_event_id": "e", "account_id": "a", "kind": "login"},
+    }
 ).encode()
 
 
@@ -265,17 +290,23 @@ async def test_poison_events_are_dead_lettered_one_by_one_and_the_batch_is_still
 async def test_the_view_is_rebuilt_from_the_store_after_a_restart(settings, database):
     clock = Clock()
     await ensure_operator_topics(settings, *OPERATORS)
-    async with create_app(settings, database=database, clock=clock), Publisher(settings) as publish, TopicReader(
-        settings, of(topics.DECISIONS)
-    ) as decisions, TopicReader(settings, of(topics.ENFORCEMENT)) as enforcement, TopicReader(settings, topics.DEAD_LETTER) as dead:
+    async with (
+        create_app(settings, database=database, clock=clock),
+        Publisher(settings) as publish,
+        TopicReader(settings, of(topics.DECISIONS)) as decisions,
+        TopicReader(settings, of(topics.ENFORCEMENT)) as enforcement,
+        TopicReader(settings, topics.DEAD_LETTER) as dead,
+    ):
         first = Blocking(settings, database, clock, Hasher.from_settings(settings), publish, decisions, enforcement, dead)
         ended = first.snapshot(person(2), ends_at=T0 - timedelta(minutes=1))
         await first.lifecycle(ExclusionActivated, first.snapshot(person(1), scope=SLOTS))
         await first.lifecycle(ExclusionActivated, ended, subject="person-2")
 
-    async with create_app(settings, database=database, clock=clock), Publisher(settings) as publish, TopicReader(
-        settings, of(topics.DECISIONS)
-    ) as decisions:
+    async with (
+        create_app(settings, database=database, clock=clock),
+        Publisher(settings) as publish,
+        TopicReader(settings, of(topics.DECISIONS)) as decisions,
+    ):
         again = Blocking(settings, database, clock, first.hasher, publish, decisions, enforcement, dead, accounts=100)
         decided = await again.decide(
             slots := again.account_event(K.BET, person(1), game=Game.SLOTS),

@@ -1,7 +1,7 @@
 """Blocking's collections on the real store: every query shape its repositories use."""
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -12,14 +12,20 @@ from shared.store import ensure_indexes
 
 pytestmark = pytest.mark.integration
 
-NOW = datetime(2025, 1, 31, 12, 0, 0, 123000, tzinfo=timezone.utc)  # whole milliseconds: BSON keeps no finer
+NOW = datetime(2025, 1, 31, 12, 0, 0, 123000, tzinfo=UTC)  # whole milliseconds: BSON keeps no finer
 SLOTS = Scope(types=frozenset({ExclusionType.GAMES}), games=frozenset({Game.SLOTS}))
 
 
 def snapshot(state=ExclusionState.ACTIVE, version=1, ends_at=NOW + timedelta(days=1), scope=SCOPE_ALL, exclusion_id=None):
     return ExclusionSnapshot(
-        exclusion_id=exclusion_id or uuid.uuid4(), identifiers=["email:a", "national_id:x"], scope=scope,
-        jurisdiction="SE", state=state, starts_at=NOW - timedelta(days=1), ends_at=ends_at, version=version,
+        exclusion_id=exclusion_id or uuid.uuid4(),
+        identifiers=["email:a", "national_id:x"],
+        scope=scope,
+        jurisdiction="SE",
+        state=state,
+        starts_at=NOW - timedelta(days=1),
+        ends_at=ends_at,
+        version=version,
     )
 
 
@@ -39,7 +45,8 @@ async def test_the_projection_keeps_each_exclusions_newest_snapshot_and_lists_th
     assert sorted(loaded[running.exclusion_id].identifiers) == ["email:a", "national_id:x"]
     assert loaded[open_ended.exclusion_id].ends_at is None
     assert await projection.known([lifted.exclusion_id, running.exclusion_id, uuid.uuid4()]) == {
-        lifted.exclusion_id: Known(2, False), running.exclusion_id: Known(1, True),
+        lifted.exclusion_id: Known(2, False),
+        running.exclusion_id: Known(1, True),
     }
     assert await projection.known([]) == {}
 
