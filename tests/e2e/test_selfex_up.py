@@ -39,7 +39,8 @@ def test_selfex_up_starts_the_embedded_stack_and_stops_it_cleanly(tmp_path: Path
         code = stop(process)
     assert code == 0, log_path.read_text()[-3000:]
     assert not port_is_open(kafka_port) and not port_is_open(mongo_port) and not port_is_open(gateway_port)
-    assert (tmp_path / ".selfex" / "mongo" / "selfex.db").exists(), "MongoDB data is kept under .selfex/"
+    kept = sorted(path.name for path in (tmp_path / ".selfex" / "mongo").glob("selfex_*.db"))
+    assert {"selfex_gateway.db", "selfex_registration.db"} <= set(kept), f"each service's data is kept under .selfex/: {kept}"
 
 
 def test_selfex_up_refuses_a_taken_port_with_a_clear_message(tmp_path: Path):
