@@ -1,11 +1,9 @@
-"""Verifications, submission outcomes and uploaded documents in MongoDB: the only code that knows
-these collections' shapes (the portal reads and writes them through this module too).
+"""Verifications and submission outcomes in MongoDB: the only code that knows these collections'
+shapes (uploaded documents are the gateway's).
 
 verifications            _id = exclusion id, or a lift verification's id (``Verification.key``); the Verification model, plus ``next_check_at`` (indexed:
                          the timer's work list). Written whole, conditional on ``version``.
 verification_submissions _id = the submission's event id; the SubmissionOutcome model (what the portal reads).
-documents                _id = document id; exclusion_id, content_type, size, ``sealed`` (the bytes,
-                         AES-GCM with context "document:<id>"), uploaded_at.
 """
 
 import uuid
@@ -23,7 +21,6 @@ SUBMISSIONS_RETENTION_SECONDS = 30 * 24 * 3600
 INDEXES = {
     "verifications": [IndexModel([("next_check_at", ASCENDING)]), IndexModel([("subject", ASCENDING)])],
     "verification_submissions": [IndexModel([("recorded", ASCENDING)], expireAfterSeconds=SUBMISSIONS_RETENTION_SECONDS)],
-    "documents": [IndexModel([("exclusion_id", ASCENDING)])],
 }
 _DATETIMES = ("created_at", "updated_at", "code_expires_at")
 
@@ -78,32 +75,6 @@ class MongoOutcomes:
             await self._collection.insert_one(document)
         except DuplicateKeyError:
             pass  # recorded before this redelivery
-
-
-class MongoDocuments:
-    """Identity documents as uploaded, sealed."""
-
-    def __init__(self, database: AsyncDatabase) -> None:
-        self._collection = database["documents"]
-
-    async def add(self, document_id: str, *, exclusion_id: uuid.UUID, content_type: str, size: int, sealed: str, now: datetime) -> None:
-        await self._collection.insert_one(
-            {
-                "_id": document_id,
-                "exclusion_id": str(exclusion_id),
-                "content_type": content_type,
-                "size": size,
-                "sealed": sealed,
-                "uploaded_at": now,
-            }
-        )
-
-    async def get(self, document_id: str) -> dict[str, Any] | None:
-        return await self._collection.find_one({"_id": document_id})
-
-    async def remove(self, document_id: str) -> None:
-        """An upload the verification refused is not kept."""
-        await self._collection.delete_one({"_id": document_id})
 
 
 def _document(verification: Verification) -> dict[str, Any]:

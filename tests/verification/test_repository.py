@@ -7,7 +7,7 @@ import pytest
 
 from services.verification import domain
 from services.verification.domain import IssuedCode, State
-from services.verification.repository import INDEXES, MongoDocuments, MongoOutcomes, MongoVerifications
+from services.verification.repository import INDEXES, MongoOutcomes, MongoVerifications
 from shared.crypto import Sealer
 from shared.store import ensure_indexes
 from tests.verification.conftest import code_submitted, requested
@@ -86,22 +86,6 @@ async def test_an_outcome_is_recorded_once_by_its_submission_id(database, settin
     assert await outcomes.get(command.id) == decision.outcome
     assert await outcomes.get(uuid.uuid4()) is None
     assert await database["verification_submissions"].count_documents({}) == 1
-
-
-async def test_a_document_is_stored_read_and_removed(database):
-    documents = MongoDocuments(database)
-    exclusion_id = uuid.uuid4()
-
-    await documents.add("doc-1", exclusion_id=exclusion_id, content_type="image/png", size=3, sealed="e1:AAAA", now=NOW)
-
-    stored = await documents.get("doc-1")
-    assert (stored["exclusion_id"], stored["sealed"], stored["uploaded_at"]) == (
-        str(exclusion_id),
-        "e1:AAAA",
-        NOW.replace(microsecond=250000),
-    )
-    await documents.remove("doc-1")
-    assert await documents.get("doc-1") is None
 
 
 async def test_the_indexes_are_created_and_creating_them_again_changes_nothing(database):
