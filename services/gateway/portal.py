@@ -73,8 +73,8 @@ HTTP_STATUS = ANSWER_STATUS
 T = TypeVar("T")
 
 
-class PortalExclusionRequest(BaseModel):
-    """What the person fills in. At least one personal identifier; the code goes to ``verify_by``."""
+class PortalIdentity(BaseModel):
+    """The identity fields a person gives on the portal."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -85,45 +85,32 @@ class PortalExclusionRequest(BaseModel):
     postcode: str | None = None
     email: str | None = None
     mobile: str | None = None
+
+    @field_validator("date_of_birth")
+    @classmethod
+    def _born(cls, value: date | None) -> date | None:
+        return born_on(value) if value is not None else None
+
+    def identity(self) -> Identity:
+        fields = ("national_id", "first_name", "last_name", "date_of_birth", "postcode", "email", "mobile")
+        return Identity(**{name: getattr(self, name) for name in fields if getattr(self, name) is not None})
+
+
+class PortalExclusionRequest(PortalIdentity):
+    """What the person fills in. At least one personal identifier; the code goes to ``verify_by``."""
+
     duration: str = Field(description="+Nd or +Nm, as the jurisdiction's policy allows", examples=["+6m"])
     jurisdiction: str = Field(default="SE", max_length=8)
     scope: Scope | None = None
     verify_by: Literal["email", "sms"] | None = Field(default=None, description="default: e-mail if given, else SMS")
     locale: str | None = Field(default=None, max_length=16)
 
-    @field_validator("date_of_birth")
-    @classmethod
-    def _born(cls, value: date | None) -> date | None:
-        return born_on(value) if value is not None else None
 
-    def identity(self) -> Identity:
-        fields = ("national_id", "first_name", "last_name", "date_of_birth", "postcode", "email", "mobile")
-        return Identity(**{name: getattr(self, name) for name in fields if getattr(self, name) is not None})
-
-
-class PortalLiftRequest(BaseModel):
+class PortalLiftRequest(PortalIdentity):
     """Who you are (one identifier of the exclusion's person is enough), and where your code goes."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    national_id: str | None = Field(default=None, description="personnummer (SE), 12 digits")
-    first_name: str | None = None
-    last_name: str | None = None
-    date_of_birth: date | None = None
-    postcode: str | None = None
-    email: str | None = None
-    mobile: str | None = None
     verify_by: Literal["email", "sms"] | None = Field(default=None, description="which contact on file gets the code; default: any")
     locale: str | None = Field(default=None, max_length=16)
-
-    @field_validator("date_of_birth")
-    @classmethod
-    def _born(cls, value: date | None) -> date | None:
-        return born_on(value) if value is not None else None
-
-    def identity(self) -> Identity:
-        fields = ("national_id", "first_name", "last_name", "date_of_birth", "postcode", "email", "mobile")
-        return Identity(**{name: getattr(self, name) for name in fields if getattr(self, name) is not None})
 
 
 def answers(route: Callable[..., Awaitable[JSONResponse]]) -> Callable[..., Awaitable[JSONResponse]]:
