@@ -12,6 +12,9 @@ from typing import Any
 from shared.settings import Settings
 
 RESEALED = ("registration", "gateway")  # the services that keep sealed data, each resealed in its own database
+# The services that store identifier hashes, in the order they are re-keyed: those that receive
+# hashes first, registration (which makes them) last.
+REHASHED = ("blocking", "gateway", "registration")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,9 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("service", choices=sorted(SERVICES))
 
     secrets = commands.add_parser("secrets", help="fresh secrets for a deployment")
-    secrets.add_argument("action", choices=["generate"])
+    secrets.add_argument(
+        "action",
+        choices=["generate", "hash-key"],
+        help="generate: every secret, as .env lines; hash-key: one new link for SELFEX_HASH_NEXT_SECRETS",
+    )
     reencrypt = commands.add_parser("reencrypt", help="seal every stored secret again with the current encryption key (after a rotation)")
     reencrypt.add_argument("--service", choices=RESEALED, action="append", help="only this service's database (repeatable; default: each)")
+
+    rehash = commands.add_parser("rehash", help="re-key every stored identifier hash with the newest hash key (after a rotation)")
+    rehash.add_argument("--service", choices=REHASHED, action="append", help="only this service's database (repeatable; default: each)")
 
     docs = commands.add_parser("docs", help="generated documentation")
     docs.add_argument("kind", choices=["asyncapi"])
@@ -63,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "docs":
         return _docs(args.out)
     if args.command == "secrets":
-        return _secrets()
+        return _secrets() if args.action == "generate" else _hash_key()
     settings = Settings()
     if getattr(args, "partitions", None):
         settings = settings.model_copy(update={"topic_partitions": args.partitions})
@@ -82,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             return _infra_up(settings)
         if args.command == "reencrypt":
             return asyncio.run(_reencrypt(settings, args.service or RESEALED))
+        if args.command == "rehash":
+            return asyncio.run(_rehash(settings, args.service or REHASHED))
         return _run_service(args.service, settings)
     except (InfrastructureError, InsecureSettingsError) as exc:
         print(f"selfex: {exc}", file=sys.stderr)
@@ -104,6 +116,15 @@ def _docs(out: str | None) -> int:
             handle.write(text)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _hash_key() -> int:
+    """A new hash key as a link of the chain ("id:secret"), to append to SELFEX_HASH_NEXT_SECRETS."""
+    import secrets
+    from datetime import date
+
+    print(f"k{date.today():%Y%m%d}:{secrets.token_urlsafe(48)}")
     return 0
 
 
@@ -139,6 +160,38 @@ async def _reencrypt(settings: Settings, services: Sequence[str] = RESEALED) -> 
     finally:
         await client.close()
     print(f"resealed with key {sealer.current}: " + ", ".join(f"{service} {count}" for service, count in counts.items()), flush=True)
+    return 0
+
+
+async def _rehash(settings: Settings, services: Sequence[str] = REHASHED) -> int:
+    """Each service's stored identifier hashes carried on to the newest key of the chain, in that
+    service's own database: run it once every replica holds the new key (SELFEX_HASH_NEXT_SECRETS).
+    Until it has run, lookups ask for every form; after, the old forms are gone from the store."""
+    from services.blocking.repository import MongoExclusionProjection, MongoSeenAccounts
+    from services.gateway.repository import MongoLookup, MongoViews
+    from services.registration.repository import MongoExclusions
+    from shared.identity import Hasher
+    from shared.store import create_client
+
+    settings.require_secrets("selfex rehash")
+    hasher = Hasher.from_settings(settings)
+    if not hasher.rotating:
+        print("selfex rehash: SELFEX_HASH_NEXT_SECRETS names no newer key: nothing to re-key", file=sys.stderr)
+        return 2
+    owners: dict[str, tuple[Any, ...]] = {
+        "registration": (MongoExclusions,),
+        "gateway": (MongoLookup, MongoViews),
+        "blocking": (MongoExclusionProjection, MongoSeenAccounts),
+    }
+    client = create_client(settings)
+    try:
+        counts = {}
+        for service in sorted(set(services), key=REHASHED.index):
+            database = client[settings.database_for(service)]
+            counts[service] = sum([await repository(database).rehash(hasher) for repository in owners[service]])
+    finally:
+        await client.close()
+    print(f"re-keyed with hash key {hasher.key_id}: " + ", ".join(f"{service} {count}" for service, count in counts.items()), flush=True)
     return 0
 
 

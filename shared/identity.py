@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import re
 import unicodedata
+from collections.abc import Iterable, Sequence
 from datetime import date
 from enum import StrEnum
 from typing import Annotated
@@ -18,6 +19,7 @@ import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 NAME_SIGNIFICANT_CHARS = 20
+KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 # Checked and lowered by the validator's own (compiled) code: every account event carries one.
@@ -127,32 +129,110 @@ def normalised_identifiers(identity: Identity, default_region: str = "GB") -> di
     return found
 
 
-class Hasher:
-    """Keyed hashing of identifiers: ``kind:hex`` so a hash says what kind it is, never what it was."""
+class UnknownHashKeyError(Exception):
+    """A hash made with a key this service does not hold (a newer one, on a service not yet given it).
 
-    def __init__(self, secret: bytes, key_id: str = "k1") -> None:
-        if len(secret) < 16:
-            raise ValueError("the identity hash secret must be at least 16 bytes")
-        self._secret = secret
-        self.key_id = key_id
+    It cannot be matched with anything, so nothing may be decided from it. Not a ValueError: the
+    message is sound and must not be dead-lettered; whoever meets one retries it until the service
+    is given the key, and a view's lag bound turns the wait into UNAVAILABLE, never into ALLOW."""
+
+
+class Hasher:
+    """Keyed hashing of identifiers: ``kind:hex`` so a hash says what kind it is, never what it was.
+
+    Rotation is a chain (docs/adr/0005): each newer key hashes the form before it, so
+    ``kind:k2:HMAC(k2, "kind:HMAC(k1, ...)")``. Whoever holds the chain turns an older form into the
+    newest without the raw identifier (``canonical``), which is what ``selfex rehash`` does to stored
+    ones; a lookup from a raw identity asks for every form (``forms``) until the store is re-keyed.
+    The first key's form carries no key id, so what was stored before any rotation stays valid.
+    """
+
+    def __init__(self, secret: bytes, key_id: str = "k1", next_keys: Sequence[tuple[str, bytes]] = ()) -> None:
+        if len(secret) < 16 or any(len(later) < 16 for _, later in next_keys):
+            raise ValueError("an identity hash secret must be at least 16 bytes")
+        ids = [key_id, *(later_id for later_id, _ in next_keys)]
+        if len(set(ids)) != len(ids) or not all(KEY_ID.fullmatch(i) for i in ids):
+            raise ValueError(f"identity hash key ids must be distinct words of letters, digits, '-' or '_': {ids}")
+        self.key_id = ids[-1]  # the newest: what every new hash is made with
+        self.first_key_id = key_id
+        self.rotating = bool(next_keys)
         # Per kind, the HMAC with the key and the "kind:" prefix already absorbed: hashing is then a
         # copy and one update. Every account event hashes its identifiers, so this is on the hot path.
         self._started = {kind: (f"{kind.value}:", hmac.new(secret, f"{kind.value}:".encode(), hashlib.sha256)) for kind in IdentifierKind}
+        self._links = [(later_id, hmac.new(later, digestmod=hashlib.sha256)) for later_id, later in next_keys]
+        self._position = {later_id: n + 1 for n, (later_id, _) in enumerate(next_keys)}
 
     @classmethod
     def from_settings(cls, settings) -> "Hasher":
-        return cls(settings.hash_secret.get_secret_value().encode(), settings.hash_key_id)
+        return cls(settings.hash_secret.get_secret_value().encode(), settings.hash_key_id, settings.hash_chain())
 
-    def hash(self, kind: IdentifierKind, normalised: str) -> str:
-        """``kind:`` and HMAC-SHA-256(secret, ``kind:normalised``) in hex."""
+    def _first(self, kind: IdentifierKind, normalised: str) -> str:
         prefix, started = self._started[kind]
         digest = started.copy()
         digest.update(normalised.encode())
         return prefix + digest.hexdigest()
 
+    def _step(self, kind: str, form: str, n: int) -> str:
+        """``form`` hashed with the chain's next key after key number ``n``."""
+        key_id, started = self._links[n]
+        digest = started.copy()
+        digest.update(form.encode())
+        return f"{kind}:{key_id}:{digest.hexdigest()}"
+
+    def _onward(self, kind: str, form: str, after: int) -> str:
+        """``form`` (made with the chain's key number ``after``) carried on to the newest key."""
+        for n in range(after, len(self._links)):
+            form = self._step(kind, form, n)
+        return form
+
+    def hash(self, kind: IdentifierKind, normalised: str) -> str:
+        """The newest form: ``kind:`` and HMAC-SHA-256(secret, ``kind:normalised``) in hex, carried
+        along the chain when there is one."""
+        first = self._first(kind, normalised)
+        return self._onward(kind.value, first, 0) if self.rotating else first
+
+    def forms(self, kind: IdentifierKind, normalised: str) -> list[str]:
+        """Every form the identifier may be stored under, oldest first (one when nothing rotates)."""
+        found = [self._first(kind, normalised)]
+        for n in range(len(self._links)):
+            found.append(self._step(kind.value, found[-1], n))
+        return found
+
     def identifiers(self, identity: Identity, default_region: str = "GB") -> dict[IdentifierKind, str]:
-        """The keyed hash of every identifier the identity carries."""
+        """The keyed hash (newest form) of every identifier the identity carries."""
         return {kind: self.hash(kind, value) for kind, value in normalised_identifiers(identity, default_region).items()}
+
+    def lookup_forms(self, identity: Identity, default_region: str = "GB") -> list[str]:
+        """Every form of every identifier the identity carries: what a lookup in a store that may not
+        be re-keyed yet asks for (the newest forms alone when nothing rotates)."""
+        normalised = normalised_identifiers(identity, default_region)
+        if not self.rotating:
+            return [self._first(kind, value) for kind, value in normalised.items()]
+        return [form for kind, value in normalised.items() for form in self.forms(kind, value)]
+
+    def canonical(self, identifier_hash: str) -> str:
+        """The newest form of a stored or received hash; ``UnknownHashKeyError`` for a key not held.
+        Something that is no hash of ours (no ``kind:``) is left as it is."""
+        parts = identifier_hash.split(":")
+        if len(parts) < 2:
+            return identifier_hash
+        if len(parts) == 2:
+            return self._onward(parts[0], identifier_hash, 0) if self.rotating else identifier_hash
+        if len(parts) == 3 and (position := self._position.get(parts[1])) is not None:
+            return self._onward(parts[0], identifier_hash, position)
+        raise UnknownHashKeyError(f"a {parts[0]} identifier hashed with a key this service does not hold ({parts[1]!r})")
+
+    def canonical_all(self, identifiers: Iterable[str]) -> tuple[str, ...]:
+        """``canonical`` of each (duplicates dropped, order kept); the same tuple back when nothing changes."""
+        given = identifiers if isinstance(identifiers, tuple) else tuple(identifiers)
+        if not self.rotating and all(h.count(":") < 2 for h in given):  # the usual case, on every lifecycle event
+            return given
+        changed = tuple(dict.fromkeys(self.canonical(h) for h in given))
+        return given if changed == given else changed
+
+    def is_newest(self, identifier_hash: str) -> bool:
+        """Whether the hash is in the newest form (so ``canonical`` would leave it as it is)."""
+        return self.canonical(identifier_hash) == identifier_hash
 
 
 def kind_of(identifier_hash: str) -> IdentifierKind:

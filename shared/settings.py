@@ -57,9 +57,13 @@ class Settings(BaseSettings):
     # the embedded servers; never set it for a deployment that holds anyone's data.
     development: bool = False
 
-    # Identity hashing: HMAC-SHA-256 with a deployment secret; the key id allows rotation.
+    # Identity hashing: HMAC-SHA-256 with a deployment secret, and its key id.
     hash_secret: SecretStr = SecretStr(DEVELOPMENT_HASH_SECRET)
     hash_key_id: str = "k1"
+    # Rotation: the keys added since, oldest first, "id:secret,...": each hashes the form before it,
+    # the newest makes every new hash, and `selfex rehash` re-keys what is stored (docs/adr/0005).
+    # A key is never taken out of the chain: the newest form is computed through all of them.
+    hash_next_secrets: SecretStr = SecretStr("")
 
     # Sealing (AES-256-GCM) of contact details, documents and codes in transit: "id:base64key,...".
     encryption_keys: SecretStr = SecretStr(DEVELOPMENT_ENCRYPTION_KEYS)
@@ -147,6 +151,14 @@ class Settings(BaseSettings):
             variables[f"SELFEX_{name.upper()}"] = str(value)
         return variables
 
+    def hash_chain(self) -> list[tuple[str, bytes]]:
+        """The rotation keys after the first, oldest first: (key id, secret)."""
+        chain = []
+        for item in filter(None, (part.strip() for part in self.hash_next_secrets.get_secret_value().split(","))):
+            key_id, _, secret = item.partition(":")
+            chain.append((key_id.strip(), secret.encode()))
+        return chain
+
     def insecure_secrets(self) -> list[str]:
         """What is wrong with the secrets, one line each (empty: nothing)."""
         problems = []
@@ -155,6 +167,11 @@ class Settings(BaseSettings):
             problems.append("SELFEX_HASH_SECRET is the public development default")
         elif len(secret) < MIN_HASH_SECRET_CHARS:
             problems.append(f"SELFEX_HASH_SECRET is shorter than {MIN_HASH_SECRET_CHARS} characters")
+        for key_id, later in self.hash_chain():
+            if later.decode() == DEVELOPMENT_HASH_SECRET or len(later) < MIN_HASH_SECRET_CHARS:
+                problems.append(
+                    f"SELFEX_HASH_NEXT_SECRETS: key {key_id!r} is the development default or shorter than {MIN_HASH_SECRET_CHARS} characters"
+                )
         keys = self.encryption_keys.get_secret_value()
         if keys == DEVELOPMENT_ENCRYPTION_KEYS or any(item == DEVELOPMENT_ENCRYPTION_KEYS for item in keys.split(",")):
             problems.append("SELFEX_ENCRYPTION_KEYS holds the public development key")

@@ -32,7 +32,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
     service = Service("blocking", settings, indexes=INDEXES, database=database)
     if clock is not None:
         service.clock = clock
-    view = ExclusionView()
+    hasher = Hasher.from_settings(settings)
+    view = ExclusionView(canonical=hasher.canonical_all)
     publisher = BatchPublisher(service.broker, settings)
     follower = ViewFollower(
         settings, view, lambda: MongoExclusionProjection(service.db), handlers.lifecycle_group(settings), service.readiness
@@ -41,6 +42,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
     snapshots = ViewSnapshots(view, follower, lambda: MongoViewSnapshots(service.db), settings.blocking_snapshot_seconds)
 
     async def start() -> None:
+        if hasher.rotating:  # before anything is followed: see MongoSeenAccounts.rehash_once
+            moved = await MongoSeenAccounts(service.db).rehash_once(hasher)
+            service.log.info("seen_accounts_rekeyed", key_id=hasher.key_id, moved=moved)
         await follower.checkpoint()  # before the load: what the projection holds, the follower need not read again
         started = time.perf_counter()
         gc.disable()  # a million long-lived objects: collecting while they arrive only costs time
@@ -62,7 +66,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
 
     accounts = SeenAccounts(lambda: MongoSeenAccounts(service.db))
     membership = GroupMembership(service.readiness, "group")
-    handlers.register(service, Hasher.from_settings(settings), view, accounts, publisher, follower, listener=membership)
+    handlers.register(service, hasher, view, accounts, publisher, follower, listener=membership)
     app = service.app(on_start=start)
     app.context.set_global(VIEW, view)  # for a look from outside (tests, diagnostics); handlers get it directly
     app.context.set_global(FOLLOWER, follower)

@@ -193,6 +193,9 @@ def register(
                 events.append(domain.SnapshotEvent.model_validate_json(record.value))
             except Exception as error:  # noqa: BLE001
                 refused.append((record, error))
+        # Each exclusion's identifiers in their newest form, as the view holds them; a key this
+        # instance does not hold raises here, outside the dead-lettering above: the batch is retried.
+        events = [_in_newest_form(event, hasher) for event in events]
         projection = MongoExclusionProjection(service.db)
         known = await projection.known(e.payload.exclusion_id for e in events)
         # The projection is saved before the view changes: a failed save fails the batch (retried,
@@ -209,3 +212,13 @@ def register(
             await dead_letters.park_record(record, failure)
         if events:
             service.log.info("view_followed", events=len(events), enforcements=len(commands), in_view=len(view))
+
+
+def _in_newest_form(event: domain.SnapshotEvent, hasher: Hasher) -> domain.SnapshotEvent:
+    """The event with its exclusion's identifier hashes in the newest form of the chain (the same
+    event when they are): what was hashed before a key rotation matches what is hashed after it."""
+    snapshot = event.payload
+    identifiers = hasher.canonical_all(snapshot.identifiers)
+    if identifiers == tuple(snapshot.identifiers):
+        return event
+    return event.model_copy(update={"payload": snapshot.model_copy(update={"identifiers": list(identifiers)})})

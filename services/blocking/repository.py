@@ -17,8 +17,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from services.blocking.domain import Known
 from services.blocking.view import ActiveExclusion, Scopes
 from shared.events import ExclusionSnapshot
+from shared.identity import Hasher
+from shared.store import stale_hashes
 
 EXCLUSIONS, ACCOUNTS = "blocking_exclusions", "blocking_accounts"
+REKEYED = "blocking_rekeyed"  # _id: a collection re-keyed at start; key_id: the hash key it was re-keyed to
 SNAPSHOTS, SNAPSHOT_CHUNKS = "blocking_view_snapshots", "blocking_view_snapshot_chunks"
 INDEXES = {
     EXCLUSIONS: [IndexModel([("excluding", ASCENDING)])],
@@ -74,6 +77,18 @@ class MongoExclusionProjection:
         operations = [ReplaceOne({"_id": str(s.exclusion_id)}, exclusion_document(s), upsert=True) for s in snapshots]
         if operations:
             await self._collection.bulk_write(operations, ordered=True)
+
+    async def rehash(self, hasher: Hasher) -> int:
+        """Each exclusion's identifiers in the newest form of the chain, unless a newer version came
+        meanwhile; how many changed. (The view takes the newest form as it loads them anyway.)"""
+        changed = 0
+        for document in await stale_hashes(self._collection, hasher, "identifiers", ("version",)):
+            fresh = sorted(set(hasher.canonical_all(document["identifiers"])))
+            result = await self._collection.update_one(
+                {"_id": document["_id"], "version": document.get("version", 1)}, {"$set": {"identifiers": fresh}}
+            )
+            changed += result.modified_count
+        return changed
 
     async def known(self, exclusion_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Known]:
         ids = sorted({str(i) for i in exclusion_ids})
@@ -163,6 +178,7 @@ class MongoSeenAccounts:
 
     def __init__(self, database: AsyncDatabase) -> None:
         self._collection = database[ACCOUNTS]
+        self._rekeyed = database[REKEYED]
 
     async def add_many(self, pairs: Iterable[tuple[str, str, str]]) -> None:
         """Record (identifier, operator, account) triples; recording one again changes nothing."""
@@ -176,6 +192,26 @@ class MongoSeenAccounts:
         ]
         if operations:
             await self._collection.bulk_write(operations, ordered=False)
+
+    async def rehash_once(self, hasher: Hasher) -> int:
+        """``rehash`` unless a whole pass already went to the newest key: blocking's start does it
+        before it follows anything, so an exclusion hashed with the newest key reaches the accounts
+        seen before the rotation. How many moved."""
+        done = await self._rekeyed.find_one({"_id": ACCOUNTS})
+        if done is not None and done.get("key_id") == hasher.key_id:
+            return 0
+        moved = await self.rehash(hasher)
+        await self._rekeyed.replace_one({"_id": ACCOUNTS}, {"_id": ACCOUNTS, "key_id": hasher.key_id}, upsert=True)
+        return moved
+
+    async def rehash(self, hasher: Hasher) -> int:
+        """Each seen account's identifier in the newest form of the chain; how many moved."""
+        moved = 0
+        for seen in await stale_hashes(self._collection, hasher, "identifier", ("operator_id", "account_id")):
+            await self.add_many([(hasher.canonical(seen["identifier"]), seen["operator_id"], seen["account_id"])])
+            await self._collection.delete_one({"_id": seen["_id"]})
+            moved += 1
+        return moved
 
     async def accounts_for(self, identifiers: Iterable[str]) -> set[tuple[str, str]]:
         wanted = sorted(set(identifiers))

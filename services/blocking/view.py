@@ -6,8 +6,8 @@ points straight at its exclusion (a tuple only in the rare case several share on
 """
 
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from shared.events import ExclusionSnapshot, ExclusionType, Game, Scope
@@ -62,8 +62,16 @@ class ExclusionView:
     by_identifier: dict[str, ActiveExclusion | tuple[ActiveExclusion, ...]] = field(default_factory=dict)
     # exclusion id -> version of its last snapshot that took it out: a late, older one must not put it back
     removed: dict[uuid.UUID, int] = field(default_factory=dict)
+    # Each exclusion's identifiers in the newest hash form (``Hasher.canonical_all``), so that the
+    # newest form of an account's identity finds what was hashed before a key rotation; it raises
+    # for a key this instance does not hold, before anything changes (the follower then retries).
+    canonical: Callable[[Iterable[str]], tuple[str, ...]] | None = None
 
     def add(self, exclusion: ActiveExclusion) -> None:
+        if self.canonical is not None:
+            identifiers = self.canonical(exclusion.identifiers)
+            if identifiers is not exclusion.identifiers:
+                exclusion = replace(exclusion, identifiers=identifiers)
         self.discard(exclusion.exclusion_id)
         self.by_id[exclusion.exclusion_id] = exclusion
         index = self.by_identifier

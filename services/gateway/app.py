@@ -63,7 +63,7 @@ def create_app(
         service.clock = clock
     policies = policies or load_policies()
     arrivals = Arrivals()  # the lifecycle consumer wakes the write waiting for its effect
-    lifecycle = handlers.register(service, arrivals)
+    lifecycle = handlers.register(service, Hasher.from_settings(settings), arrivals)
     feed = LifecycleFeed(settings, service.readiness, lambda: lifecycle, group=handlers.lifecycle_group(service))
     stream = service.app()
 

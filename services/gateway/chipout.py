@@ -144,9 +144,9 @@ async def customer_status(request: Request) -> Response:
     await admitted(request, params.get("key"), access.Permission.CHECK, refused=_refused)
     uid = _uid(params.get("uid"))
     the_gateway = gateway(request)
-    identifier = the_gateway.hasher.hash(IdentifierKind.NATIONAL_ID, uid)
+    identifiers = the_gateway.hasher.forms(IdentifierKind.NATIONAL_ID, uid)
     lookup_current(request, the_gateway, status=500)  # ChipOut knows no 503; never a 204 it cannot vouch for
-    excluded = chipout_status(unique(await the_gateway.checks.summaries([identifier])), the_gateway.clock())
+    excluded = chipout_status(unique(await the_gateway.checks.summaries(identifiers)), the_gateway.clock())
     if not excluded:
         note(request).outcome = "none"
         return Response(status_code=204)

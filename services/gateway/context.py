@@ -83,7 +83,7 @@ class Gateway:
 
     async def summaries_of(self, identity: Identity, region: str = "GB") -> list[Summary]:
         """Every exclusion any of the identity's identifiers belongs to."""
-        identifiers = list(self.hasher.identifiers(identity, region).values())
+        identifiers = self.hasher.lookup_forms(identity, region)  # every form, until the store is re-keyed
         return unique(await self.checks.summaries(identifiers)) if identifiers else []
 
     async def published_and_read(self, command: Event) -> Written | None:

@@ -200,7 +200,7 @@ def form_fields(text: str) -> dict[str, str]:
 
 def gamstop_identifiers(fields: dict[str, Any], today: date, hasher: Hasher) -> list[str]:
     """The five required fields and the optional mobile, checked (the first wrong one is named), as
-    the keyed hashes a check looks up: what ``hasher.identifiers`` gives for the same ``Identity``.
+    the keyed hashes a check looks up: what ``hasher.lookup_forms`` gives for the same ``Identity``.
     """
     for name in REQUIRED:
         value = fields.get(name)
@@ -232,9 +232,9 @@ def gamstop_identifiers(fields: dict[str, Any], today: date, hasher: Hasher) -> 
         except IdentityError:
             raise _invalid("mobile") from None
     identifiers = [
-        hasher.hash(IdentifierKind.NAME_DOB_POSTCODE, name_dob_postcode(fields["firstName"], fields["lastName"], born, postcode)),
-        hasher.hash(IdentifierKind.EMAIL, normalise_email(email)),
+        *hasher.forms(IdentifierKind.NAME_DOB_POSTCODE, name_dob_postcode(fields["firstName"], fields["lastName"], born, postcode)),
+        *hasher.forms(IdentifierKind.EMAIL, normalise_email(email)),
     ]
     if mobile:
-        identifiers.append(hasher.hash(IdentifierKind.MOBILE, mobile))
+        identifiers += hasher.forms(IdentifierKind.MOBILE, mobile)
     return identifiers

@@ -20,6 +20,7 @@ from services.gateway.repository import (
 from services.gateway.views import answer_of, verification_view_of, view_of
 from shared import topics
 from shared.events import DecisionMade, ExclusionLiftRefused, LifecycleEvent, VerificationEvent, VerificationProgressed, utcnow
+from shared.identity import Hasher
 from shared.service import Service
 
 # How long the broker may hold the lifecycle feed's fetch when it has nothing: a write's answer waits
@@ -33,7 +34,7 @@ def lifecycle_group(service: Service) -> str:
     return f"{service.settings.topic_prefix}{service.name}.{topics.EXCLUSION_LIFECYCLE}"
 
 
-def register(service: Service, arrivals: Arrivals | None = None) -> Any:
+def register(service: Service, hasher: Hasher, arrivals: Arrivals | None = None) -> Any:
     """The consumers, subscribed; returns the lifecycle subscriber (the lookup's feed, watched).
     ``arrivals``: told of each command's effect once written, so the write waiting on it answers at once."""
 
@@ -49,6 +50,10 @@ def register(service: Service, arrivals: Arrivals | None = None) -> Any:
         """Put the exclusion, as it now stands, under each of the person's identifiers and in its view;
         then note the command that changed it (last: a write's answer waits for that, and finds the rest)."""
         snapshot = event.payload
+        # Kept under the newest form of each identifier hash (one made before a key rotation too);
+        # a key this gateway does not hold raises, and the event is retried until it is given it.
+        if (identifiers := hasher.canonical_all(snapshot.identifiers)) != tuple(snapshot.identifiers):
+            snapshot = snapshot.model_copy(update={"identifiers": list(identifiers)})
         refused = isinstance(event, ExclusionLiftRefused)
         refusal = (
             {"request_id": str(event.causation_id), "reason": snapshot.reason, "at": event.occurred_at.isoformat()} if refused else None

@@ -305,7 +305,7 @@ async def check_person(body: PersonQuery, operator: Checker, request: Request) -
 async def check_batch(body: BatchCheck, operator: Checker, request: Request) -> JSONResponse:
     the_gateway = gateway(request)
     identities = [_personal(person.identity, field=f"persons[{i}].identity") for i, person in enumerate(body.persons)]
-    hashes = [list(the_gateway.hasher.identifiers(identity).values()) for identity in identities]
+    hashes = [the_gateway.hasher.lookup_forms(identity) for identity in identities]
     lookup_current(request, the_gateway)
     found = await the_gateway.lookup.summaries_by_identifier(h for person in hashes for h in person)
     now = the_gateway.clock()
@@ -457,7 +457,7 @@ async def _exclusion(the_gateway: Gateway, exclusion_id: str, caller: Operator) 
 async def _persons_running_exclusion(the_gateway: Gateway, exclusion_id: str, person: PersonIdentity, caller: Operator) -> dict[str, Any]:
     """The exclusion, if the caller may see it, it belongs to this person and it has not ended."""
     document = await _visible(the_gateway, exclusion_id, caller)
-    hashes = set(the_gateway.hasher.identifiers(_personal(person)).values())
+    hashes = set(the_gateway.hasher.lookup_forms(_personal(person)))
     if document is None or not hashes & set(document.get("identifiers") or []):
         raise Problem(404, f"no exclusion {exclusion_id} for this person", "exclusion_id")
     if document.get("state") in {s.value for s in FINAL_STATES}:

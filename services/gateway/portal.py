@@ -330,7 +330,7 @@ async def request_lift(exclusion_id: str, request: Request) -> JSONResponse:
     exclusion = await MongoViews(state.db).get(str(_uuid(exclusion_id)))
     policy = state.policies.get(str(exclusion.get("jurisdiction"))) if exclusion else None
     try:
-        hashes = set(state.hasher.identifiers(form.identity(), policy.mobile_region if policy else "GB").values())
+        hashes = set(state.hasher.lookup_forms(form.identity(), policy.mobile_region if policy else "GB"))
     except (ValidationError, IdentityError):
         raise Problem(400, "the identity given is not valid", "identity") from None
     if exclusion is None or not hashes & set(exclusion.get("identifiers") or []):

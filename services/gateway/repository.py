@@ -43,6 +43,8 @@ from pymongo.errors import DuplicateKeyError
 from services.gateway.domain import Summary, merged
 from shared.crypto import Sealer
 from shared.events import DecisionMade
+from shared.identity import Hasher
+from shared.store import stale_hashes
 
 RETENTION_SECONDS = 30 * 24 * 3600  # a command's effect, a submission's answer: read right after, kept a while
 INDEXES = {
@@ -214,6 +216,24 @@ class MongoLookup:
         if batch:
             await self._lookup.insert_many(batch, ordered=False)
 
+    async def rehash(self, hasher: Hasher) -> int:
+        """Each identifier's summaries moved to the newest form of its hash (after a hash key
+        rotation), merged with what the newest form holds; how many documents moved. The old
+        document goes only as it was read: one written meanwhile is merged again."""
+        moved = 0
+        for stale in await stale_hashes(self._lookup, hasher, "_id", ("exclusions", "revision")):
+            document: dict[str, Any] | None = stale
+            while document is not None:
+                fresh = hasher.canonical(document["_id"])
+                for stored in document.get("exclusions", []):
+                    await self._record_one(fresh, Summary.from_stored(stored))
+                deleted = await self._lookup.delete_one({"_id": document["_id"], "revision": document.get("revision", 0)})
+                if deleted.deleted_count == 1:
+                    moved += 1
+                    break
+                document = await self._lookup.find_one({"_id": document["_id"]})
+        return moved
+
     async def _record_one(self, identifier: str, summary: Summary) -> None:
         for _ in range(MAX_ATTEMPTS):
             document = await self._lookup.find_one({"_id": identifier})
@@ -271,6 +291,16 @@ class MongoViews:
         if made_by:
             await self.note_operator(view["_id"], made_by, "made", now or datetime.now(UTC))
         return await _newest_kept(self._views, view, carried="refusal")
+
+    async def rehash(self, hasher: Hasher) -> int:
+        """Each view's identifiers in the newest form of the chain; a view changed meanwhile (a newer
+        version, kept in the newest form already) is left to it. How many changed."""
+        changed = 0
+        for view in await stale_hashes(self._views, hasher, "identifiers", ("version",)):
+            fresh = sorted(set(hasher.canonical_all(view["identifiers"])))
+            result = await self._views.update_one({"_id": view["_id"], "version": view.get("version")}, {"$set": {"identifiers": fresh}})
+            changed += result.modified_count
+        return changed
 
     async def insert_many(self, views: Iterable[Mapping[str, Any]]) -> None:
         """Views written straight in (a bench's load), each as ``domain.view_of`` makes it; none may exist yet."""

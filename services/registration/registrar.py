@@ -25,7 +25,7 @@ from services.registration.repository import AlreadyRunningError, MongoExclusion
 from services.registration.transitions import Transition
 from shared.crypto import Sealer
 from shared.events import CancelExclusion, ExclusionVerified, LiftVerified, RequestExclusion, VerificationFailed, derived_id
-from shared.identity import Hasher, normalise_email, normalise_mobile
+from shared.identity import PERSONAL_KINDS, Hasher, kind_of, normalise_email, normalise_mobile
 from shared.policies import Policy, PolicyError, Terms, policy_for
 from shared.service import Clock
 
@@ -78,14 +78,16 @@ class Registrar:
             self.log.warning("exclusion_request_refused", request_id=str(request.id), reason=str(exc))
             raise
         identifiers = domain.person_identifiers(self.hasher.identifiers(payload.identity, policy.mobile_region))
-        person_id, known = await self.exclusions.match_person(identifiers)
+        # While a hash key rotates, the person may be stored under any form of their identifiers.
+        lookup = [h for h in self.hasher.lookup_forms(payload.identity, policy.mobile_region) if kind_of(h) in PERSONAL_KINDS]
+        person_id, known = await self.exclusions.match_person(lookup)
         # A new person's id derives from their strongest identifier: two first requests racing agree on it.
         person_id = person_id or str(derived_id(domain.primary_identifier(identifiers), "person"))
         contacts = self._sealed_contacts(request, person_id, policy)
         await self.exclusions.save_person(
             person_id, identifiers, payload.year_of_birth, payload.gender, contacts=contacts, locale=payload.locale
         )
-        identifiers = sorted(set(known) | set(identifiers))
+        identifiers = sorted(set(self.hasher.canonical_all(known)) | set(identifiers))
         for attempt in range(MAX_ATTEMPTS):
             now = self.clock()
             running = await self.exclusions.running_for(person_id)

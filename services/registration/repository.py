@@ -23,6 +23,7 @@ holds the value too, so a crash between the two writes leaves a pointer that lea
 nothing that is wrongly believed.
 """
 
+import contextlib
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -35,6 +36,8 @@ from pymongo.errors import DuplicateKeyError
 from services.registration.domain import RUNNING_STATES, Exclusion, best_match
 from shared.crypto import Sealer
 from shared.events import FINAL_STATES
+from shared.identity import Hasher
+from shared.store import stale_hashes
 
 INDEXES = {
     "persons": [],
@@ -350,6 +353,43 @@ class MongoExclusions:
         raise ConflictingWritesError(f"exclusion {exclusion_id} kept changing while it was resealed")
 
     # --- one running exclusion per identifier -------------------------------------------------
+
+    async def rehash(self, hasher: Hasher) -> int:
+        """Every stored identifier hash in the newest form of the chain (after a hash key rotation);
+        how many documents changed. Safe while commands flow: a person keeps the old form until the
+        new one and its pointer are written, and an exclusion is rewritten only as it was read."""
+        changed = 0
+        for person in await stale_hashes(self._persons, hasher, "identifiers"):
+            stale = [h for h in person["identifiers"] if not hasher.is_newest(h)]
+            fresh = sorted(set(hasher.canonical_all(stale)))
+            for identifier in fresh:  # the pointer first, as save_person writes it
+                await _point(self._person_identifiers, identifier, "person_ids", person["_id"])
+            await self._persons.update_one({"_id": person["_id"]}, {"$addToSet": {"identifiers": {"$each": fresh}}})
+            await self._persons.update_one({"_id": person["_id"]}, {"$pull": {"identifiers": {"$in": stale}}})
+            changed += 1
+        for pointer in await stale_hashes(self._person_identifiers, hasher, "_id", ("person_ids",)):
+            for person_id in pointer.get("person_ids") or []:
+                await _point(self._person_identifiers, hasher.canonical(pointer["_id"]), "person_ids", person_id)
+            await self._person_identifiers.delete_one({"_id": pointer["_id"]})
+            changed += 1
+        for claim in await stale_hashes(self._running, hasher, "_id", ("exclusion_id", "person_id", "claimed_at")):
+            with contextlib.suppress(DuplicateKeyError):  # the newest form is claimed already
+                await self._running.insert_one({**claim, "_id": hasher.canonical(claim["_id"])})
+            await self._running.delete_one({"_id": claim["_id"], "exclusion_id": claim["exclusion_id"]})
+            changed += 1
+        for document in await stale_hashes(self._exclusions, hasher, "identifiers", ("revision",)):
+            while document is not None:  # written meanwhile: read it again
+                fresh = sorted(set(hasher.canonical_all(document["identifiers"])))
+                if fresh == sorted(document["identifiers"]):
+                    break
+                result = await self._exclusions.update_one(
+                    {"_id": document["_id"], "revision": document["revision"]}, {"$set": {"identifiers": fresh}, "$inc": {"revision": 1}}
+                )
+                if result.matched_count == 1:
+                    changed += 1
+                    break
+                document = await self._exclusions.find_one({"_id": document["_id"]}, {"identifiers": 1, "revision": 1})
+        return changed
 
     async def running_claims(self, exclusion_id: uuid.UUID | str) -> list[str]:
         """The identifiers ``exclusion_id`` holds as the one running for them."""

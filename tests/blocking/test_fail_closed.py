@@ -9,6 +9,7 @@ import uuid
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from services.blocking.app import FOLLOWER, create_app
 from shared import topics
@@ -134,6 +135,32 @@ async def test_a_view_that_stops_being_fed_is_unavailable_within_the_bound(setti
             await eventually(lambda: _true(follower.unavailable_reason() is None), timeout=10, what="the view to be current again")
             [decided] = (await blocking.decide(blocking.account_event(K.LOGIN, person(4)))).values()
             assert decided["outcome"] == "ALLOW"
+
+
+async def test_an_exclusion_hashed_with_a_key_the_instance_does_not_hold_makes_it_unavailable_never_allow(settings, database):
+    """A rolling key rotation: registration already hashes with the newer key, this instance does not
+    hold it. It cannot match that exclusion, so it must not answer ALLOW for anyone until it is given
+    the key: the lifecycle event is retried (not dead-lettered) and the view counts as lagging."""
+    settings = settings.model_copy(update={"blocking_view_max_lag_seconds": 1.0})
+    running = await Running.on(settings, database)
+    newer = Hasher.from_settings(settings.model_copy(update={"hash_next_secrets": SecretStr("k2:a-newer-hash-key-of-enough-length")}))
+    async with (
+        Publisher(settings) as publish,
+        TopicReader(settings, of(topics.DECISIONS)) as decisions,
+        TopicReader(settings, topics.DEAD_LETTER) as dead_letters,
+    ):
+        app = create_app(settings, database=database, clock=running.clock)
+        async with app:
+            blocking = running.blocking(publish, decisions)
+            follower = app.context.get(FOLLOWER)
+            snapshot = blocking.snapshot(person(5)).model_copy(update={"identifiers": sorted(newer.identifiers(person(5)).values())})
+            await blocking.lifecycle(ExclusionActivated, snapshot, wait=False)
+            await eventually(lambda: _true(follower.unavailable_reason() is not None), timeout=15, what="the view to count as lagging")
+            decided = await blocking.decide(*(blocking.account_event(K.LOGIN, person(n)) for n in (5, 6)))
+            assert {d["outcome"] for d in decided.values()} == {"UNAVAILABLE"}, "never ALLOW while an exclusion cannot be read"
+            assert await database["blocking_exclusions"].find_one({"_id": str(snapshot.exclusion_id)}) is None
+            await dead_letters._drain()
+            assert not [m for m in dead_letters.messages() if "lifecycle" in json.dumps(m)], "retried, not parked"
 
 
 THIN_IDENTITIES = {

@@ -11,6 +11,7 @@ import pytest
 
 from selfex.stack import SERVICES
 from services.registration.app import create_app as create_registration
+from shared.identity import Hasher
 from shared.settings import DEVELOPMENT_ENCRYPTION_KEYS, DEVELOPMENT_HASH_SECRET, InsecureSettingsError, Settings
 
 SELFEX = str(Path(sys.executable).parent / "selfex")
@@ -70,10 +71,21 @@ def test_generated_secrets_are_accepted_and_differ_each_time(tmp_path):
     assert settings.insecure_secrets() == []
 
 
+def test_a_generated_hash_key_is_a_link_the_chain_accepts():
+    link = subprocess.run([SELFEX, "secrets", "hash-key"], capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    settings = Settings(
+        hash_secret="a-real-secret-of-enough-length", encryption_keys=f"e9:{KEY}", encryption_key_id="e9", hash_next_secrets=link
+    )
+
+    assert settings.insecure_secrets() == []
+    assert Hasher.from_settings(settings).key_id == link.split(":", 1)[0]
+
+
 @pytest.mark.parametrize(
     ("secrets", "problem"),
     [
         ({"hash_secret": "short"}, "SELFEX_HASH_SECRET is shorter than 16 characters"),
+        ({"hash_next_secrets": "k2:short"}, "SELFEX_HASH_NEXT_SECRETS: key 'k2' is the development default or shorter"),
         ({"encryption_keys": "e9:not base64!"}, "key 'e9' is not base64"),
         ({"encryption_keys": f"e9:{base64.b64encode(b'16-byte-key-----').decode()}", "encryption_key_id": "e9"}, "key e9 is not 32 bytes"),
         ({"encryption_keys": f"e9:{KEY}", "encryption_key_id": "e1"}, "SELFEX_ENCRYPTION_KEY_ID 'e1' names none"),
