@@ -1,12 +1,17 @@
 """Bad input on the real broker: parked once on the dead-letter topic (bounded, sealed), and the
 consumer goes on with the next record of the same partition."""
 
+import base64
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,6 +40,7 @@ from tests.support import Publisher, TopicReader, committed_offset, dead_letter_
 
 pytestmark = pytest.mark.integration
 
+SELFEX = str(Path(sys.executable).parent / "selfex")
 KEY = b"one-partition"
 NOT_JSON = b"\xff\xfe this is not JSON {"
 BREAKS_CONTRACT = json.dumps({"type": "exclusion.request", "payload": {"duration": 30}}).encode()
@@ -230,3 +236,39 @@ async def test_a_command_with_a_header_that_is_not_utf8_is_handled_not_skipped(s
             [activated] = await lifecycle.wait_for(lambda m: m["causation_id"] == str(good.id))
 
     assert activated["type"] == "exclusion.activated"
+
+
+async def test_selfex_deadletter_show_names_each_dead_letter_and_opens_its_bytes_only_when_asked_with_the_key(settings, database, tmp_path):
+    settings = fast_settings(settings)
+    secret = b'{"identity": {"email": "kim.secret@example.se"}, not JSON'
+    async with (
+        create_registration(settings, database=database),
+        Publisher(settings) as publish,
+        TopicReader(settings, topics.DEAD_LETTER) as dead_letters,
+    ):
+        await publish.raw(topics.EXCLUSION_COMMANDS, secret, key=b"k")
+        [parked] = await dead_letters.wait_for(lambda m: m["payload"]["topic"] == settings.topic(topics.EXCLUSION_COMMANDS))
+
+    env = {**os.environ, **settings.environment()}
+
+    def show(*options: str, environment: dict[str, str] = env) -> list[dict]:
+        done = subprocess.run(
+            [SELFEX, "deadletter", "show", *options], env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True
+        )
+        return [json.loads(line) for line in done.stdout.splitlines()]
+
+    [shown] = show("--consumer", "registration")
+    assert (shown["id"], shown["topic"], shown["offset"]) == (
+        parked["id"],
+        settings.topic(topics.EXCLUSION_COMMANDS),
+        parked["payload"]["offset"],
+    )
+    assert shown["original_sha256"] == hashlib.sha256(secret).hexdigest() and shown["error"]
+    assert "kim.secret" not in json.dumps(shown), "nothing personal without --original"
+    [opened] = show("--consumer", "registration", "--original")
+    assert opened["original"] == secret.decode()
+    assert show("--consumer", "no-such-consumer") == []
+
+    elsewhere = {**env, "SELFEX_ENCRYPTION_KEYS": "x1:" + base64.b64encode(b"x" * 32).decode(), "SELFEX_ENCRYPTION_KEY_ID": "x1"}
+    [unopened] = show("--original", environment=elsewhere)
+    assert "original" not in unopened and "not among SELFEX_ENCRYPTION_KEYS" in unopened["original_unopened"]
