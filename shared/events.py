@@ -652,6 +652,10 @@ class NotificationRequestedPayload(Contract):
     locale: str | None = None
     params: dict[str, str] = Field(default_factory=dict, description="nothing personal")
     sealed_params: str | None = Field(default=None, description="secrets such as a code, sealed with AES-GCM")
+    sealed_contacts: list[str] = Field(
+        default_factory=list,
+        description="for support persons: each one's SupportPerson JSON, sealed to support_person:{exclusion_id} (Sealer tokens)",
+    )
 
 
 class NotificationRequested(Event):
@@ -660,6 +664,70 @@ class NotificationRequested(Event):
     topic: ClassVar[str] = topics.NOTIFICATION_REQUESTS
     type: Literal["notification.requested"] = "notification.requested"
     payload: NotificationRequestedPayload
+
+
+class ContactsRecordedPayload(Contract):
+    """Where a person can be told things: Sealer tokens (sealed to ``contact:{subject}``), never clear text."""
+
+    email: str | None = Field(default=None, description="the e-mail address, sealed")
+    mobile: str | None = Field(default=None, description="the E.164 mobile number, sealed")
+    locale: str | None = Field(default=None, max_length=16)
+    jurisdiction: str | None = None
+
+    @staticmethod
+    def sealing_context(subject: str) -> str:
+        """What a person's contacts are sealed to: that person, and nothing else."""
+        return f"contact:{subject}"
+
+
+class ContactsRecorded(Event):
+    """Registration kept a person's contact details (sealed); a contact not named keeps what was known."""
+
+    topic: ClassVar[str] = topics.PERSON_CONTACTS
+    type: Literal["person.contacts_recorded"] = "person.contacts_recorded"
+    payload: ContactsRecordedPayload
+
+    def redacted(self, hasher: Hasher) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        for kind in ("email", "mobile"):
+            data["payload"][kind] = "[sealed]" if data["payload"][kind] else None
+        return data
+
+
+class DeliveryOutcome(StrEnum):
+    """What became of one attempt (or, with no attempt, of the notification)."""
+
+    SENT = "sent"
+    TEMPORARY_FAILURE = "temporary_failure"  # retried, unless the attempts are spent
+    PERMANENT_FAILURE = "permanent_failure"  # never retried
+    GAVE_UP = "gave_up"  # every attempt failed for a passing reason
+    UNCONFIRMED = "unconfirmed"  # an attempt began and the service stopped before its outcome: never sent again
+    DEFERRED = "deferred"  # quiet hours: sent when they end
+    SUPPRESSED = "suppressed"  # the per-person cap was reached
+    NO_CONTACT = "no_contact"  # nobody to send it to
+
+
+class DeliveryRecordedPayload(Contract):
+    notification_id: str = Field(description="the notification (its cause's id, and the recipient's number)")
+    cause_id: uuid.UUID
+    kind: str = Field(description="the message, e.g. verification_code, exclusion_started")
+    recipient: Literal["person", "support_persons", "applicant"] = "person"
+    channel: Literal["email", "sms"] | None = None
+    locale: str | None = None
+    attempt: int = Field(default=0, ge=0, description="the attempt's number; 0: no attempt was made")
+    outcome: DeliveryOutcome
+    final: bool = Field(description="nothing more will be attempted")
+    reason: str | None = Field(default=None, max_length=500, description="never an address or the message's text")
+    message_id: str | None = Field(default=None, description="the e-mail's Message-ID, the same for every attempt")
+    due_at: AwareDatetime | None = Field(default=None, description="a deferred message goes out then")
+
+
+class DeliveryRecorded(Event):
+    """The notification service tried (or declined) to deliver a notification: one per attempt and outcome."""
+
+    topic: ClassVar[str] = topics.NOTIFICATION_DELIVERIES
+    type: Literal["notification.delivery_recorded"] = "notification.delivery_recorded"
+    payload: DeliveryRecordedPayload
 
 
 # --- account events and decisions -------------------------------------------------------------
@@ -832,6 +900,8 @@ _EVENT_MODELS: tuple[type[Event], ...] = (
     VerificationSubmissionRefused,
     VerificationProgressed,
     NotificationRequested,
+    ContactsRecorded,
+    DeliveryRecorded,
     AccountEventOccurred,
     DecisionMade,
     EnforcementCommanded,

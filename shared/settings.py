@@ -3,6 +3,7 @@
 import base64
 import binascii
 import json
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -101,6 +102,53 @@ class Settings(BaseSettings):
     # this long ago (else 503 / unavailable); the feed is compared with the topic's end this often.
     gateway_feed_max_lag_seconds: float = Field(default=5.0, gt=0)
     gateway_feed_poll_seconds: float = Field(default=0.5, gt=0)
+
+    # Notification (services/notification). E-mail over SMTP: "none", "starttls" or "tls" (implicit TLS).
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=1025, ge=1, le=65535)
+    smtp_security: Literal["none", "starttls", "tls"] = "none"
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_sender: str = "Selfex <no-reply@selfex.invalid>"
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    # SMS through a JSON webhook (POST {"to", "text", "reference"} with a bearer token); empty: no SMS.
+    sms_webhook_url: str = ""
+    sms_webhook_token: SecretStr = SecretStr("")
+    # A deployment's own templates (<folder>/<locale>/<kind>.txt, layout.html) before the shipped ones.
+    notification_templates_dir: str = ""
+    # A delivery that fails for a passing reason is tried at most this many times, backing off
+    # exponentially with jitter from the first pause up to the longest.
+    notification_attempts: int = Field(default=5, ge=1, le=20)
+    notification_retry_first_seconds: float = Field(default=1.0, gt=0)
+    notification_retry_longest_seconds: float = Field(default=60.0, gt=0)
+    # At most this many messages an hour to one person, whatever asks for them.
+    notification_per_person_per_hour: int = Field(default=6, ge=1)
+    # Quiet hours per jurisdiction ("<IANA zone> HH:MM-HH:MM"): non-urgent messages wait for their end.
+    notification_quiet_hours: dict[str, str] = Field(
+        default_factory=lambda: {
+            "SE": "Europe/Stockholm 21:00-08:00",
+            "UK": "Europe/London 21:00-08:00",
+            "DK": "Europe/Copenhagen 21:00-08:00",
+            "DE": "Europe/Berlin 21:00-08:00",
+            "NL": "Europe/Amsterdam 21:00-08:00",
+            "AU": "Australia/Sydney 21:00-08:00",
+        }
+    )
+    # Where to find help, per jurisdiction: one line each, in the start letter.
+    notification_support_organisations: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "SE": ["Stödlinjen: 020-81 91 00, stodlinjen.se", "Spelberoendes förening: spelberoende.se"],
+            "UK": ["National Gambling Helpline (GamCare): 0808 8020 133, gamcare.org.uk", "GambleAware: begambleaware.org"],
+            "DK": ["StopSpillet: 70 22 28 25, stopspillet.dk"],
+            "DE": ["BZgA Glücksspielsucht: 0800 1 37 27 00, check-dein-spiel.de"],
+            "NL": ["AGOG: agog.nl", "Loket Kansspel: loketkansspel.nl"],
+            "AU": ["Gambling Help Online: 1800 858 858, gamblinghelponline.org.au"],
+        }
+    )
+    # A lifecycle letter waits this long for the person's contacts to arrive (they travel on another topic).
+    notification_contacts_wait_seconds: float = Field(default=300.0, ge=0)
+    # Deferred messages (quiet hours) are looked for this often; 0 leaves the ticking to the caller.
+    notification_timer_seconds: float = Field(default=30.0, ge=0)
 
     # Dead letters stay small and hold nothing personal in clear: the original's first bytes up to
     # this bound are kept sealed (the whole is digested), the reason is cut to this many characters.

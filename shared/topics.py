@@ -13,6 +13,8 @@ EXCLUSION_LIFECYCLE = "exclusion.lifecycle"  # keyed by subject: one person's ev
 VERIFICATION_INPUTS = "verification.inputs"  # codes, resends, documents, reviews; keyed by exclusion id
 VERIFICATION_EVENTS = "verification.events"  # verified / failed / refused; keyed by exclusion id
 NOTIFICATION_REQUESTS = "notification.requests"  # keyed by subject
+NOTIFICATION_DELIVERIES = "notification.deliveries"  # every attempt and outcome of a notification; keyed by subject
+PERSON_CONTACTS = "person.contacts"  # a person's contact details, sealed (Sealer tokens only); keyed by subject
 DEAD_LETTER = "deadletter"  # what a consumer could not handle, with the reason and original bytes
 GATEWAY_REQUESTS = "gateway.requests"  # one record per HTTP request (who, what, when, outcome); keyed by operator
 
@@ -29,6 +31,8 @@ ALL = (
     VERIFICATION_INPUTS,
     VERIFICATION_EVENTS,
     NOTIFICATION_REQUESTS,
+    NOTIFICATION_DELIVERIES,
+    PERSON_CONTACTS,
     DEAD_LETTER,
     GATEWAY_REQUESTS,
 )

@@ -45,7 +45,9 @@ def create_app(
     policies = policies or load_policies()  # a broken policy file stops the start, naming the file
     exclusions = MongoExclusions(_Deferred(service))  # type: ignore[arg-type]
     outbox = Outbox(exclusions, publish or service.publish)
-    registrar = Registrar(exclusions, outbox, policies, Hasher.from_settings(settings), Sealer.from_settings(settings), service.clock)
+    registrar = Registrar(
+        exclusions, outbox, policies, Hasher.from_settings(settings), Sealer.from_settings(settings), service.clock, service.publish
+    )
     timers = Timers(exclusions, outbox, policies, service.clock, settings.registration_timer_seconds)
 
     async def start() -> None:

@@ -20,11 +20,20 @@ from services.registration.domain import (
     Sealed,
     UnknownExclusionError,
 )
-from services.registration.outbox import Outbox, entries
+from services.registration.outbox import Outbox, Publish, entries
 from services.registration.repository import AlreadyRunningError, MongoExclusions, Stored
 from services.registration.transitions import Transition
 from shared.crypto import Sealer
-from shared.events import CancelExclusion, ExclusionVerified, LiftVerified, RequestExclusion, VerificationFailed, derived_id
+from shared.events import (
+    CancelExclusion,
+    ContactsRecorded,
+    ContactsRecordedPayload,
+    ExclusionVerified,
+    LiftVerified,
+    RequestExclusion,
+    VerificationFailed,
+    derived_id,
+)
 from shared.identity import PERSONAL_KINDS, Hasher, kind_of, normalise_email, normalise_mobile
 from shared.policies import Policy, PolicyError, Terms, policy_for
 from shared.service import Clock
@@ -55,6 +64,7 @@ class Registrar:
         hasher: Hasher,
         sealer: Sealer,
         clock: Clock,
+        publish: Publish | None = None,
     ) -> None:
         self.exclusions = exclusions
         self.outbox = outbox
@@ -62,6 +72,7 @@ class Registrar:
         self.hasher = hasher
         self.sealer = sealer
         self.clock = clock
+        self.publish = publish
         self.log = structlog.get_logger("registration")
 
     # --- requests -----------------------------------------------------------------------------
@@ -87,6 +98,7 @@ class Registrar:
         await self.exclusions.save_person(
             person_id, identifiers, payload.year_of_birth, payload.gender, contacts=contacts, locale=payload.locale
         )
+        await self._tell_contacts(request, person_id, contacts)
         identifiers = sorted(set(self.hasher.canonical_all(known)) | set(identifiers))
         for attempt in range(MAX_ATTEMPTS):
             now = self.clock()
@@ -216,6 +228,19 @@ class Registrar:
         if identity.mobile:
             contacts["mobile"] = self.sealer.seal_text(normalise_mobile(identity.mobile, policy.mobile_region), context)
         return contacts
+
+    async def _tell_contacts(self, request: RequestExclusion, person_id: str, contacts: dict[str, str]) -> None:
+        """The person's contacts, sealed, for the notification service (which keeps its own copy):
+        published before any lifecycle event of this request, so a letter rarely waits for them."""
+        if self.publish is None:
+            return
+        payload = ContactsRecordedPayload(
+            email=contacts.get("email"),
+            mobile=contacts.get("mobile"),
+            locale=request.payload.locale,
+            jurisdiction=request.payload.jurisdiction,
+        )
+        await self.publish(ContactsRecorded.caused_by(request, source=domain.SOURCE, subject=person_id, payload=payload))
 
     def _sealed(self, request: RequestExclusion, exclusion_id: uuid.UUID) -> Sealed:
         """The applicant's name and the support persons, sealed to the exclusion they belong to."""

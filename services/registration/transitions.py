@@ -312,16 +312,25 @@ def _ended(exclusion: Exclusion, event: Event) -> tuple[NotificationRequested, .
 
 def _notice(event: Event, exclusion: Exclusion, template: str, recipient: str) -> NotificationRequested:
     """Tell someone; the notification service finds the (sealed) contacts by subject and exclusion id."""
-    params = {"exclusion_id": str(exclusion.id), "jurisdiction": exclusion.jurisdiction, "state": exclusion.state.value}
+    params = {
+        "exclusion_id": str(exclusion.id),
+        "jurisdiction": exclusion.jurisdiction,
+        "state": exclusion.state.value,
+        "starts_at": _iso(exclusion.starts_at),
+    }
     if exclusion.ends_at is not None:
         params["ends_at"] = _iso(exclusion.ends_at)
+    # Support persons' contacts travel sealed (to ``support_person:{exclusion_id}``), never in clear.
+    sealed_contacts = list(exclusion.support_persons) if recipient == "support_persons" else []
     return NotificationRequested.caused_by(
         event,
         source=SOURCE,
         name=f"notification.{template}.{recipient}",
         subject=exclusion.person_id,
         occurred_at=event.occurred_at,
-        payload=NotificationRequestedPayload(template=template, recipient=recipient, locale=exclusion.locale, params=params),
+        payload=NotificationRequestedPayload(
+            template=template, recipient=recipient, locale=exclusion.locale, params=params, sealed_contacts=sealed_contacts
+        ),
     )
 
 

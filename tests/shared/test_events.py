@@ -92,6 +92,17 @@ PAYLOADS: dict[str, dict] = {
         "answer": {"submission_id": EXCLUSION_ID, "status": "wrong_code", "refused": True, "reason": "wrong code", "attempts_left": 4},
     },
     "notification.requested": {"template": "exclusion_activated", "params": {"ends_on": "2025-03-02"}},
+    "person.contacts_recorded": {"email": "t1:c2VhbGVk", "mobile": None, "locale": "sv", "jurisdiction": "SE"},
+    "notification.delivery_recorded": {
+        "notification_id": f"{EXCLUSION_ID}/0",
+        "cause_id": EXCLUSION_ID,
+        "kind": "verification_code",
+        "channel": "email",
+        "attempt": 1,
+        "outcome": "sent",
+        "final": True,
+        "message_id": "<x@selfex>",
+    },
     "account.event": {
         "operator_event_id": "evt-1",
         "account_id": "acc-1",
@@ -260,6 +271,12 @@ def test_events_without_raw_identity_are_redacted_as_they_are(type_name):
     event = sample(type_name)
 
     assert event.redacted(HASHER) == event.model_dump(mode="json")
+
+
+def test_a_redacted_contacts_record_keeps_not_even_the_sealed_tokens():
+    redacted = sample("person.contacts_recorded").redacted(HASHER)
+
+    assert (redacted["payload"]["email"], redacted["payload"]["mobile"], redacted["payload"]["locale"]) == ("[sealed]", None, "sv")
 
 
 def test_a_redacted_dead_letter_keeps_a_sha256_digest_and_not_even_the_sealed_original():
