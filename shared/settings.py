@@ -150,6 +150,13 @@ class Settings(BaseSettings):
     # Deferred messages (quiet hours) are looked for this often; 0 leaves the ticking to the caller.
     notification_timer_seconds: float = Field(default=30.0, ge=0)
 
+    # Audit: the chains' heads are checkpointed this often (seconds; 0 writes none), signed with
+    # SELFEX_AUDIT_SIGNING_KEY (base64 of a 32-byte Ed25519 private key). The public development key
+    # is refused outside a development stack; with no key set there, no checkpoints are written.
+    audit_signing_key: SecretStr = SecretStr("")
+    audit_signing_key_id: str = "a1"
+    audit_checkpoint_seconds: float = Field(default=300.0, ge=0)
+
     # Dead letters stay small and hold nothing personal in clear: the original's first bytes up to
     # this bound are kept sealed (the whole is digested), the reason is cut to this many characters.
     dead_letter_max_original_bytes: int = Field(default=64 * 1024, ge=0)
