@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         return importlib.import_module(OPERATORS).staff_main(argv[1:])
     if argv[:1] == ["deadletter"]:
         return _delegate(DEAD_LETTERS, argv[1:])
+    if argv[:1] == ["audit"]:
+        return _delegate(AUDIT, argv[1:])
     if argv[:1] == ["bench"] and argv[1:2] and argv[1] in BENCHES:
         return _delegate(BENCHES[argv[1]], argv[2:])
     parser = argparse.ArgumentParser(prog="selfex", description="Selfex, the gambling self-exclusion platform.")
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     operator = commands.add_parser("operator", help="operators and their API keys", add_help=False)
     operator.add_argument("rest", nargs=argparse.REMAINDER)
     commands.add_parser("staff", help="register staff's and the regulator's API keys", add_help=False)
+    commands.add_parser("audit", help="verify the audit log's chains; write and export signed checkpoints", add_help=False)
     commands.add_parser(
         "deadletter", help="show what the dead-letter topic holds (--original opens the bytes with the key)", add_help=False
     )
@@ -109,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 BENCHES = {"decisions": "bench.decisions", "http": "bench.http", "enforcement": "bench.enforcement"}
 OPERATORS = "services.gateway.operators"
 DEAD_LETTERS = "selfex.deadletters"
+AUDIT = "selfex.audit"
 
 
 def _docs(out: str | None) -> int:
