@@ -1,40 +1,72 @@
-"""Audit's consumer: every topic in, one chained log entry per event out."""
+"""Audit's consumers: every topic in, in batches; each batch appended to its partitions' chains in one insert.
 
-from typing import Any, cast
+Each record is parsed on its own, so one that breaks its contract is dead-lettered alone (and its
+dead letter is audited in turn) while the rest of its batch is recorded.
+"""
+
+import json
+from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import ConsumerRecord
-from faststream.kafka import KafkaMessage
+from faststream.message import StreamMessage
 
-from services.audit.repository import MongoAuditLog
+from services.audit.repository import Entry, MongoAuditLog
 from shared import topics
-from shared.events import parse_event, utcnow
+from shared.broker import DeadLetters
+from shared.events import parse_event
 from shared.identity import Hasher
 from shared.service import Service
+
+# A batch: up to this many records; a poll with fewer waits this long for more.
+MAX_BATCH = 2000
+BATCH_WAIT_MS = 50
+FETCH_MAX_WAIT_MS = 50
+
+
+async def records_of(message: StreamMessage[Any]) -> Any:
+    """The batch's Kafka records as they are: each is parsed (and refused) on its own."""
+    return list(message.raw_message)
 
 
 def register(service: Service, hasher: Hasher, log: list[MongoAuditLog]) -> None:
     settings = service.settings
+    dead_letters = DeadLetters(settings, consumer=service.name, broker=service.broker)
+    batches: dict[str, Any] = {
+        "batch": True,
+        "max_records": MAX_BATCH,
+        "batch_timeout_ms": BATCH_WAIT_MS,
+        "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
+        "decoder": records_of,
+    }
 
-    @service.subscriber(*topics.ALL, title="audit.every_topic")
+    async def append(records: Sequence[ConsumerRecord]) -> None:
+        recorded_at = service.clock().isoformat(timespec="milliseconds")
+        entries, parked = [], []
+        for record in records:
+            try:
+                event = parse_event(json.loads(record.value or b""))
+                entries.append(Entry(record.topic, record.partition, record.offset, recorded_at, event.redacted(hasher)))
+            except Exception as error:  # noqa: BLE001 — a bad record is parked, the batch goes on
+                parked.append((record, error))
+        appended = await log[0].append(entries)
+        for record, failure in parked:
+            await dead_letters.park_record(record, failure)
+        if appended:
+            service.log.debug("audited", records=appended)
+
+    @service.subscriber(*topics.ALL, **batches, title="audit.every_topic")
+    async def on_any_events(records: Sequence[ConsumerRecord]) -> None:
+        """Append each event, without raw personal data, to its partition's hash chain."""
+        await append(records)
+
     # Every operator's own topics too, by pattern (an operator added later is read too), in a group of their own.
     @service.subscriber(
         pattern=topics.operator_pattern(settings.topic_prefix),
         group_id=f"{settings.topic_prefix}{service.name}.operator_topics",
+        **batches,
         title="audit.operator_topics",
     )
-    async def on_any_event(body: dict[str, Any], message: KafkaMessage) -> None:
-        """Append the event, without raw personal data, to the hash-chained audit log."""
-        event = parse_event(body)
-        record = cast(ConsumerRecord, message.raw_message)  # one record: this subscriber is not a batch one
-        appended = await log[0].append(
-            str(event.id),
-            {
-                "topic": record.topic,
-                "partition": record.partition,
-                "offset": record.offset,
-                "recorded_at": utcnow().isoformat(timespec="milliseconds"),
-                "event": event.redacted(hasher),
-            },
-        )
-        if appended:
-            service.log.info("audited", event_id=str(event.id), type=event.type)
+    async def on_operator_events(records: Sequence[ConsumerRecord]) -> None:
+        """Append each of an operator's events (account events, decisions, enforcement) to its partition's chain."""
+        await append(records)

@@ -1,55 +1,123 @@
-"""The audit log in MongoDB: append-only entries, each chained to the one before by its hash."""
+"""The audit log in MongoDB: append-only records, one hash chain per Kafka partition, written a
+batch at a time; and the signed checkpoints of the chains' heads. The service only inserts and finds.
 
-import hashlib
-import json
+Exactly once: a record's ``_id`` is its event's id and ``(topic, partition, offset)`` is unique too,
+so neither a redelivered message nor the same event published twice is recorded again. A batch is
+one ordered ``insert_many``: if it is cut short (the process killed, the store gone), what reached
+the store is a prefix of each chain, and the retry goes on from the chain's tail as the store has it.
+"""
+
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
+from services.audit.chain import Tail, chain_of, record, tail_of
+
+LOG = "audit_log"
+CHECKPOINTS = "audit_checkpoints"
 INDEXES = {
-    "audit_log": [
-        IndexModel([("seq", ASCENDING)], unique=True),
-        IndexModel([("event.type", ASCENDING), ("event.occurred_at", ASCENDING)]),
+    LOG: [
+        IndexModel([("chain", ASCENDING), ("seq", ASCENDING)], unique=True),
+        IndexModel([("topic", ASCENDING), ("partition", ASCENDING), ("offset", ASCENDING)], unique=True),
         IndexModel([("event.subject", ASCENDING)]),
-        IndexModel([("event.correlation_id", ASCENDING)]),
-    ]
+        IndexModel([("event.type", ASCENDING), ("event.occurred_at", ASCENDING)]),
+    ],
+    CHECKPOINTS: [IndexModel([("at", ASCENDING)])],
 }
-GENESIS = "0" * 64
 
 
-def entry_hash(previous: str, entry: dict[str, Any]) -> str:
-    """SHA-256 over the previous hash and the entry's canonical JSON."""
-    canonical = json.dumps(entry, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(f"{previous}{canonical}".encode()).hexdigest()
+class Entry:
+    """One message to record: where it was, when it was read, and the event without personal data."""
+
+    __slots__ = ("event", "offset", "partition", "recorded_at", "topic")
+
+    def __init__(self, topic: str, partition: int, offset: int, recorded_at: str, event: dict[str, Any]) -> None:
+        self.topic, self.partition, self.offset, self.recorded_at, self.event = topic, partition, offset, recorded_at, event
 
 
 class MongoAuditLog:
     def __init__(self, database: AsyncDatabase) -> None:
-        self._collection = database["audit_log"]
-        self._last: tuple[int, str] | None = None
+        self._log = database[LOG]
+        self._checkpoints = database[CHECKPOINTS]
+        self._tails: dict[str, Tail] = {}  # the chains this instance appends to, as it last left them
 
-    async def _tail(self) -> tuple[int, str]:
-        if self._last is None:
-            last = await self._collection.find_one({}, sort=[("seq", DESCENDING)])
-            self._last = (last["seq"], last["hash"]) if last else (0, GENESIS)
-        return self._last
+    def tails(self) -> dict[str, Tail]:
+        """The heads of the chains this instance has appended to or read (for its checkpoints)."""
+        return dict(self._tails)
 
-    async def append(self, event_id: str, record: dict[str, Any]) -> bool:
-        """Append one entry; False if the event is already in the log (redelivery)."""
-        if await self._collection.find_one({"_id": event_id}, {"_id": 1}):
-            return False
-        while True:
-            seq, previous = await self._tail()
-            entry = {"seq": seq + 1, **record}
-            digest = entry_hash(previous, entry)
-            try:
-                await self._collection.insert_one({"_id": event_id, **entry, "prev_hash": previous, "hash": digest})
-            except DuplicateKeyError:
-                if await self._collection.find_one({"_id": event_id}, {"_id": 1}):
-                    return False  # the same event, appended meanwhile
-                self._last = None  # another writer took this seq: chain onto its entry
+    async def tail(self, chain: str) -> Tail:
+        known = self._tails.get(chain)
+        if known is None:
+            last = await self._log.find_one({"chain": chain}, {"seq": 1, "offset": 1, "hash": 1}, sort=[("seq", DESCENDING)])
+            known = self._tails[chain] = tail_of(last)
+        return known
+
+    async def append(self, entries: Sequence[Entry]) -> int:
+        """Append a batch, each entry to its partition's chain, in one ordered insert; how many were new.
+
+        An entry at or before its chain's tail offset is already recorded (a redelivery); one whose
+        event id is recorded already (the same event published twice) is left out.
+        """
+        if not entries:
+            return 0
+        chains: dict[str, list[Entry]] = {}
+        for entry in sorted(entries, key=lambda e: (e.topic, e.partition, e.offset)):
+            chains.setdefault(chain_of(entry.topic, entry.partition), []).append(entry)
+        tails = {chain: await self.tail(chain) for chain in chains}
+        fresh = [e for chain, run in chains.items() for e in run if e.offset > tails[chain].offset]
+        ids = [str(e.event["id"]) for e in fresh]
+        known = {d["_id"] async for d in self._log.find({"_id": {"$in": ids}}, {"_id": 1})} if ids else set()
+        documents, heads = [], dict(tails)
+        for entry in fresh:
+            event_id = str(entry.event["id"])
+            if event_id in known:
                 continue
-            self._last = (seq + 1, digest)
-            return True
+            known.add(event_id)  # twice in one batch: once
+            chain = chain_of(entry.topic, entry.partition)
+            document = record(
+                heads[chain],
+                topic=entry.topic,
+                partition=entry.partition,
+                offset=entry.offset,
+                recorded_at=entry.recorded_at,
+                event=entry.event,
+            )
+            documents.append(document)
+            heads[chain] = tail_of(document)
+        if documents:
+            try:
+                await self._log.insert_many(documents, ordered=True)
+            except BaseException:
+                for chain in chains:  # another writer, or a prefix written: read the tails again
+                    self._tails.pop(chain, None)
+                raise
+        self._tails.update(heads)
+        return len(documents)
+
+    async def chains(self) -> list[str]:
+        return sorted(await self._log.distinct("chain"))
+
+    def records(self, chain: str, *, batch_size: int = 5000) -> AsyncIterator[dict[str, Any]]:
+        """One chain's records in ``seq`` order."""
+        return aiter(self._log.find({"chain": chain}, sort=[("seq", ASCENDING)], batch_size=batch_size))
+
+    async def record_at(self, chain: str, seq: int) -> dict[str, Any] | None:
+        return await self._log.find_one({"chain": chain, "seq": seq})
+
+    async def save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        await self._checkpoints.insert_one(dict(checkpoint))
+
+    async def checkpoints(self) -> list[dict[str, Any]]:
+        return [c async for c in self._checkpoints.find({}, sort=[("at", ASCENDING)])]
+
+
+def newest_heads(checkpoints: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each chain's furthest head over a set of checkpoints."""
+    heads: dict[str, dict[str, Any]] = {}
+    for checkpoint in checkpoints:
+        for head in checkpoint["heads"]:
+            if head["chain"] not in heads or head["seq"] > heads[head["chain"]]["seq"]:
+                heads[head["chain"]] = head
+    return heads

@@ -5,10 +5,11 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from pymongo import ASCENDING, DESCENDING, IndexModel
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from services.audit.repository import GENESIS, MongoAuditLog, entry_hash
+from services.audit.chain import GENESIS, record_hash
 from services.audit.repository import INDEXES as AUDIT_INDEXES
+from services.audit.repository import Entry, MongoAuditLog
 from services.blocking.domain import ActiveExclusion
 from services.blocking.repository import INDEXES as BLOCKING_INDEXES
 from services.blocking.repository import MongoActiveExclusions
@@ -167,7 +168,7 @@ async def test_a_duplicate_on_a_unique_secondary_index_names_the_field_and_a_dup
         await database["audit_log"].insert_one({"_id": "e-1", "seq": 2})
 
     assert "seq" in str(same_seq.value)
-    assert "seq" not in str(same_id.value)  # services/audit/repository.py tells the two apart this way
+    assert "seq" not in str(same_id.value)  # the error names the unique index that refused the write
     assert await database["audit_log"].count_documents({}) == 1
 
 
@@ -301,57 +302,48 @@ async def test_saving_an_exclusion_again_replaces_it(database):
 # --- audit
 
 
-def record(n: int) -> dict:
-    return {
-        "topic": "t.decisions",
-        "partition": 0,
-        "offset": n,
-        "recorded_at": "2025-01-31T12:00:00.000+00:00",
-        "event": {"id": f"e-{n}", "type": "decision.made"},
-    }
+def record(n: int, partition: int = 0, event_id: str | None = None) -> Entry:
+    event = {"id": event_id or f"e-{partition}-{n}", "type": "decision.made", "occurred_at": "2025-01-31T12:00:00+00:00"}
+    return Entry("t.decisions", partition, n, "2025-01-31T12:00:00.000+00:00", event)
 
 
-def recomputed(entry: dict) -> str:
-    return entry_hash(entry["prev_hash"], {k: v for k, v in entry.items() if k not in ("_id", "prev_hash", "hash")})
+async def entries(database, chain: str = "t.decisions/0") -> list[dict]:
+    return [entry async for entry in database["audit_log"].find({"chain": chain}, sort=[("seq", ASCENDING)])]
 
 
-async def entries(database) -> list[dict]:
-    return [entry async for entry in database["audit_log"].find({}, sort=[("seq", ASCENDING)])]
-
-
-async def test_audit_entries_are_chained_by_their_hashes(database):
+async def test_audit_records_are_chained_per_partition_by_their_hashes(database):
     await ensure_indexes(database, AUDIT_INDEXES)
     log = MongoAuditLog(database)
 
-    assert await log.append("e-1", record(1))
-    assert await log.append("e-2", record(2))
+    assert await log.append([record(1), record(1, partition=1), record(2)]) == 3
 
     first, second = await entries(database)
     assert (first["seq"], first["prev_hash"], second["seq"], second["prev_hash"]) == (1, GENESIS, 2, first["hash"])
-    assert (first["hash"], second["hash"]) == (recomputed(first), recomputed(second))
-    assert {k: v for k, v in first.items() if k not in ("_id", "seq", "prev_hash", "hash")} == record(1)
+    assert (first["hash"], second["hash"]) == (record_hash(GENESIS, first["body"]), record_hash(first["hash"], second["body"]))
+    [other] = await entries(database, "t.decisions/1")
+    assert (other["seq"], other["prev_hash"]) == (1, GENESIS)
 
 
-async def test_appending_the_same_event_twice_records_it_once(database):
+async def test_appending_the_same_event_or_the_same_offset_twice_records_it_once(database):
     await ensure_indexes(database, AUDIT_INDEXES)
     log = MongoAuditLog(database)
 
-    assert await log.append("e-1", record(1)) is True
-    assert await log.append("e-1", record(1)) is False
-    assert await database["audit_log"].count_documents({}) == 1
+    assert await log.append([record(1), record(2)]) == 2
+    assert await log.append([record(2), record(3, event_id="e-0-1")]) == 0  # redelivered; republished
+    assert await MongoAuditLog(database).append([record(1), record(2), record(4)]) == 1  # a new writer reads the tail
+    assert [e["offset"] for e in await entries(database)] == [1, 2, 4]
 
 
-async def test_a_writer_with_a_stale_tail_chains_onto_the_entry_another_appended(database):
+async def test_a_writer_with_a_stale_tail_fails_and_chains_onto_the_store_s_tail_when_retried(database):
     await ensure_indexes(database, AUDIT_INDEXES)
     one, other = MongoAuditLog(database), MongoAuditLog(database)
-    await one.append("e-1", record(1))
-    await other.append("e-2", record(2))  # a new writer reads the tail from the store: seq 1
+    await one.append([record(1)])
+    await other.append([record(2)])  # a new writer reads the tail from the store: seq 1
 
-    await one.append("e-3", record(3))  # one still believes the tail is seq 1: seq 2 is taken, it must retry
-    await other.append("e-4", record(4))  # other believes the tail is seq 2: seq 3 is taken
+    with pytest.raises(BulkWriteError):
+        await one.append([record(3)])  # one still believes the tail is seq 1: seq 2 is taken
+    await one.append([record(3)])  # the retry reads the tail again
 
     chain = await entries(database)
-    assert [e["_id"] for e in chain] == ["e-1", "e-2", "e-3", "e-4"]
-    assert [e["seq"] for e in chain] == [1, 2, 3, 4]
+    assert [e["seq"] for e in chain] == [1, 2, 3]
     assert [e["prev_hash"] for e in chain] == [GENESIS] + [e["hash"] for e in chain[:-1]]
-    assert all(e["hash"] == recomputed(e) for e in chain)
