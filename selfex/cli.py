@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Commands whose module's ``main(argv) -> int`` takes the rest of the command line.
-BENCHES = {"decisions": "bench.decisions", "http": "bench.http", "enforcement": "bench.enforcement"}
+BENCHES = {"decisions": "bench.decisions", "http": "bench.http", "enforcement": "bench.enforcement", "audit": "bench.audit"}
 OPERATORS = "services.gateway.operators"
 DEAD_LETTERS = "selfex.deadletters"
 AUDIT = "selfex.audit"
