@@ -155,8 +155,8 @@ async def test_no_raw_personal_data_reaches_any_audit_collection(settings, datab
         async for document in database[name].find({}):
             text = json.dumps(document, default=str).lower()
             body = json.loads(document["body"]) if "body" in document else None
-            text += json.dumps(body).lower() if body else ""  # the body's strings unescaped too
-            for value in FORBIDDEN:
-                assert value.lower() not in text, f"{value!r} found in {name} {document['_id']}"
+            text += json.dumps(body, ensure_ascii=False).lower() if body else ""  # the body's strings unescaped too
+            for forbidden in FORBIDDEN:
+                assert forbidden.lower() not in text, f"{forbidden!r} found in {name} {document['_id']}"
             scanned += 1
     assert scanned >= 10
