@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         return importlib.import_module(OPERATORS).staff_main(argv[1:])
     if argv[:1] == ["deadletter"]:
         return _delegate(DEAD_LETTERS, argv[1:])
+    if argv[:1] == ["mail"]:
+        return _delegate(MAIL, argv[1:])
     if argv[:1] == ["audit"]:
         return _delegate(AUDIT, argv[1:])
     if argv[:1] == ["bench"] and argv[1:2] and argv[1] in BENCHES:
@@ -72,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "deadletter", help="show what the dead-letter topic holds (--original opens the bytes with the key)", add_help=False
     )
+    commands.add_parser("mail", help="the mail the development stack's SMTP sink kept: list, show N", add_help=False)
 
     args = parser.parse_args(argv)
     if args.command == "bench":
@@ -112,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 BENCHES = {"decisions": "bench.decisions", "http": "bench.http", "enforcement": "bench.enforcement", "audit": "bench.audit"}
 OPERATORS = "services.gateway.operators"
 DEAD_LETTERS = "selfex.deadletters"
+MAIL = "selfex.mail"
 AUDIT = "selfex.audit"
 
 

@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -31,6 +32,7 @@ SERVICES: dict[str, tuple[str, str]] = {
     "blocking": ("services.blocking.app", "stream"),
     "audit": ("services.audit.app", "stream"),
     "verification": ("services.verification.app", "stream"),
+    "notification": ("services.notification.app", "stream"),
     "gateway": ("services.gateway.app", "http"),
 }
 STOP_TIMEOUT_SECONDS = 15.0
@@ -111,6 +113,7 @@ class Stack:
     demo_operator: bool = False  # `make run`: create (or re-key) the demo operator and print its key
     demo_key: str | None = None
     infra_lost: bool = False
+    mail_sink: Any = None  # the development stack's SMTP sink (selfex.mail.MailSink)
 
     def run(self) -> int:
         """Start everything, keep every service running until a signal, then stop everything."""
@@ -126,6 +129,12 @@ class Stack:
             for child in self.children.values():
                 if child.readyz:
                     print(f"  {child.name} readiness: {child.readyz}", flush=True)
+            if self.mail_sink is not None:
+                print(
+                    f"Mail: every message goes to the SMTP sink on {self.mail_sink.host}:{self.mail_sink.port} and is kept under "
+                    f"{self.mail_sink.folder}/ (selfex mail list, selfex mail show N)",
+                    flush=True,
+                )
             if self.demo_key:
                 print(f"Demo operator key (roles operator,operator-compliance): {self.demo_key}", flush=True)
                 print(f"  also in {self.settings.data_dir}/demo-operator.key", flush=True)
@@ -148,6 +157,7 @@ class Stack:
             self.settings = self.settings.model_copy(
                 update={"kafka_bootstrap": self.infra.kafka_bootstrap, "mongo_uri": self.infra.mongo_uri, "development": True}
             )
+            env |= self._start_mail_sink()
         self.settings.require_secrets("selfex up")  # named servers: no service starts with a public secret
         asyncio.run(ensure_topics(self.settings))
         if self.demo_operator:
@@ -159,6 +169,17 @@ class Stack:
             child.spawn(now)
             self.children[name] = child
             log.info("service_started", service=name, pid=child.pid, readyz=child.readyz)
+
+    def _start_mail_sink(self) -> dict[str, str]:
+        """A development stack's mail stays on the machine: an SMTP sink keeps it under the data folder."""
+        from selfex.mail import MailSink, mail_dir
+
+        port = self.settings.smtp_port
+        if port_is_open(port, "127.0.0.1"):
+            port = free_port()
+        self.mail_sink = MailSink(mail_dir(self.settings).resolve(), "127.0.0.1", port).start()
+        log.info("mail_sink_started", port=port, folder=str(self.mail_sink.folder))
+        return {"SELFEX_SMTP_HOST": "127.0.0.1", "SELFEX_SMTP_PORT": str(port), "SELFEX_SMTP_SECURITY": "none"}
 
     def _issue_demo_key(self) -> None:
         from services.gateway.operators import demo_operator, write_demo_key
@@ -222,6 +243,9 @@ class Stack:
                 process.kill()
                 process.wait()
         self.children.clear()
+        if self.mail_sink is not None:
+            self.mail_sink.stop()
+            self.mail_sink = None
         if self.infra is not None:
             self.infra.stop()
             self.infra = None

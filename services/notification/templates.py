@@ -1,7 +1,8 @@
 """The messages' words: Jinja2 templates per locale, a deployment's folder first, the shipped ones after.
 
-A kind's template (``<locale>/<kind>.txt``) holds the blocks ``subject``, ``text`` and ``sms``, and may
-hold ``html``; without one, the e-mail's HTML is ``<locale>/layout.html`` around the text's paragraphs.
+A kind's template (``<locale>/<kind>.txt``) holds the blocks ``subject``, ``text`` and ``sms``. The
+e-mail's HTML is ``<locale>/<kind>.html`` where there is one, else ``<locale>/layout.html`` around the
+text's paragraphs; HTML templates are autoescaped.
 """
 
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
 
 SHIPPED = Path(__file__).resolve().parent / "templates"
 
@@ -49,9 +50,9 @@ class Templates:
             return "".join(template.blocks[name](template.new_context(context))).strip()
 
         subject, text, sms = block("subject"), block("text"), block("sms")
-        if "html" in template.blocks:
-            html = block("html")
-        else:
+        try:
+            html = self.env.get_template(f"{locale}/{kind}.html").render(context, subject=subject, locale=locale)
+        except TemplateNotFound:
             paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
             html = self.env.get_template(f"{locale}/layout.html").render(subject=subject, paragraphs=paragraphs, locale=locale)
         return Rendered(subject=" ".join(subject.split()), text=text + "\n", html=html, sms=" ".join(sms.split()))

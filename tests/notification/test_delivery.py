@@ -3,6 +3,7 @@ real HTTP sink: every kind of message in English and Swedish, retries, permanent
 redelivery, the per-person cap and quiet hours."""
 
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 
@@ -19,7 +20,7 @@ from shared.events import (
     NotificationRequestedPayload,
     SupportPerson,
 )
-from tests.notification.conftest import SMS_TOKEN, snapshot
+from tests.notification.conftest import SMS_TOKEN, at, snapshot
 from tests.notification.sinks import text_of
 from tests.support import eventually
 
@@ -302,3 +303,41 @@ async def test_contact_details_are_never_stored_or_published_in_clear(running):
 
 async def _async(value):
     return value
+
+
+async def test_quiet_hours_hold_a_letter_until_they_end_but_never_a_code(settings, database, smtp, sms):
+    from services.notification.app import create_app
+    from shared import topics
+    from tests.notification.conftest import Running, notification_settings
+    from tests.support import Publisher, TopicReader
+
+    class Clock:
+        now = datetime(2026, 12, 3, 22, 30, tzinfo=UTC)  # 23:30 in Stockholm
+
+        def __call__(self) -> datetime:
+            return self.now
+
+    clock = Clock()
+    configured = notification_settings(settings, smtp, sms, notification_quiet_hours={"SE": "Europe/Stockholm 21:00-08:00"})
+    app = create_app(configured, database=database, clock=clock)
+    async with app, Publisher(configured) as publisher, TopicReader(configured, topics.NOTIFICATION_DELIVERIES) as deliveries:
+        running = Running(configured, app, database, publisher, deliveries, smtp, sms)
+        address = _address("night")
+        subject = await running.person(email=address, locale="en")
+        letter = ExclusionActivated(source="registration", subject=subject, occurred_at=clock.now, payload=snapshot("SE"))
+        code = running.request(subject, "verification_code", code="246810", valid_minutes="15")
+
+        await running.send(letter)
+        [deferred] = await running.deliveries.wait_for(lambda m: m["causation_id"] == str(letter.id))
+        await running.send(code)
+        assert (await running.outcome(code.id))["payload"]["outcome"] == "sent"
+
+        assert (deferred["payload"]["outcome"], deferred["payload"]["final"]) == ("deferred", False)
+        assert at(deferred["payload"]["due_at"]) == datetime(2026, 12, 4, 7, 0, tzinfo=UTC)
+        assert [m["Subject"] for m in smtp.to(address)] == ["Your Selfex code: 246810"]
+        assert await app.courier.tick() == 0, "not due before the quiet hours end"
+
+        clock.now = datetime(2026, 12, 4, 7, 0, tzinfo=UTC)
+        assert await app.courier.tick() == 1
+        assert (await running.outcome(letter.id))["payload"]["outcome"] == "sent"
+        assert [m["Subject"] for m in smtp.to(address)][1] == "Your self-exclusion from gambling has started"
