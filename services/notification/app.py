@@ -28,8 +28,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
     )
     handlers.register(service, courier)
     ticker = Ticker("notification.deferred", courier.tick, settings.notification_timer_seconds)
+
+    async def start_ticker() -> None:  # async: FastStream runs a plain function's hook in a thread, without the loop
+        ticker.start()
+
     app = service.app()
-    app.after_startup(ticker.start)
+    app.after_startup(start_ticker)
     app.on_shutdown(ticker.stop)
     app.courier = courier  # type: ignore[attr-defined]
     return app
