@@ -13,16 +13,16 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.audit.chain import Tail, chain_of, record, tail_of
+from services.audit.chain import Tail, chain_of, position_of, record, tail_of
 
 LOG = "audit_log"
 CHECKPOINTS = "audit_checkpoints"
 INDEXES = {
     LOG: [
-        IndexModel([("chain", ASCENDING), ("seq", ASCENDING)], unique=True),
+        IndexModel([("topic", ASCENDING), ("partition", ASCENDING), ("seq", ASCENDING)], unique=True),  # the chain
         IndexModel([("topic", ASCENDING), ("partition", ASCENDING), ("offset", ASCENDING)], unique=True),
-        IndexModel([("event.subject", ASCENDING)]),
-        IndexModel([("event.type", ASCENDING), ("event.occurred_at", ASCENDING)]),
+        IndexModel([("subject", ASCENDING)]),
+        IndexModel([("type", ASCENDING), ("occurred_at", ASCENDING)]),
     ],
     CHECKPOINTS: [IndexModel([("at", ASCENDING)])],
 }
@@ -50,7 +50,10 @@ class MongoAuditLog:
     async def tail(self, chain: str) -> Tail:
         known = self._tails.get(chain)
         if known is None:
-            last = await self._log.find_one({"chain": chain}, {"seq": 1, "offset": 1, "hash": 1}, sort=[("seq", DESCENDING)])
+            topic, partition = position_of(chain)
+            last = await self._log.find_one(
+                {"topic": topic, "partition": partition}, {"seq": 1, "offset": 1, "hash": 1}, sort=[("seq", DESCENDING)]
+            )
             known = self._tails[chain] = tail_of(last)
         return known
 
@@ -97,14 +100,19 @@ class MongoAuditLog:
         return len(documents)
 
     async def chains(self) -> list[str]:
-        return sorted(await self._log.distinct("chain"))
+        chains = []
+        for topic in await self._log.distinct("topic"):
+            chains += [chain_of(topic, partition) for partition in await self._log.distinct("partition", {"topic": topic})]
+        return sorted(chains)
 
     def records(self, chain: str, *, batch_size: int = 5000) -> AsyncIterator[dict[str, Any]]:
         """One chain's records in ``seq`` order."""
-        return aiter(self._log.find({"chain": chain}, sort=[("seq", ASCENDING)], batch_size=batch_size))
+        topic, partition = position_of(chain)
+        return aiter(self._log.find({"topic": topic, "partition": partition}, sort=[("seq", ASCENDING)], batch_size=batch_size))
 
     async def record_at(self, chain: str, seq: int) -> dict[str, Any] | None:
-        return await self._log.find_one({"chain": chain, "seq": seq})
+        topic, partition = position_of(chain)
+        return await self._log.find_one({"topic": topic, "partition": partition, "seq": seq})
 
     async def save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         await self._checkpoints.insert_one(dict(checkpoint))

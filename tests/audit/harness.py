@@ -2,6 +2,7 @@
 
 import uuid
 
+from services.audit.chain import position_of
 from services.audit.repository import INDEXES, LOG, Entry, MongoAuditLog
 from shared.store import ensure_indexes
 
@@ -34,4 +35,5 @@ async def filled(database, *, chains: int = 2, per_chain: int = 10) -> MongoAudi
 
 
 async def at(database, chain: str, seq: int) -> dict:
-    return await database[LOG].find_one({"chain": chain, "seq": seq})
+    topic, partition = position_of(chain)
+    return await database[LOG].find_one({"topic": topic, "partition": partition, "seq": seq})

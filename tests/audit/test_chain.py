@@ -40,7 +40,7 @@ def test_a_changed_body_is_found_modified():
 
 def test_a_summary_that_disagrees_with_the_body_is_found_modified():
     records = chain_of(5)
-    records[1] = {**records[1], "event": {**records[1]["event"], "subject": "someone-else"}}
+    records[1] = {**records[1], "subject": "someone-else"}
 
     _, finding = walk("t.x/0", records)
     assert finding is not None and (finding.what, finding.seq) == ("modified", 2)

@@ -51,7 +51,7 @@ async def test_every_topic_reaches_the_log_each_on_its_partition_s_chain(setting
         entry = await database[LOG].find_one({"_id": event_id})
         assert entry is not None, f"nothing from {topic}"
         assert (entry["topic"], entry["partition"], entry["offset"]) == (settings.topic(topic), where.partition, where.offset)
-        assert entry["chain"] == f"{settings.topic(topic)}/{where.partition}"
+        assert json.loads(entry["body"])["chain"] == f"{settings.topic(topic)}/{where.partition}"
     report = await verify(MongoAuditLog(database))
     assert report.intact and report.records == len(every)
 

@@ -44,7 +44,7 @@ async def test_a_modified_record_is_found(database):
 
 async def test_a_deleted_record_is_found(database):
     log = await filled(database)
-    await database[LOG].delete_one({"chain": CHAIN, "seq": 5})
+    await database[LOG].delete_one({"topic": "t.decisions", "partition": 1, "seq": 5})
 
     report = await verify(log)
 
@@ -95,7 +95,7 @@ async def test_a_tail_rewritten_after_an_exported_checkpoint_is_caught_against_t
     assert selfex(settings, "checkpoint", "export", "--out", str(exported)).returncode == 0
     # The forger rewrites the chain's last two records consistently: the chain alone cannot tell.
     ninth = await at(database, CHAIN, 9)
-    await database[LOG].delete_many({"chain": CHAIN, "seq": {"$gte": 9}})
+    await database[LOG].delete_many({"topic": "t.decisions", "partition": 1, "seq": {"$gte": 9}})
     tail = tail_of(await at(database, CHAIN, 8))
     for offset in (8, 9):
         e = entry("t.decisions", 1, offset, event_id=ninth["_id"] if offset == 8 else None)

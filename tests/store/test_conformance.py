@@ -308,7 +308,8 @@ def record(n: int, partition: int = 0, event_id: str | None = None) -> Entry:
 
 
 async def entries(database, chain: str = "t.decisions/0") -> list[dict]:
-    return [entry async for entry in database["audit_log"].find({"chain": chain}, sort=[("seq", ASCENDING)])]
+    topic, partition = chain.rsplit("/", 1)
+    return [entry async for entry in database["audit_log"].find({"topic": topic, "partition": int(partition)}, sort=[("seq", ASCENDING)])]
 
 
 async def test_audit_records_are_chained_per_partition_by_their_hashes(database):
