@@ -12,6 +12,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.audit.chain import Tail, chain_of, position_of, record, tail_of
 
@@ -61,17 +62,26 @@ class MongoAuditLog:
         """Append a batch, each entry to its partition's chain, in one ordered insert; how many were new.
 
         An entry at or before its chain's tail offset is already recorded (a redelivery); one whose
-        event id is recorded already (the same event published twice) is left out.
+        event id is recorded already (the same event published twice) is left out. The ids are not
+        looked up first (the store would spend as long on that as on the insert): an insert refused
+        for a duplicate, or for a tail another writer moved, is made again from the tails the store
+        has, this time leaving out the ids it holds.
         """
         if not entries:
             return 0
         chains: dict[str, list[Entry]] = {}
         for entry in sorted(entries, key=lambda e: (e.topic, e.partition, e.offset)):
             chains.setdefault(chain_of(entry.topic, entry.partition), []).append(entry)
+        try:
+            return await self._append(chains, look_up_ids=False)
+        except (BulkWriteError, DuplicateKeyError):
+            return await self._append(chains, look_up_ids=True)
+
+    async def _append(self, chains: dict[str, list[Entry]], *, look_up_ids: bool) -> int:
         tails = {chain: await self.tail(chain) for chain in chains}
         fresh = [e for chain, run in chains.items() for e in run if e.offset > tails[chain].offset]
         ids = [str(e.event["id"]) for e in fresh]
-        known = {d["_id"] async for d in self._log.find({"_id": {"$in": ids}}, {"_id": 1})} if ids else set()
+        known = {d["_id"] async for d in self._log.find({"_id": {"$in": ids}}, {"_id": 1})} if ids and look_up_ids else set()
         documents, heads = [], dict(tails)
         for entry in fresh:
             event_id = str(entry.event["id"])
