@@ -60,13 +60,25 @@ def register(service: Service, hasher: Hasher, log: list[MongoAuditLog]) -> None
         """Append each event, without raw personal data, to its partition's hash chain."""
         await append(records)
 
-    # Every operator's own topics too, by pattern (an operator added later is read too), in a group of their own.
+    # Every operator's own topics too, by pattern (an operator added later is read too): what operators
+    # send and what they are sent in two groups of their own, so that one's batch is parsed while the
+    # other's is written (a handler waits for its insert).
     @service.subscriber(
-        pattern=topics.operator_pattern(settings.topic_prefix),
+        pattern=topics.operator_pattern(settings.topic_prefix, topics.ACCOUNT_EVENTS),
         group_id=f"{settings.topic_prefix}{service.name}.operator_topics",
         **batches,
-        title="audit.operator_topics",
+        title="audit.operator_account_events",
     )
     async def on_operator_events(records: Sequence[ConsumerRecord]) -> None:
-        """Append each of an operator's events (account events, decisions, enforcement) to its partition's chain."""
+        """Append each of the operators' account events to its partition's chain."""
+        await append(records)
+
+    @service.subscriber(
+        pattern=topics.operator_pattern(settings.topic_prefix, topics.DECISIONS, topics.ENFORCEMENT),
+        group_id=f"{settings.topic_prefix}{service.name}.operator_outputs",
+        **batches,
+        title="audit.operator_outputs",
+    )
+    async def on_operator_outputs(records: Sequence[ConsumerRecord]) -> None:
+        """Append each decision and enforcement command sent to an operator to its partition's chain."""
         await append(records)
