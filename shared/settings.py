@@ -146,7 +146,7 @@ class Settings(BaseSettings):
         }
     )
     # A lifecycle letter waits this long for the person's contacts to arrive (they travel on another topic).
-    notification_contacts_wait_seconds: float = Field(default=300.0, ge=0)
+    notification_contacts_wait_seconds: float = Field(default=60.0, ge=0)
     # Deferred messages (quiet hours) are looked for this often; 0 leaves the ticking to the caller.
     notification_timer_seconds: float = Field(default=30.0, ge=0)
 

@@ -16,6 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.notification.domain import Notification, State
+from shared.crypto import Sealer
 from shared.events import ContactsRecordedPayload
 
 INDEXES = {
@@ -110,6 +111,19 @@ class MongoContacts:
 
     async def get(self, subject: str) -> dict[str, Any] | None:
         return await self._collection.find_one({"_id": subject})
+
+    async def reseal(self, sealer: Sealer) -> int:
+        """Seal every kept contact again with the current key (after a rotation); how many. A contact
+        is replaced only if it is still the token read (a newer record in between wins)."""
+        resealed = 0
+        async for person in self._collection.find({}, {"email": 1, "mobile": 1}):
+            context = ContactsRecordedPayload.sealing_context(person["_id"])
+            for kind in ("email", "mobile"):
+                token = person.get(kind)
+                if token and (fresh := sealer.reseal(token, context)):
+                    result = await self._collection.update_one({"_id": person["_id"], kind: token}, {"$set": {kind: fresh}})
+                    resealed += result.modified_count
+        return resealed
 
 
 def _document(notification: Notification) -> dict[str, Any]:

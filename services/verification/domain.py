@@ -550,6 +550,7 @@ def _code_notice(verification: Verification, cause: Event, issued: IssuedCode, n
         payload=NotificationRequestedPayload(
             template="lift_code" if verification.lift_id else "verification_code",
             channel=verification.channel,
+            locale=getattr(cause.payload, "locale", None),  # a lift request names the person's language
             params=params,
             sealed_params=issued.sealed_params,
         ),
