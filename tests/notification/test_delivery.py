@@ -143,32 +143,43 @@ async def test_the_start_letter_says_the_period_the_scope_that_it_cannot_end_ear
     assert "Stödlinjen: 020-81 91 00" in text and "Stödlinjen: 020-81 91 00" in text_of(mail, "html")
 
 
-async def test_support_persons_are_told_at_their_own_contacts(running):
+SUPPORT = {
+    ("exclusion_started", "en"): ("A self-exclusion you support has started", "You were named as a support person", "has started"),
+    ("exclusion_started", "sv"): ("En självavstängning du stödjer har börjat", "Du har angetts som stödperson", "har börjat"),
+    ("exclusion_ended", "en"): ("A self-exclusion you support has ended", "You were named as a support person", "has ended"),
+    ("exclusion_ended", "sv"): ("En självavstängning du stödjer har upphört", "Du har angetts som stödperson", "har upphört"),
+}
+
+
+@pytest.mark.parametrize(("template", "locale"), sorted(SUPPORT))
+async def test_support_persons_are_told_at_their_own_contacts_in_the_person_s_language(running, template, locale):
     exclusion_id = uuid.uuid4()
     sam, alex = SupportPerson(name="Sam", email=_address("sam")), SupportPerson(name="Alex", mobile=_mobile())
     tokens = [running.sealer.seal_text(p.model_dump_json(), f"support_person:{exclusion_id}") for p in (sam, alex)]
-    subject = await running.person(email=_address("person"), locale="en", jurisdiction="AU")
+    person_address = _address("person")
+    subject = await running.person(email=person_address, locale=locale, jurisdiction="AU")
     request = NotificationRequested(
         source="registration",
         subject=subject,
         payload=NotificationRequestedPayload(
-            template="exclusion_started",
+            template=template,
             recipient="support_persons",
-            locale="en",
+            locale=locale,
             params={"exclusion_id": str(exclusion_id), "jurisdiction": "AU", "starts_at": "2026-12-03T10:00:00+00:00"},
             sealed_contacts=tokens,
         ),
     )
+    subject_phrase, text_phrase, sms_phrase = SUPPORT[(template, locale)]
 
     await running.send(request)
 
     assert (await running.outcome(request.id, number=1))["payload"]["channel"] == "email"
     assert (await running.outcome(request.id, number=2))["payload"]["channel"] == "sms"
     [mail] = running.smtp.to(sam.email)
-    assert "You were named as a support person" in text_of(mail)
+    assert mail["Subject"] == subject_phrase and text_phrase in text_of(mail)
     [sms] = running.sms.to(alex.mobile)
-    assert "support person" in sms["text"]
-    assert running.smtp.to(running.smtp.messages[0]["To"]) == [mail], "nothing to the excluded person themselves"
+    assert sms_phrase in sms["text"]
+    assert running.smtp.to(person_address) == [], "nothing to the excluded person themselves"
 
 
 async def test_a_temporary_smtp_failure_is_retried_and_exactly_one_mail_arrives(running):
