@@ -92,6 +92,20 @@ class Courier:
 
     async def _accept_request(self, request: NotificationRequested) -> list[Notification]:
         payload = request.payload
+        if payload.recipient == "applicant":
+            # A third party's contact is never on a topic: such a notice is recorded, and reaches nobody.
+            applicant = Notification(
+                id=domain.notification_id(request.id),
+                cause_id=request.id,
+                correlation_id=request.correlation_id,
+                subject=request.subject,
+                recipient="applicant",
+                recipient_key=f"{request.subject}/applicant",
+                kind=payload.template,
+                params=payload.params,
+                created_at=self.service.clock(),
+            )
+            return [await self._stored(applicant)]
         if payload.recipient != "support_persons":
             notification = await self._accept_for_person(
                 request.id,

@@ -213,6 +213,30 @@ async def test_a_permanent_smtp_failure_is_recorded_and_not_retried(running):
     assert len(await running.notifications.attempts(f"{request.id}/0")) == 1
 
 
+async def test_a_message_nobody_wrote_a_template_for_is_a_permanent_failure(running):
+    address = _address("unknown")
+    subject = await running.person(email=address)
+
+    request = await running.send(running.request(subject, "horoscope"))
+
+    final = await running.outcome(request.id)
+    assert (final["payload"]["outcome"], final["payload"]["reason"]) == ("permanent_failure", "no template for horoscope")
+    assert running.smtp.to(address) == []
+
+
+async def test_a_notice_to_a_third_party_applicant_reaches_nobody_else(running):
+    address = _address("person")
+    subject = await running.person(email=address)
+    request = running.request(subject, "third_party_exclusion")
+    request = request.model_copy(update={"payload": request.payload.model_copy(update={"recipient": "applicant"})})
+
+    await running.send(request)
+
+    final = await running.outcome(request.id)
+    assert (final["payload"]["outcome"], final["payload"]["recipient"]) == ("no_contact", "applicant")
+    assert running.smtp.to(address) == []
+
+
 async def test_an_invalid_address_is_a_permanent_failure_without_a_connection(running):
     subject = await running.person(email="not an address")
 
