@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     smtp_password: SecretStr = SecretStr("")
     smtp_sender: str = "Selfex <no-reply@selfex.invalid>"
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    # The certificate authorities to trust for the SMTP server's certificate (a PEM file); empty: the system's.
+    smtp_ca_file: str = ""
     # SMS through a JSON webhook (POST {"to", "text", "reference"} with a bearer token); empty: no SMS.
     sms_webhook_url: str = ""
     sms_webhook_token: SecretStr = SecretStr("")

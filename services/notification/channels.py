@@ -80,6 +80,7 @@ class EmailChannel:
                 use_tls=settings.smtp_security == "tls",
                 start_tls=settings.smtp_security == "starttls",
                 timeout=settings.smtp_timeout_seconds,
+                cert_bundle=settings.smtp_ca_file or None,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [refused.code for refused in exc.recipients]
