@@ -9,15 +9,19 @@ import sys
 import uuid
 
 import pytest
+from pydantic import SecretStr
 
 from services.audit.app import create_app
+from services.audit.checkpoints import DEVELOPMENT_SIGNING_KEY, Signer, check_signature
 from services.audit.repository import INDEXES, LOG, Entry, MongoAuditLog
 from services.audit.verifier import verify
 from shared import topics
 from shared.broker import ensure_operator_topics, ensure_topics
 from shared.events import parse_event
 from shared.identity import Hasher
+from shared.settings import InsecureSettingsError
 from shared.store import ensure_indexes
+from tests.audit.test_verify import SIGNING_KEY
 from tests.support import Publisher, eventually
 
 pytestmark = pytest.mark.integration
@@ -118,3 +122,31 @@ async def test_an_audit_service_killed_mid_batch_and_restarted_leaves_one_record
     await exactly_once(database, {m["id"] for m in messages})
     report = await verify(MongoAuditLog(database))
     assert report.intact and report.records == len(messages)
+
+
+async def test_the_service_checkpoints_its_chains_heads_signed_with_the_deployment_key(settings, database):
+    settings = settings.model_copy(update={"audit_signing_key": SecretStr(SIGNING_KEY), "audit_checkpoint_seconds": 0.2})
+    messages = [probe(f"m{n}") for n in range(5)]
+    async with create_app(settings, database=database), Publisher(settings) as publish:
+        for m in messages:
+            await publish.raw(topics.EXCLUSION_LIFECYCLE, json.dumps(m).encode(), key=b"one-key")
+
+        async def checkpointed():
+            for checkpoint in await MongoAuditLog(database).checkpoints():
+                if sum(head["seq"] for head in checkpoint["heads"]) == len(messages):
+                    return checkpoint
+            return None
+
+        checkpoint = await eventually(checkpointed, what="a checkpoint of every record's chain")
+
+    check_signature(checkpoint, Signer.from_settings(settings).public_key)  # type: ignore[union-attr]
+    [head] = checkpoint["heads"]
+    last = await database[LOG].find_one({"_id": messages[-1]["id"]})
+    assert (head["chain"], head["seq"], head["hash"]) == (f"{last['topic']}/{last['partition']}", last["seq"], last["hash"])
+    assert (await verify(MongoAuditLog(database), against=[checkpoint])).intact
+
+
+def test_the_service_refuses_the_development_signing_key_outside_development(settings):
+    with pytest.raises(InsecureSettingsError, match="public development key"):
+        create_app(settings.model_copy(update={"audit_signing_key": SecretStr(DEVELOPMENT_SIGNING_KEY)}))
+    create_app(settings.model_copy(update={"audit_signing_key": SecretStr(DEVELOPMENT_SIGNING_KEY), "development": True}))  # accepted there
