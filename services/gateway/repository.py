@@ -30,7 +30,7 @@ replaces of plain JSON values (dates as ISO strings), the subset both MongoDB an
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -38,13 +38,15 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.gateway.domain import Summary, merged
 from shared.crypto import Sealer
 from shared.events import DecisionMade
 from shared.identity import Hasher
 from shared.store import stale_hashes
+
+DUPLICATE_KEY = 11000
 
 RETENTION_SECONDS = 30 * 24 * 3600  # a command's effect, a submission's answer: read right after, kept a while
 INDEXES = {
@@ -420,18 +422,26 @@ class MongoDecisions:
     def __init__(self, database: AsyncDatabase) -> None:
         self._decisions = database["operator_decisions"]
 
-    async def record(self, decision: DecisionMade) -> bool:
-        document = {
-            "_id": str(decision.id),
-            "operator_id": decision.operator_id,
-            "occurred_at": decision.occurred_at,
-            "decision": decision.payload.model_dump(mode="json"),
-        }
+    async def record_many(self, decisions: Sequence[DecisionMade]) -> int:
+        """Store the decisions not stored yet (a redelivered batch adds nothing); how many were new."""
+        if not decisions:
+            return 0
+        documents = [
+            {
+                "_id": str(d.id),
+                "operator_id": d.operator_id,
+                "occurred_at": d.occurred_at,
+                "decision": d.payload.model_dump(mode="json"),
+            }
+            for d in decisions
+        ]
         try:
-            await self._decisions.insert_one(document)
-        except DuplicateKeyError:
-            return False
-        return True
+            result = await self._decisions.insert_many(documents, ordered=False)
+        except BulkWriteError as error:
+            if any(e.get("code") != DUPLICATE_KEY for e in error.details.get("writeErrors", [])) or error.details.get("writeConcernErrors"):
+                raise
+            return int(error.details.get("nInserted", 0))
+        return len(result.inserted_ids)
 
     async def of(self, operator_id: str, *, limit: int, before: datetime | None = None) -> list[dict[str, Any]]:
         query: dict[str, Any] = {"operator_id": operator_id}

@@ -182,6 +182,29 @@ async def test_an_operator_reads_only_its_own_decisions(gw):
     assert (await gw.client.get("/v1/decisions", params={"limit": 1}, headers=headers(gw, "checker"))).json()["next_before"]
 
 
+async def test_decisions_stored_in_batches_keep_one_of_each_and_park_only_the_bad_record(gw):
+    mine = gw.operator_ids["checker"]
+    await ensure_operator_topics(gw.settings, mine)
+    made = [decision(mine, f"batch-{n}") for n in range(50)]
+    topic = topics.of_operator(mine, topics.DECISIONS)
+    async with Publisher(gw.settings) as publish, TopicReader(gw.settings, topics.DEAD_LETTER) as dead_letters:
+        # One key: one partition, so the records arrive together and in this order.
+        for record in [*made[:25], made[3], b"not a decision", *made[25:], made[0]]:
+            value = record if isinstance(record, bytes) else record.model_dump_json().encode()
+            await publish.raw(topic, value, key=b"one-partition")
+
+        async def all_of_them():
+            answer = await gw.client.get("/v1/decisions", params={"limit": 1000}, headers=headers(gw, "checker"))
+            found = [d for d in answer.json()["decisions"] if d["account_id"].startswith("batch-")]
+            return found if len(found) >= len(made) else None
+
+        stored = await eventually(all_of_them, what="the batch's decisions")
+        parked = await dead_letters.wait_for(lambda m: m["payload"]["consumer"] == "gateway" and m["payload"]["topic"].endswith(topic))
+
+    assert sorted(d["account_id"] for d in stored) == sorted(f"batch-{n}" for n in range(50)), "each once, duplicates not again"
+    assert len(parked) == 1
+
+
 def decision(operator_id: str, account: str) -> DecisionMade:
     return DecisionMade(
         source="blocking",
