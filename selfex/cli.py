@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("staff", help="register staff's and the regulator's API keys", add_help=False)
     commands.add_parser("audit", help="verify the audit log's chains; write and export signed checkpoints", add_help=False)
     commands.add_parser(
-        "deadletter", help="show what the dead-letter topic holds (--original opens the bytes with the key)", add_help=False
+        "deadletter", help="list, show or replay what the dead-letter topic holds (--original opens the bytes with the key)", add_help=False
     )
     commands.add_parser("mail", help="the mail the development stack's SMTP sink kept: list, show N", add_help=False)
 

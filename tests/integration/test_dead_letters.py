@@ -272,3 +272,40 @@ async def test_selfex_deadletter_show_names_each_dead_letter_and_opens_its_bytes
     elsewhere = {**env, "SELFEX_ENCRYPTION_KEYS": "x1:" + base64.b64encode(b"x" * 32).decode(), "SELFEX_ENCRYPTION_KEY_ID": "x1"}
     [unopened] = show("--original", environment=elsewhere)
     assert "original" not in unopened and "not among SELFEX_ENCRYPTION_KEYS" in unopened["original_unopened"]
+
+
+async def test_selfex_deadletter_lists_counts_and_replays_a_fixed_command_which_then_takes_effect(settings, database, tmp_path):
+    settings = fast_settings(settings)
+    good = request_exclusion()
+    broken = good.model_dump_json().encode()[:-1]  # one brace short: refused until a person fixes it
+    env = {**os.environ, **settings.environment()}
+
+    def selfex(*arguments: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [SELFEX, "deadletter", *arguments], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=check
+        )
+
+    async with (
+        create_registration(settings, database=database),
+        Publisher(settings) as publish,
+        TopicReader(settings, topics.DEAD_LETTER) as dead_letters,
+        TopicReader(settings, topics.EXCLUSION_LIFECYCLE) as lifecycle,
+    ):
+        await publish.raw(topics.EXCLUSION_COMMANDS, broken, key=KEY)
+        [parked] = await dead_letters.wait_for(lambda m: m["payload"]["topic"] == settings.topic(topics.EXCLUSION_COMMANDS))
+
+        listed = [json.loads(line) for line in selfex("list").stdout.splitlines()]
+        mine = [g for g in listed if (g["topic"], g["consumer"]) == (settings.topic(topics.EXCLUSION_COMMANDS), "registration")]
+        assert len(mine) == 1 and mine[0]["count"] >= 1 and mine[0]["oldest"] <= mine[0]["newest"]
+
+        unknown = selfex("replay", str(uuid.uuid4()), "--file", "-", check=False)
+        assert unknown.returncode == 2 and "no dead letter" in unknown.stderr
+        assert selfex("replay", parked["id"], check=False).returncode == 2, "neither --file nor --original"
+
+        fixed = tmp_path / "fixed.json"
+        fixed.write_bytes(good.model_dump_json().encode())
+        [sent] = [json.loads(line) for line in selfex("replay", parked["id"], "--file", str(fixed)).stdout.splitlines()]
+        [activated] = await lifecycle.wait_for(lambda m: m["causation_id"] == str(good.id))
+
+    assert sent["replayed"] == parked["id"] and sent["topic"] == settings.topic(topics.EXCLUSION_COMMANDS)
+    assert activated["type"] == "exclusion.activated"
