@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
 
 from services.blocking.app import create_app as create_blocking
 from shared import topics
@@ -20,7 +21,7 @@ from shared.events import (
 )
 from shared.identity import Hasher, Identity, uid_from_personnummer
 from tests.blocking.conftest import T0, Clock
-from tests.support import Publisher, TcpProxy, TopicReader
+from tests.support import Publisher, TcpProxy, TopicReader, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -60,6 +61,9 @@ async def test_an_account_seen_while_the_store_was_away_gets_end_sessions_after_
                 assert {(d["id"], d["payload"]["outcome"]) for d in answers} == {(answers[0]["id"], "ALLOW")}
             # The instance stopped (as a crash would) before it could store the account it had seen.
             await proxy.resume()
+            # The client finds the store again on its own schedule (its server selection gives up
+            # after 0.5 s here): the restart below is a restart with the store back, not a race.
+            await eventually(lambda: _reachable(client), what="the store reachable through the proxy again")
             exclusion = ExclusionSnapshot(
                 exclusion_id=uuid.uuid4(),
                 identifiers=sorted(hasher.identifiers(PERSON).values()),
@@ -81,3 +85,11 @@ async def test_an_account_seen_while_the_store_was_away_gets_end_sessions_after_
             await client.close()
         async with TopicReader(settings, topics.DEAD_LETTER) as dead_letters:
             assert await dead_letters.read_to_end() == [], "nothing was parked as poison"
+
+
+async def _reachable(client: AsyncMongoClient) -> bool:
+    try:
+        await client.admin.command("ping")
+    except PyMongoError:
+        return False
+    return True
