@@ -7,6 +7,7 @@ the message is retried with backoff, its offset held, while the consumer says it
 """
 
 import asyncio
+import contextlib
 import copy
 import functools
 import hashlib
@@ -24,6 +25,7 @@ from faststream.message import StreamMessage
 from pydantic import ValidationError
 from pymongo.errors import PyMongoError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_before_delay, wait_exponential_jitter
+from tenacity.stop import stop_base
 
 from shared import topics
 from shared.crypto import Sealer
@@ -77,12 +79,12 @@ def stay_in_groups_on_stop() -> None:
     GroupCoordinator._maybe_leave_group = forget_membership
 
 
-def create_broker(settings: Settings, *, service: str, readiness: Readiness | None = None, **options: Any) -> KafkaBroker:
+def create_broker(settings: Settings, *, service: str, dead_letters: "DeadLetters | None" = None, **options: Any) -> KafkaBroker:
     """A broker for one service: every consumer parks what can never succeed and retries the rest.
 
     Producer idempotence follows the settings (on for real Kafka, off for Tansu).
     """
-    dead_letters = DeadLetters(settings, consumer=service, readiness=readiness)
+    dead_letters = dead_letters or DeadLetters(settings, consumer=service)
     if not settings.kafka_leave_group_on_stop:
         stay_in_groups_on_stop()
     broker = KafkaBroker(
@@ -218,6 +220,17 @@ class DeadLetters:
         self.readiness = readiness or Readiness()
         self.sealer = Sealer.from_settings(settings)
         self._failing: dict[str, set[int | None]] = {}  # topic -> partitions whose message is being retried
+        self._stopping = asyncio.Event()
+
+    def stop_retrying(self) -> None:
+        """The service is stopping: a retry in flight gives up at once (its message stays uncommitted,
+        so the next instance takes it again), and a stop never waits on a store or broker that is away."""
+        self._stopping.set()
+
+    async def _pause(self, seconds: float) -> None:
+        """Tenacity's sleep between attempts, cut short when the service stops."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def park(self, message: StreamMessage[Any], error: BaseException) -> None:
         """Park a message; a batch's records are parked one by one."""
@@ -303,7 +316,8 @@ class DeadLetters:
                 max=settings.consumer_retry_longest_seconds,
                 jitter=settings.consumer_retry_first_seconds,
             ),
-            stop=stop_before_delay(settings.consumer_retry_round_seconds),
+            stop=stop_before_delay(settings.consumer_retry_round_seconds) | _StopWhenSet(self._stopping),
+            sleep=self._pause,
             before_sleep=failed,
             reraise=True,
         )
@@ -358,7 +372,10 @@ class DeadLetters:
                         result = await dead_letters.retrying(lambda: call_next(msg), records)
                     except Exception as error:
                         if not is_poison(error):
-                            log.warning("consumer_retry_round_over", error=type(error).__name__)
+                            stopped = dead_letters._stopping.is_set()
+                            log.warning(
+                                "consumer_stopped_mid_retry" if stopped else "consumer_retry_round_over", error=type(error).__name__
+                            )
                             raise
                         await dead_letters.retrying(functools.partial(dead_letters.park, msg, error), records)
                         result = None
@@ -368,6 +385,16 @@ class DeadLetters:
                     structlog.contextvars.unbind_contextvars("topic", "offset", "correlation_id", "event_id")
 
         return DeadLetterMiddleware
+
+
+class _StopWhenSet(stop_base):
+    """Tenacity's ``stop_when_event_set`` for an ``asyncio.Event``."""
+
+    def __init__(self, event: asyncio.Event) -> None:
+        self.event = event
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.event.is_set()
 
 
 def _records(raw: Any) -> tuple[Any, ...]:

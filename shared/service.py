@@ -14,7 +14,7 @@ from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from shared.broker import create_broker, ensure_topics, publish
+from shared.broker import DeadLetters, create_broker, ensure_topics, publish
 from shared.events import Event, utcnow
 from shared.health import HealthServer, Readiness
 from shared.logging import configure_logging
@@ -35,10 +35,12 @@ class Service:
     database: AsyncDatabase | None = None
     broker: KafkaBroker = field(init=False)
     readiness: Readiness = field(default_factory=Readiness)
+    dead_letters: DeadLetters = field(init=False)
 
     def __post_init__(self) -> None:
         configure_logging(self.settings.log_level, self.settings.log_format, service=self.name)
-        self.broker = create_broker(self.settings, service=self.name, readiness=self.readiness)
+        self.dead_letters = DeadLetters(self.settings, consumer=self.name, readiness=self.readiness)
+        self.broker = create_broker(self.settings, service=self.name, dead_letters=self.dead_letters)
         self.log = structlog.get_logger(self.name)
 
     def subscriber(self, *topics: str, pattern: str | None = None, **options: Any):
@@ -100,7 +102,12 @@ class Service:
                 self.database = None
             opened.clear()
 
-        return FastStream(self.broker, on_startup=[start], after_shutdown=[stop], logger=logging.getLogger("selfex.faststream"))
+        async def stopping() -> None:  # first of the shut-down hooks: nothing waits on a retry from here on
+            self.dead_letters.stop_retrying()
+
+        return FastStream(
+            self.broker, on_startup=[start], on_shutdown=[stopping], after_shutdown=[stop], logger=logging.getLogger("selfex.faststream")
+        )
 
 
 class Ticker:

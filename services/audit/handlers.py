@@ -13,7 +13,6 @@ from faststream.message import StreamMessage
 
 from services.audit.repository import Entry, MongoAuditLog
 from shared import topics
-from shared.broker import DeadLetters
 from shared.events import parse_event
 from shared.identity import Hasher
 from shared.service import Service
@@ -31,7 +30,7 @@ async def records_of(message: StreamMessage[Any]) -> Any:
 
 def register(service: Service, hasher: Hasher, log: list[MongoAuditLog]) -> None:
     settings = service.settings
-    dead_letters = DeadLetters(settings, consumer=service.name, broker=service.broker)
+    dead_letters = service.dead_letters
     batches: dict[str, Any] = {
         "batch": True,
         "max_records": MAX_BATCH,

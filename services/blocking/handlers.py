@@ -27,7 +27,7 @@ from services.blocking.identities import AccountIdentifiers
 from services.blocking.publisher import BatchPublisher
 from services.blocking.repository import MongoExclusionProjection
 from shared import topics
-from shared.broker import DeadLetters, describe
+from shared.broker import describe
 from shared.events import AccountEventKind, AccountEventOccurred, Contract, Event
 from shared.identity import Hasher, IdentityError
 from shared.service import Service
@@ -102,7 +102,7 @@ def register(
     *,
     listener=None,
 ) -> None:
-    dead_letters = DeadLetters(service.settings, consumer=service.name, broker=service.broker)
+    dead_letters = service.dead_letters
     account_identifiers = AccountIdentifiers(hasher)
     batches: dict[str, Any] = {"batch": True, "max_records": MAX_BATCH, "batch_timeout_ms": BATCH_WAIT_MS, "decoder": records_of}
 

@@ -19,7 +19,6 @@ from services.gateway.repository import (
 )
 from services.gateway.views import answer_of, verification_view_of, view_of
 from shared import topics
-from shared.broker import DeadLetters
 from shared.events import DecisionMade, ExclusionLiftRefused, LifecycleEvent, VerificationEvent, VerificationProgressed, utcnow
 from shared.identity import Hasher
 from shared.service import Service
@@ -95,7 +94,7 @@ def register(service: Service, hasher: Hasher, arrivals: Arrivals | None = None)
     settings = service.settings
     recipients = topics.OperatorTopics(settings.topic_prefix, topics.DECISIONS)
 
-    dead_letters = DeadLetters(settings, consumer=service.name, broker=service.broker)
+    dead_letters = service.dead_letters
 
     # Every operator's decisions topic, by pattern, in batches: blocking makes up to thousands a
     # second, and one insert per decision kept the gateway's loop and store seconds behind (measured).

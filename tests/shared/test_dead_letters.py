@@ -209,6 +209,29 @@ async def test_retrying_marks_the_topic_not_ready_until_the_attempt_succeeds():
     assert readiness.is_ready
 
 
+async def test_a_retry_in_flight_gives_up_as_soon_as_the_service_stops():
+    """A stop never waits out a retry round (here an hour) against a store that is away: the
+    error is raised at once, so the message is left uncommitted for the next instance."""
+    settings = SETTINGS.model_copy(
+        update={"consumer_retry_round_seconds": 3600, "consumer_retry_first_seconds": 30, "consumer_retry_longest_seconds": 30}
+    )
+    dead_letters = DeadLetters(settings, consumer="blocking")
+    attempts = 0
+
+    async def attempt():
+        nonlocal attempts
+        attempts += 1
+        raise AutoReconnect("store away")
+
+    retrying = asyncio.create_task(dead_letters.retrying(attempt, (record(b"x"),)))
+    while attempts == 0:
+        await asyncio.sleep(0)
+    dead_letters.stop_retrying()  # mid-pause: the 30 s back-off is cut short
+    with pytest.raises(AutoReconnect):
+        await asyncio.wait_for(retrying, timeout=10)
+    assert attempts <= 2
+
+
 async def test_a_poison_error_is_not_retried():
     dead_letters = DeadLetters(SETTINGS, consumer="registration")
     calls = []
