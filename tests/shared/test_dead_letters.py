@@ -216,16 +216,16 @@ async def test_a_retry_in_flight_gives_up_as_soon_as_the_service_stops():
         update={"consumer_retry_round_seconds": 3600, "consumer_retry_first_seconds": 30, "consumer_retry_longest_seconds": 30}
     )
     dead_letters = DeadLetters(settings, consumer="blocking")
-    attempts = 0
+    attempts, tried = 0, asyncio.Event()
 
     async def attempt():
         nonlocal attempts
         attempts += 1
+        tried.set()
         raise AutoReconnect("store away")
 
     retrying = asyncio.create_task(dead_letters.retrying(attempt, (record(b"x"),)))
-    while attempts == 0:
-        await asyncio.sleep(0)
+    await asyncio.wait_for(tried.wait(), timeout=10)
     dead_letters.stop_retrying()  # mid-pause: the 30 s back-off is cut short
     with pytest.raises(AutoReconnect):
         await asyncio.wait_for(retrying, timeout=10)
