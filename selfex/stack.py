@@ -33,6 +33,7 @@ SERVICES: dict[str, tuple[str, str]] = {
     "audit": ("services.audit.app", "stream"),
     "verification": ("services.verification.app", "stream"),
     "notification": ("services.notification.app", "stream"),
+    "forwarder": ("services.forwarder.app", "stream"),  # with no register configured it idles and says so
     "gateway": ("services.gateway.app", "http"),
 }
 STOP_TIMEOUT_SECONDS = 15.0

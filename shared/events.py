@@ -188,6 +188,7 @@ class Channel(StrEnum):
     """How a request reached Selfex, which decides how it is verified."""
 
     OPERATOR = "operator"  # operator-attested (ChipOut's POST, an "exclude me" button): no verification
+    REGISTER = "register"  # imported from a register's change feed or topic (the forwarder's sync): in force at once
     PORTAL = "portal"  # the person, on the self-service portal: a one-time code or a document check
     THIRD_PARTY = "third_party"  # a regulator or family member applies (OASIS, CRUKS)
 
@@ -221,6 +222,9 @@ class ExclusionRequestedPayload(Contract):
     gender: Literal["M", "F", "U"] | None = None
     third_party: ThirdPartyApplication | None = None
     support_persons: list[SupportPerson] = Field(default_factory=list, max_length=10)
+    origin: str | None = Field(
+        default=None, max_length=100, description="the Selfex deployment the exclusion was first made at, when another one forwarded it"
+    )
 
     def effective_channel(self) -> Channel:
         if self.channel is not None:
@@ -307,7 +311,58 @@ class CancelExclusion(Event):
         return (self.subject or str(self.payload.exclusion_id)).encode()
 
 
-ExclusionCommand = Annotated[RequestExclusion | RequestLift | CancelExclusion, Field(discriminator="type")]
+class ForwardingIdentity(Contract):
+    """What a register needs to know the person by, sealed by registration for the forwarder alone
+    (``sealing_context``): the identifying fields of the request, and year of birth and gender for
+    the register's statistics. Never on a topic or in a store in clear."""
+
+    identity: Identity
+    year_of_birth: int | None = None
+    gender: Literal["M", "F", "U"] | None = None
+
+    @staticmethod
+    def sealing_context(exclusion_id: uuid.UUID | str) -> str:
+        return f"forwarding:{exclusion_id}"
+
+
+class ImportedExclusionPayload(Contract):
+    from_register: str = Field(min_length=1, max_length=100, description="the register it was read from (a forwarder setting)")
+    register_exclusion_id: str = Field(min_length=1, max_length=100)
+    origin: str = Field(
+        min_length=1, max_length=100, description="where it was first made: the register, or a deployment that forwarded it there"
+    )
+    identifiers: list[str] = Field(min_length=1, max_length=64, description="keyed hashes (the federation's hash key)")
+    scope: Scope = SCOPE_ALL
+    jurisdiction: str
+    in_force: bool = Field(description="False: it ended at the register (lifted, expired, cancelled)")
+    ended_as: Literal["lifted", "expired", "cancelled"] | None = None
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime | None = None
+    duration: str | None = None
+    register_version: int = 1
+
+
+class ImportExclusion(Event):
+    """The forwarder's sync read an exclusion (or its end) from the register: register it here, in force at
+    once, marked with where it came from (so it is never forwarded back). Pseudonymous: hashes only."""
+
+    topic: ClassVar[str] = topics.EXCLUSION_COMMANDS
+    type: Literal["exclusion.import"] = "exclusion.import"
+    payload: ImportedExclusionPayload
+
+    @staticmethod
+    def id_for(register: str, register_exclusion_id: str, register_version: int, in_force: bool) -> uuid.UUID:
+        """One import per version of a register's exclusion: a page read twice imports nothing twice."""
+        return derived_id(f"{register}/{register_exclusion_id}@{register_version}/{'in_force' if in_force else 'ended'}", "import")
+
+    def key(self) -> bytes:
+        """By the strongest identifier it names: one person's commands stay in order."""
+        if self.subject:
+            return self.subject.encode()
+        return sorted(self.payload.identifiers)[0].encode()
+
+
+ExclusionCommand = Annotated[RequestExclusion | RequestLift | CancelExclusion | ImportExclusion, Field(discriminator="type")]
 
 
 # --- exclusion lifecycle (pseudonymous from here on) ------------------------------------------
@@ -350,6 +405,12 @@ class ExclusionSnapshot(Contract):
     reason: str | None = Field(default=None, description="why, for a refusal or a cancellation")
     created_at: AwareDatetime | None = Field(default=None, description="when the request was registered")
     ended_at: AwareDatetime | None = Field(default=None, description="when it was lifted, expired or cancelled")
+    origin: str | None = Field(
+        default=None, description="the deployment or register it came from (forwarded to us, or imported); None: made here. Never forwarded"
+    )
+    sealed_identity: str | None = Field(
+        default=None, description="what the forwarder sends the register (ForwardingIdentity), sealed to forwarding:{exclusion_id}"
+    )
 
     def excludes(self) -> bool:
         return self.state in EXCLUDING_STATES
@@ -362,6 +423,12 @@ ExclusionActivatedPayload = ExclusionSnapshot
 class _Lifecycle(Event):
     topic: ClassVar[str] = topics.EXCLUSION_LIFECYCLE
     payload: ExclusionSnapshot
+
+    def redacted(self, hasher: Hasher) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        if data["payload"].get("sealed_identity"):
+            data["payload"]["sealed_identity"] = "[sealed]"
+        return data
 
 
 class ExclusionRequested(_Lifecycle):
@@ -830,6 +897,113 @@ class RequestHandled(Event):
         return self.operator_id.encode() if self.operator_id else None
 
 
+# --- forwarding ------------------------------------------------------------------------------
+
+# The lifecycle changes a register's reader acts on, and the name each has in the change feed and on
+# a register's topic; the rest (a request waiting, a reminder, a refused or pending lift) change nothing.
+REGISTER_CHANGES = {
+    "exclusion.activated": "activated",
+    "exclusion.extended": "extended",
+    "exclusion.lifted": "lifted",
+    "exclusion.expired": "expired",
+    "exclusion.cancelled": "cancelled",
+}
+
+
+class RegisterChange(Contract):
+    """One change of a register's exclusion, as its change feed (``GET /v1/register/changes``) and its
+    Kafka topic carry it: keyed hashes only, never a raw field."""
+
+    exclusion_id: str
+    version: int
+    change: Literal["activated", "extended", "lifted", "expired", "cancelled"]
+    in_force: bool
+    ended_as: Literal["lifted", "expired", "cancelled"] | None = None
+    identifiers: list[str] = Field(min_length=1, max_length=64)
+    scope: Scope
+    jurisdiction: str
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime | None = None
+    duration: str | None = None
+    origin: str = Field(description="where it was first made: the register, or a deployment that forwarded it there")
+    occurred_at: AwareDatetime | None = None
+
+    @classmethod
+    def of(
+        cls, event_type: str, snapshot: ExclusionSnapshot, register: str, occurred_at: datetime | None = None
+    ) -> "RegisterChange | None":
+        """The change a lifecycle event makes, or None for one a reader need not act on (an extension that lengthened nothing)."""
+        kind = REGISTER_CHANGES.get(event_type)
+        if kind is None or (kind == "extended" and snapshot.reason):
+            return None
+        in_force = snapshot.state in EXCLUDING_STATES
+        return cls(
+            exclusion_id=str(snapshot.exclusion_id),
+            version=snapshot.version,
+            change=kind,
+            in_force=in_force,
+            ended_as=None if in_force else (kind if kind in ("lifted", "expired", "cancelled") else "expired"),
+            identifiers=snapshot.identifiers,
+            scope=snapshot.scope,
+            jurisdiction=snapshot.jurisdiction,
+            starts_at=snapshot.starts_at,
+            ends_at=snapshot.ends_at,
+            duration=snapshot.duration,
+            origin=snapshot.origin or register,
+            occurred_at=occurred_at,
+        )
+
+    def imported(self, register: str, subject: str | None) -> "ImportExclusion":
+        """The command that registers this change at a reader (``subject``: the person's key there)."""
+        payload = ImportedExclusionPayload(
+            from_register=register,
+            register_exclusion_id=self.exclusion_id,
+            origin=self.origin,
+            identifiers=self.identifiers,
+            scope=self.scope,
+            jurisdiction=self.jurisdiction,
+            in_force=self.in_force,
+            ended_as=self.ended_as,
+            starts_at=self.starts_at,
+            ends_at=self.ends_at,
+            duration=self.duration,
+            register_version=self.version,
+        )
+        return ImportExclusion(
+            id=ImportExclusion.id_for(register, self.exclusion_id, self.version, self.in_force),
+            source="forwarder",
+            subject=subject,
+            payload=payload,
+        )
+
+
+class ForwardingPayload(Contract):
+    delivery_id: str = Field(description="the delivery: its idempotency key at the register")
+    exclusion_id: uuid.UUID
+    change: str = Field(description="the lifecycle event type it forwards")
+    to_register: str
+    adapter: Literal["native", "chipout", "kafka"]
+    attempts: int = Field(ge=0)
+    reason: str | None = Field(default=None, max_length=500, description="why it failed; never personal data")
+
+
+class ExclusionForwarded(Event):
+    """The forwarder delivered one exclusion change to the register (the register acknowledged it)."""
+
+    topic: ClassVar[str] = topics.FORWARDING_EVENTS
+    type: Literal["forwarding.delivered"] = "forwarding.delivered"
+    payload: ForwardingPayload
+
+
+class ForwardingFailed(Event):
+    """An alert: a delivery to the register failed after the retry budget, or can never succeed; it
+    waits as failed for ``selfex forwarder replay``."""
+
+    topic: ClassVar[str] = topics.FORWARDING_EVENTS
+    type: Literal["forwarding.failed"] = "forwarding.failed"
+    payload: ForwardingPayload
+
+
 # --- dead letters ---------------------------------------------------------------------------
 
 
@@ -888,6 +1062,7 @@ _EVENT_MODELS: tuple[type[Event], ...] = (
     RequestExclusion,
     RequestLift,
     CancelExclusion,
+    ImportExclusion,
     *LIFECYCLE_EVENTS,
     SubmitCode,
     ResendCode,
@@ -907,6 +1082,8 @@ _EVENT_MODELS: tuple[type[Event], ...] = (
     EnforcementCommanded,
     MessageDeadLettered,
     RequestHandled,
+    ExclusionForwarded,
+    ForwardingFailed,
 )
 EVENT_TYPES: dict[str, type[Event]] = {model.model_fields["type"].default: model for model in _EVENT_MODELS}
 

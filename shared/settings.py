@@ -159,6 +159,46 @@ class Settings(BaseSettings):
     audit_signing_key_id: str = "a1"
     audit_checkpoint_seconds: float = Field(default=300.0, ge=0)
 
+    # This deployment's name among federated Selfex deployments: what its forwarder says an exclusion's
+    # origin is (X-Selfex-Origin), and what its sync never imports back (no loops).
+    deployment_name: str = Field(default="selfex", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+
+    # The forwarder (services/forwarder): where this deployment's exclusions go. No register named:
+    # the forwarder idles and says so. adapter: "native" (a register that is Selfex: POST /v1/exclusions
+    # with an Idempotency-Key), "chipout" (POST exclude-customers with the key), "kafka" (a topic on
+    # another cluster). The key (or the Kafka password) has no default: a register named without it
+    # stops the start.
+    forwarder_register: str = Field(default="", max_length=100, description="the register's name, e.g. spelpaus")
+    forwarder_adapter: Literal["native", "chipout", "kafka"] = "native"
+    forwarder_register_url: str = ""
+    forwarder_register_key: SecretStr = SecretStr("")
+    forwarder_kafka_bootstrap: str = ""
+    forwarder_kafka_topic: str = ""
+    forwarder_kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    forwarder_kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    forwarder_kafka_username: str = ""
+    forwarder_kafka_password: SecretStr = SecretStr("")
+    forwarder_timeout_seconds: float = Field(default=10.0, gt=0)
+    # A delivery is attempted at most this many times, backing off exponentially with jitter from the
+    # first pause up to the longest; then it is failed, an alert goes out, and it waits for a replay.
+    forwarder_attempts: int = Field(default=10, ge=1, le=100)
+    forwarder_retry_first_seconds: float = Field(default=2.0, gt=0)
+    forwarder_retry_longest_seconds: float = Field(default=600.0, gt=0)
+    # The circuit breaker: this many failures in a row open it; it lets one probe through after the pause.
+    forwarder_breaker_failures: int = Field(default=5, ge=1)
+    forwarder_breaker_pause_seconds: float = Field(default=30.0, gt=0)
+    # Deliveries that are due are looked for this often (seconds), and at most this many attempted at once.
+    forwarder_poll_seconds: float = Field(default=1.0, gt=0)
+    forwarder_concurrency: int = Field(default=8, ge=1, le=256)
+    # Inbound: the register's change feed (GET {url}/v1/register/changes?since=CURSOR, paged), read
+    # every forwarder_sync_seconds (24 h down to seconds); and/or a register's Kafka topic. Empty: none.
+    forwarder_sync_url: str = ""
+    forwarder_sync_key: SecretStr = SecretStr("")
+    forwarder_sync_seconds: float = Field(default=86_400.0, ge=0.1, le=86_400.0)
+    forwarder_sync_page: int = Field(default=500, ge=1, le=1000)
+    forwarder_sync_kafka_bootstrap: str = ""
+    forwarder_sync_kafka_topic: str = ""
+
     # Dead letters stay small and hold nothing personal in clear: the original's first bytes up to
     # this bound are kept sealed (the whole is digested), the reason is cut to this many characters.
     dead_letter_max_original_bytes: int = Field(default=64 * 1024, ge=0)

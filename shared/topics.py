@@ -17,6 +17,7 @@ NOTIFICATION_DELIVERIES = "notification.deliveries"  # every attempt and outcome
 PERSON_CONTACTS = "person.contacts"  # a person's contact details, sealed (Sealer tokens only); keyed by subject
 DEAD_LETTER = "deadletter"  # what a consumer could not handle, with the reason and original bytes
 GATEWAY_REQUESTS = "gateway.requests"  # one record per HTTP request (who, what, when, outcome); keyed by operator
+FORWARDING_EVENTS = "forwarding.events"  # the forwarder's deliveries to the register, and its alerts; keyed by subject
 
 # The kinds of an operator's own topics (``operator.{operator_id}.{kind}``), each keyed operator_id:account_id.
 ACCOUNT_EVENTS = "account_events"  # what the operator's platform reports; only the operator writes here
@@ -35,6 +36,7 @@ ALL = (
     PERSON_CONTACTS,
     DEAD_LETTER,
     GATEWAY_REQUESTS,
+    FORWARDING_EVENTS,
 )
 
 _operator_prefix = "operator."

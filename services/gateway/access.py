@@ -61,10 +61,11 @@ class Permission(StrEnum):
     CASEWORK = "casework"  # every operator's records, not only its own
     REVIEW = "review"  # approve or reject an identity document
     CANCEL = "cancel"  # cancel an exclusion made in error
+    SYNC = "sync"  # read the register's change feed (every exclusion's keyed hashes, paged: /v1/register/changes)
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
-    Role.OPERATOR: frozenset({Permission.CHECK, Permission.EXCLUDE, Permission.READ}),
+    Role.OPERATOR: frozenset({Permission.CHECK, Permission.EXCLUDE, Permission.READ, Permission.SYNC}),
     Role.OPERATOR_COMPLIANCE: frozenset({Permission.READ}),
     Role.REGISTER_STAFF: frozenset({Permission.CHECK, Permission.READ, Permission.CASEWORK, Permission.REVIEW, Permission.CANCEL}),
     Role.REGULATOR: frozenset({Permission.CHECK, Permission.READ, Permission.CASEWORK}),  # reads only, never a write

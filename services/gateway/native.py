@@ -8,13 +8,19 @@ An operator's keys reach only the exclusions that operator made or checked (anyt
 the lifecycle topic), bounded, and answers ``202`` with the request id if they do not hold it in time.
 """
 
+import hashlib
+import json
+import re
 import uuid
-from datetime import datetime
-from typing import Annotated, Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, ClassVar
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Security
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pymongo import ASCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from services.gateway import access, lifts
 from services.gateway.access import Operator
@@ -114,12 +120,40 @@ RegisterStaff = Annotated[Operator, Depends(operator_with(access.Permission.CANC
     summary="Exclude a person (attested by the operator: no further verification)",
     responses={**KEY_RESPONSES, 201: {"description": "the exclusion, as registered"}, 202: {"description": "accepted, not yet written"}},
 )
-async def create_exclusion(body: ExclusionCreate, operator: Excluder, request: Request) -> JSONResponse:
+async def create_exclusion(
+    body: ExclusionCreate,
+    operator: Excluder,
+    request: Request,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="the caller's key for this request: the same key with the same request within 24 hours "
+            "is answered as the first was (Idempotent-Replayed: true), never registered twice; with another request, 422",
+        ),
+    ] = None,
+    origin: Annotated[
+        str | None,
+        Header(
+            alias="X-Selfex-Origin",
+            description="a Selfex deployment forwarding its own exclusion: its name, kept as the exclusion's origin (never forwarded on)",
+        ),
+    ] = None,
+) -> JSONResponse:
     the_gateway = gateway(request)
     policy = _policy(the_gateway, body.jurisdiction)
     _allowed(policy, body.duration, body.chosen_scope().types)
     identity = _personal(body.identity, policy)
+    if origin is not None and not ORIGIN.fullmatch(origin):
+        raise Problem(400, "X-Selfex-Origin must be 1 to 100 letters, digits, '.', '_' or '-'", "X-Selfex-Origin")
+    command_id, replayed = uuid.uuid4(), False
+    if idempotency_key is not None:
+        fingerprint = _fingerprint(the_gateway, identity, body, policy, origin)
+        command_id, replayed = await IdempotencyKeys(request.app.state.db).claim(
+            operator.id, _valid_idempotency_key(idempotency_key), fingerprint, command_id, the_gateway.clock()
+        )
     command = RequestExclusion(
+        id=command_id,
         source="gateway",
         operator_id=operator.id,
         payload=ExclusionRequestedPayload(
@@ -132,9 +166,15 @@ async def create_exclusion(body: ExclusionCreate, operator: Excluder, request: R
             year_of_birth=body.year_of_birth,
             gender=body.gender,
             locale=body.locale,
+            origin=origin,
         ),
     ).for_person(the_gateway.hasher, policy.mobile_region)
-    return await _written(request, command, status=201)
+    # A replay publishes the same command again (its id is the first's): registration knows it and
+    # changes nothing, and the answer is read from what the first one did.
+    answer = await _written(request, command, status=201)
+    if replayed:
+        answer.headers["Idempotent-Replayed"] = "true"
+    return answer
 
 
 @router.get(
@@ -497,3 +537,67 @@ def _iso(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return value
+
+
+# --- idempotency keys ---------------------------------------------------------------------------
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")  # visible ASCII, as an HTTP header carries it
+ORIGIN = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+
+def _valid_idempotency_key(key: str) -> str:
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        raise Problem(400, "Idempotency-Key must be 1 to 200 visible ASCII characters", "Idempotency-Key")
+    return key
+
+
+def _fingerprint(the_gateway: Gateway, identity: Identity, body: ExclusionCreate, policy: Policy, origin: str | None) -> str:
+    """What makes two requests the same one: the person (as keyed hashes, never the raw fields) and the terms."""
+    what = {
+        "identifiers": sorted(the_gateway.hasher.identifiers(identity, policy.mobile_region).values()),
+        "duration": body.duration.strip(),
+        "scope": body.chosen_scope().model_dump(mode="json"),
+        "jurisdiction": policy.jurisdiction,
+        "origin": origin,
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=sorted).encode()).hexdigest()
+
+
+class IdempotencyKeys:
+    """(operator, Idempotency-Key) → the command its first request made, for 24 hours (a TTL index)."""
+
+    _indexed: ClassVar[set[int]] = set()  # the databases whose TTL index this process made
+
+    def __init__(self, database: AsyncDatabase) -> None:
+        self._database = database
+        self._keys = database["idempotency_keys"]
+
+    async def claim(self, operator_id: str, key: str, fingerprint: str, command_id: uuid.UUID, now: datetime) -> tuple[uuid.UUID, bool]:
+        """The command id to use, and whether the key was used before (a replay). The same key with
+        another request is a 422; a key older than 24 hours is taken as new."""
+        if id(self._database) not in self._indexed:
+            await self._keys.create_index([("created_at", ASCENDING)], expireAfterSeconds=int(IDEMPOTENCY_WINDOW.total_seconds()))
+            self._indexed.add(id(self._database))
+        document_id = f"{operator_id}/{key}"
+        for _ in range(3):
+            found = await self._keys.find_one({"_id": document_id})
+            if found is not None and _aware(found["created_at"]) + IDEMPOTENCY_WINDOW <= now:
+                await self._keys.delete_one({"_id": document_id, "command_id": found["command_id"]})  # expired: the TTL monitor is late
+                found = None
+            if found is not None:
+                if found["fingerprint"] != fingerprint:
+                    raise Problem(422, "this Idempotency-Key was used with another request; use a new key", "Idempotency-Key")
+                return uuid.UUID(found["command_id"]), True
+            try:
+                await self._keys.insert_one(
+                    {"_id": document_id, "fingerprint": fingerprint, "command_id": str(command_id), "created_at": now}
+                )
+                return command_id, False
+            except DuplicateKeyError:
+                continue  # a concurrent first use won: read what it stored
+        raise Problem(409, "this Idempotency-Key is being used by a concurrent request; retry", "Idempotency-Key")
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -17,6 +17,7 @@ from shared.events import (
     ExclusionRequestedPayload,
     ExclusionSnapshot,
     ExclusionState,
+    ImportExclusion,
     RequestExclusion,
     Scope,
     derived_id,
@@ -126,6 +127,9 @@ class Exclusion(BaseModel):
     causes: list[str] = []  # every command and verification outcome applied to it
     version: int = 1
     next_transition_at: AwareDatetime | None = None
+    origin: str | None = None  # the deployment or register it came from; None: made here (only those are forwarded)
+    forwarding: str | None = None  # ForwardingIdentity, sealed to forwarding:<exclusion id>, for the forwarder alone
+    imports: list[str] = []  # the import commands applied (the register's exclusion, each version)
 
     @property
     def running(self) -> bool:
@@ -152,7 +156,14 @@ class Exclusion(BaseModel):
             reason=reason,
             created_at=self.created_at,
             ended_at=self.ended_at,
+            origin=self.origin,
+            sealed_identity=self.forwarding,
         )
+
+    @property
+    def only_imported(self) -> bool:
+        """Every request applied to it was an import: the register's end may end it here too."""
+        return bool(self.imports) and set(self.request_ids) <= set(self.imports)
 
 
 @dataclass(frozen=True)
@@ -161,6 +172,7 @@ class Sealed:
 
     applicant_name: str | None = None
     support_persons: list[str] = field(default_factory=list)
+    forwarding: str | None = None  # what the forwarder sends the register (ForwardingIdentity), sealed
 
 
 NOTHING_SEALED = Sealed()
@@ -266,6 +278,34 @@ def exclude(
         locale=payload.locale,
         support_persons=list(sealed.support_persons),
         causes=[str(request.id)],
+        origin=payload.origin,
+        forwarding=sealed.forwarding,
+    )
+    return exclusion.model_copy(update={"next_transition_at": next_transition_at(exclusion, policy)})
+
+
+def imported(command: ImportExclusion, *, person_id: str, identifiers: list[str], now: datetime, policy: Policy) -> Exclusion:
+    """A register's exclusion, registered here as it stands there: in force at once, until the
+    register's end (never a cooling-off or a verification: the register did both)."""
+    payload = command.payload
+    exclusion = Exclusion(
+        id=derived_id(f"{payload.from_register}/{payload.register_exclusion_id}", "imported_exclusion"),
+        person_id=person_id,
+        identifiers=identifiers,
+        scope=payload.scope,
+        jurisdiction=policy.jurisdiction,
+        duration=payload.duration or "imported",
+        channel=Channel.REGISTER,
+        state=ExclusionState.ACTIVE,
+        created_at=now,
+        starts_at=min(payload.starts_at, now),
+        ends_at=payload.ends_at,
+        request_id=command.id,
+        request_ids=[str(command.id)],
+        requested_by=f"register:{payload.from_register}",
+        causes=[str(command.id)],
+        origin=payload.origin,
+        imports=[str(command.id)],
     )
     return exclusion.model_copy(update={"next_transition_at": next_transition_at(exclusion, policy)})
 

@@ -29,6 +29,8 @@ from shared.events import (
     ContactsRecorded,
     ContactsRecordedPayload,
     ExclusionVerified,
+    ForwardingIdentity,
+    ImportExclusion,
     LiftVerified,
     RequestExclusion,
     VerificationFailed,
@@ -183,6 +185,57 @@ class Registrar:
                 return
         raise ConflictError(f"exclusion {outcome.payload.exclusion_id} kept changing")
 
+    # --- imports from a register --------------------------------------------------------------
+
+    async def import_exclusion(self, command: ImportExclusion) -> None:
+        """A register's exclusion, read by the forwarder's sync: in force here at once (a new exclusion,
+        or the person's running one extended), or its end at the register, which ends one made here
+        only by imports. It keeps its origin, so it is never forwarded back."""
+        if await self._already_applied(command.id):
+            return
+        payload = command.payload
+        policy = self._policy(payload.jurisdiction)
+        identifiers = sorted({h for h in self.hasher.canonical_all(payload.identifiers) if ":" in h and _personal(h)})
+        if not identifiers:
+            raise RequestRefusedError("an imported exclusion names no person (no personal identifier hash of this deployment's form)")
+        person_id, known = await self.exclusions.match_person(identifiers)
+        if person_id is None and not payload.in_force:
+            self.log.info("import_end_of_unknown_exclusion", register=payload.from_register)
+            return
+        person_id = person_id or str(derived_id(domain.primary_identifier(identifiers), "person"))
+        await self.exclusions.save_person(person_id, identifiers, None, None)
+        identifiers = sorted(set(self.hasher.canonical_all(known)) | set(identifiers))
+        for attempt in range(MAX_ATTEMPTS):
+            now = self.clock()
+            running = await self.exclusions.running_for(person_id)
+            if not payload.in_force:
+                transition = transitions.imported_ended(running.exclusion, command, policy, now) if running else None
+                if transition is None:
+                    self.log.info("import_end_ignored", register=payload.from_register, person=person_id)
+                    return
+                if await self._write(running, transition):  # type: ignore[arg-type]
+                    return
+                continue
+            if running is None:
+                exclusion = domain.imported(command, person_id=person_id, identifiers=identifiers, now=now, policy=policy)
+                opened = transitions.imported_registered(exclusion, command, now)
+                pending = entries(opened)
+                try:
+                    if await self.exclusions.insert(exclusion, pending, at=now):
+                        await self._announce(Stored(exclusion, 1, pending, now), opened, pending)
+                    else:
+                        await self._already_applied(command.id)
+                    return
+                except AlreadyRunningError as exc:
+                    running = await self.exclusions.load(exc.exclusion_id)
+                    if running is None or not running.exclusion.running:
+                        await asyncio.sleep(min(FIRST_PAUSE_SECONDS * 2**attempt, LAST_PAUSE_SECONDS))
+                        continue
+            extension = transitions.imported_extended(running.exclusion, command, policy, now, identifiers=identifiers)
+            if await self._write(running, extension):
+                return
+        raise InFlightError(f"exclusion of person {person_id} kept changing, or another request's is not stored yet")
+
     # --- the pieces ---------------------------------------------------------------------------
 
     async def _already_applied(self, cause_id: uuid.UUID) -> bool:
@@ -220,6 +273,17 @@ class Registrar:
         except PolicyError as exc:
             raise RequestRefusedError(str(exc)) from exc
 
+    def _forwarding(self, request: RequestExclusion, exclusion_id: uuid.UUID) -> str | None:
+        """What the forwarder sends the register, sealed for it alone: the identifying fields (no
+        device or payment fingerprints), year of birth and gender. None for an exclusion that came
+        from elsewhere: it is never forwarded, so nothing is kept for it."""
+        payload = request.payload
+        if payload.origin is not None:
+            return None
+        identity = payload.identity.model_copy(update={"device_fingerprint": None, "payment_fingerprint": None})
+        forwarding = ForwardingIdentity(identity=identity, year_of_birth=payload.year_of_birth, gender=payload.gender)
+        return self.sealer.seal_text(forwarding.model_dump_json(exclude_none=True), ForwardingIdentity.sealing_context(exclusion_id))
+
     def _sealed_contacts(self, request: RequestExclusion, person_id: str, policy: Policy) -> dict[str, str]:
         identity, context = request.payload.identity, f"contact:{person_id}"
         contacts = {}
@@ -243,12 +307,21 @@ class Registrar:
         await self.publish(ContactsRecorded.caused_by(request, source=domain.SOURCE, subject=person_id, payload=payload))
 
     def _sealed(self, request: RequestExclusion, exclusion_id: uuid.UUID) -> Sealed:
-        """The applicant's name and the support persons, sealed to the exclusion they belong to."""
+        """The applicant's name, the support persons, and what the forwarder sends the register, each
+        sealed to the exclusion they belong to."""
         payload = request.payload
         applicant = payload.third_party.applicant_name if payload.third_party else None
         return Sealed(
+            forwarding=self._forwarding(request, exclusion_id),
             applicant_name=self.sealer.seal_text(applicant, f"third_party:{exclusion_id}") if applicant else None,
             support_persons=[
                 self.sealer.seal_text(person.model_dump_json(), f"support_person:{exclusion_id}") for person in payload.support_persons
             ],
         )
+
+
+def _personal(identifier_hash: str) -> bool:
+    try:
+        return kind_of(identifier_hash) in PERSONAL_KINDS
+    except ValueError:
+        return False

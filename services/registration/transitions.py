@@ -37,6 +37,7 @@ from shared.events import (
     ExclusionLiftRequested,
     ExclusionRequested,
     ExclusionState,
+    ImportExclusion,
     NotificationRequested,
     NotificationRequestedPayload,
     RequestExclusion,
@@ -116,6 +117,7 @@ def extend(
         reminded=running.reminded and ends_at == running.ends_at,
         panic=panic,
         support_persons=list(sealed.support_persons) or running.support_persons,
+        forwarding=sealed.forwarding or running.forwarding,
         third_party=running.third_party or third_party_record(request, sealed),
         request_ids=[*running.request_ids, str(request.id)],
         causes=[*running.causes, str(request.id)],
@@ -130,6 +132,59 @@ def extend(
     if request.payload.third_party is not None:
         notices += (_notice(event, extended, "third_party_exclusion", "person"),)
     return Transition(extended, event, notices)
+
+
+def imported_registered(exclusion: Exclusion, command: ImportExclusion, now: datetime) -> Transition:
+    """A register's exclusion, new here: in force at once. Nobody is told: the register told the person."""
+    return Transition(exclusion, _caused(ExclusionActivated, exclusion, command, now, operator_id=None))
+
+
+def imported_extended(running: Exclusion, command: ImportExclusion, policy: Policy, now: datetime, *, identifiers: list[str]) -> Transition:
+    """A register's exclusion (or a new version of it) for a person whose exclusion runs here: the later
+    end wins, the scopes join, a pending lift is withdrawn; a pending request takes effect at once."""
+    payload = command.payload
+    if running.state in (ExclusionState.PENDING_VERIFICATION, ExclusionState.COOLING_OFF):
+        running = _promote(running, ExclusionState.ACTIVE, now)
+    elif running.state is ExclusionState.LIFT_REQUESTED:
+        running = running.model_copy(update={"state": ExclusionState.ACTIVE, "lift_effective_at": None})
+    ends_at = _later_end(running.ends_at, payload.ends_at)
+    lengthened = ends_at != running.ends_at
+    extended = _advance(
+        running,
+        policy,
+        identifiers=sorted(set(running.identifiers) | set(identifiers)),
+        scope=running.scope.union(payload.scope),
+        ends_at=ends_at,
+        reminded=running.reminded and ends_at == running.ends_at,
+        request_ids=[*running.request_ids, str(command.id)],
+        causes=[*running.causes, str(command.id)],
+        imports=[*running.imports, str(command.id)],
+        origin=running.origin or payload.origin,
+    )
+    return Transition(
+        extended, _caused(ExclusionExtended, extended, command, now, reason=None if lengthened else NOT_SHORTENED, operator_id=None)
+    )
+
+
+def imported_ended(exclusion: Exclusion, command: ImportExclusion, policy: Policy, now: datetime) -> Transition | None:
+    """The register's exclusion ended there (lifted, expired, cancelled): one made here only by imports
+    from that register ends here too, the same way; one that a request made here joined runs on."""
+    if not exclusion.running or not exclusion.only_imported:
+        return None
+    ended_as = command.payload.ended_as or "expired"
+    state, event_type = {
+        "lifted": (ExclusionState.LIFTED, ExclusionLifted),
+        "cancelled": (ExclusionState.CANCELLED, ExclusionCancelled),
+    }.get(ended_as, (ExclusionState.EXPIRED, ExclusionExpired))
+    recorded = {
+        "request_ids": [*exclusion.request_ids, str(command.id)],
+        "causes": [*exclusion.causes, str(command.id)],
+        "imports": [*exclusion.imports, str(command.id)],
+    }
+    ended = _advance(
+        exclusion, policy, state=state, ended_at=now, lift_effective_at=None, reason=f"ended at {command.payload.from_register}", **recorded
+    )
+    return Transition(ended, _caused(event_type, ended, command, now, operator_id=None))
 
 
 def request_lift(exclusion: Exclusion, request: Event, policy: Policy, now: datetime) -> Transition:

@@ -1,0 +1,142 @@
+"""Delivers what is pending: each due delivery is held (a lease), attempted through the circuit
+breaker, and then marked delivered, scheduled again (exponential backoff with jitter), or failed
+after the retry budget with an alert. A delivery the breaker stopped is not an attempt.
+"""
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from purgatory import AsyncCircuitBreakerFactory
+from purgatory.domain.model import OpenedState
+
+from services.forwarder.adapters import Adapter
+from services.forwarder.domain import Backoff, PermanentDeliveryError, TransientDeliveryError
+from services.forwarder.repository import Deliveries
+from shared.crypto import SealError
+from shared.events import Event, ExclusionForwarded, ForwardingFailed, ForwardingPayload, derived_id
+from shared.service import Clock
+from shared.settings import Settings
+
+log = structlog.get_logger("forwarder")
+
+
+class Dispatcher:
+    def __init__(
+        self, settings: Settings, deliveries: Deliveries, adapter: Adapter, clock: Clock, publish: Callable[[Event], Awaitable[None]]
+    ) -> None:
+        self.settings = settings
+        self.deliveries = deliveries
+        self.adapter = adapter
+        self.clock = clock
+        self.publish = publish
+        self.register = settings.forwarder_register
+        self.backoff = Backoff(settings.forwarder_retry_first_seconds, settings.forwarder_retry_longest_seconds)
+        self.lease = timedelta(seconds=settings.forwarder_timeout_seconds * 3)
+        self.breakers = AsyncCircuitBreakerFactory(
+            default_threshold=settings.forwarder_breaker_failures,
+            default_ttl=settings.forwarder_breaker_pause_seconds,
+            exclude=[PermanentDeliveryError],  # the register answered: it is up
+        )
+        self.breakers.add_listener(self._breaker_event)
+        self._breaker_changes: list[str] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def _breaker_event(self, name: str, event_type: str, event: Any) -> None:
+        if event_type == "state_changed":
+            state = getattr(event, "state", "?")
+            log.warning("register_breaker", register=name, state=state)
+            self._breaker_changes.append(state)
+
+    async def _note_breaker(self) -> None:
+        while self._breaker_changes:
+            await self.deliveries.breaker_changed(self.register, self._breaker_changes.pop(0), self.clock())
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="forwarder.dispatcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                busy = await self.round()
+            except Exception:
+                log.exception("delivery_round_failed")
+                busy = 0
+            if busy:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.forwarder_poll_seconds)
+
+    async def round(self) -> int:
+        """Attempt every due delivery once (up to the concurrency); how many were attempted."""
+        now = self.clock()
+        due = await self.deliveries.due(now, self.settings.forwarder_concurrency)
+        taken = [d for d in [await self.deliveries.take(d, now, self.lease) for d in due] if d is not None]
+        await asyncio.gather(*(self.attempt(d) for d in taken))
+        await self._note_breaker()
+        return len(taken)
+
+    async def attempt(self, delivery: dict[str, Any]) -> None:
+        delivery_id, attempts = delivery["_id"], delivery["attempts"]
+        try:
+            async with await self.breakers.get_breaker(self.register):
+                await self.adapter.deliver(delivery, self.clock())
+        except OpenedState:
+            when = self.clock() + timedelta(seconds=self.settings.forwarder_breaker_pause_seconds / 2)
+            await self.deliveries.retry_at(delivery_id, when, "the register's circuit breaker is open", attempted=False)
+            return
+        except (PermanentDeliveryError, SealError, ValueError) as exc:
+            await self._fail(delivery, f"refused: {exc}")
+            return
+        except TransientDeliveryError as exc:
+            if attempts >= self.settings.forwarder_attempts:
+                await self._fail(delivery, f"{exc} (after {attempts} attempts)")
+                return
+            pause = self.backoff.pause(attempts)
+            await self.deliveries.retry_at(delivery_id, self.clock() + timedelta(seconds=pause), str(exc))
+            log.info("delivery_retrying", delivery_id=delivery_id, attempts=attempts, retry_in=round(pause, 2), error=str(exc))
+            return
+        await self.deliveries.delivered(delivery_id, self.clock())
+        log.info("exclusion_forwarded", delivery_id=delivery_id, exclusion_id=delivery["exclusion_id"], attempts=attempts)
+        await self.publish(self._event(ExclusionForwarded, delivery, None))
+
+    async def _fail(self, delivery: dict[str, Any], reason: str) -> None:
+        await self.deliveries.failed(delivery["_id"], self.clock(), reason[:500])
+        log.error("delivery_failed", delivery_id=delivery["_id"], exclusion_id=delivery["exclusion_id"], reason=reason[:500])
+        await self.publish(self._event(ForwardingFailed, delivery, reason[:500]))
+
+    def _event(self, kind: type[ExclusionForwarded] | type[ForwardingFailed], delivery: dict[str, Any], reason: str | None) -> Event:
+        """Derived from the forwarded lifecycle event (and the replay, if one), so a repeat is the same event."""
+        name = f"{kind.model_fields['type'].default}/{delivery.get('replayed_at') or ''}"
+        return kind(
+            id=derived_id(delivery["event_id"], name),
+            source="forwarder",
+            causation_id=uuid.UUID(delivery["event_id"]),
+            subject=delivery.get("subject"),
+            payload=ForwardingPayload(
+                delivery_id=delivery["_id"],
+                exclusion_id=delivery["exclusion_id"],
+                change=delivery["change"],
+                to_register=self.register,
+                adapter=self.settings.forwarder_adapter,
+                attempts=delivery["attempts"],
+                reason=reason,
+            ),
+        )

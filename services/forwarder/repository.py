@@ -1,0 +1,134 @@
+"""The forwarder's own store: deliveries (pending → delivered | failed) and its state (sync cursors,
+the last successful sync, the breaker). The only code that knows these collections' names and shapes."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+INDEXES = {
+    "deliveries": [IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)]), IndexModel([("created_at", ASCENDING)])],
+    "forwarder_state": [],
+}
+
+
+@dataclass(frozen=True)
+class Status:
+    pending: int
+    failed: int
+    delivered: int
+    oldest_pending_at: datetime | None
+    last_delivered_at: datetime | None
+    last_sync_at: datetime | None
+    breaker: str | None
+    register: str | None
+
+
+class Deliveries:
+    def __init__(self, database: AsyncDatabase) -> None:
+        self._deliveries = database["deliveries"]
+        self._state = database["forwarder_state"]
+
+    async def add(self, delivery: dict[str, Any]) -> bool:
+        """Record a delivery, pending, before any attempt; False if it was recorded already (a redelivered event)."""
+        try:
+            await self._deliveries.insert_one({**delivery, "status": PENDING, "attempts": 0})
+            return True
+        except DuplicateKeyError:
+            return False
+
+    async def get(self, delivery_id: str) -> dict[str, Any] | None:
+        return await self._deliveries.find_one({"_id": delivery_id})
+
+    async def due(self, now: datetime, limit: int) -> list[dict[str, Any]]:
+        """Pending deliveries whose next attempt is due and that nobody holds, oldest first."""
+        found = (
+            self._deliveries.find({"status": PENDING, "next_attempt_at": {"$lte": now}}).sort("next_attempt_at", ASCENDING).limit(limit * 4)
+        )
+        return [d for d in await found.to_list(None) if d.get("lease_until") is None or d["lease_until"] <= now][:limit]
+
+    async def take(self, delivery: dict[str, Any], now: datetime, lease: timedelta) -> dict[str, Any] | None:
+        """Hold a due delivery for one attempt (a lease, so a forwarder that dies mid-attempt lets it go)."""
+        return await self._deliveries.find_one_and_update(
+            {"_id": delivery["_id"], "status": PENDING, "lease_until": delivery.get("lease_until")},
+            {"$set": {"lease_until": now + lease}, "$inc": {"attempts": 1}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def delivered(self, delivery_id: str, now: datetime) -> None:
+        await self._deliveries.update_one(
+            {"_id": delivery_id}, {"$set": {"status": DELIVERED, "delivered_at": now, "lease_until": None, "last_error": None}}
+        )
+        await self._state.update_one({"_id": "delivery"}, {"$set": {"last_delivered_at": now}}, upsert=True)
+
+    async def retry_at(self, delivery_id: str, when: datetime, error: str, *, attempted: bool = True) -> None:
+        """Pending again, next tried at ``when``; an attempt the breaker stopped does not count."""
+        update: dict[str, Any] = {"$set": {"next_attempt_at": when, "lease_until": None, "last_error": error}}
+        if not attempted:
+            update["$inc"] = {"attempts": -1}
+        await self._deliveries.update_one({"_id": delivery_id}, update)
+
+    async def failed(self, delivery_id: str, now: datetime, error: str) -> None:
+        await self._deliveries.update_one(
+            {"_id": delivery_id}, {"$set": {"status": FAILED, "failed_at": now, "lease_until": None, "last_error": error}}
+        )
+
+    async def replay(self, now: datetime, delivery_ids: list[str] | None = None) -> int:
+        """Failed deliveries pending again, due now, with a fresh retry budget. How many."""
+        query: dict[str, Any] = {"status": FAILED}
+        if delivery_ids:
+            query["_id"] = {"$in": delivery_ids}
+        result = await self._deliveries.update_many(
+            query, {"$set": {"status": PENDING, "next_attempt_at": now, "attempts": 0, "lease_until": None, "replayed_at": now}}
+        )
+        return result.modified_count
+
+    async def failures(self, limit: int = 100) -> list[dict[str, Any]]:
+        return (
+            await self._deliveries.find({"status": FAILED}, {"sealed_identity": 0}).sort("failed_at", ASCENDING).limit(limit).to_list(None)
+        )
+
+    async def status(self) -> Status:
+        counts = {s: await self._deliveries.count_documents({"status": s}) for s in (PENDING, FAILED, DELIVERED)}
+        oldest = await self._deliveries.find({"status": PENDING}).sort("created_at", ASCENDING).limit(1).to_list(None)
+        delivery = await self._state.find_one({"_id": "delivery"}) or {}
+        sync = await self._state.find_one({"_id": "sync"}) or {}
+        breaker = await self._state.find_one({"_id": "breaker"}) or {}
+        return Status(
+            pending=counts[PENDING],
+            failed=counts[FAILED],
+            delivered=counts[DELIVERED],
+            oldest_pending_at=oldest[0]["created_at"] if oldest else None,
+            last_delivered_at=delivery.get("last_delivered_at"),
+            last_sync_at=sync.get("last_sync_at"),
+            breaker=breaker.get("state"),
+            register=breaker.get("register"),
+        )
+
+    # --- state ------------------------------------------------------------------------------
+
+    async def breaker_changed(self, register: str, state: str, now: datetime) -> None:
+        await self._state.update_one(
+            {"_id": "breaker"},
+            {"$set": {"register": register, "state": state, "changed_at": now}, "$inc": {f"times_{state}": 1}},
+            upsert=True,
+        )
+
+    async def breaker(self) -> dict[str, Any]:
+        return await self._state.find_one({"_id": "breaker"}) or {}
+
+    async def cursor(self, source: str) -> str:
+        found = await self._state.find_one({"_id": f"cursor:{source}"})
+        return found["cursor"] if found else ""
+
+    async def save_cursor(self, source: str, cursor: str) -> None:
+        await self._state.update_one({"_id": f"cursor:{source}"}, {"$set": {"cursor": cursor}}, upsert=True)
+
+    async def synced(self, source: str, now: datetime, imported: int) -> None:
+        await self._state.update_one(
+            {"_id": "sync"}, {"$set": {"last_sync_at": now, "last_source": source}, "$inc": {"imported": imported}}, upsert=True
+        )
