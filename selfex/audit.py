@@ -8,6 +8,9 @@
 - ``selfex audit checkpoint export --out FILE`` writes every stored checkpoint, one JSON line each,
   for a regulator to keep.
 - ``selfex audit key`` prints a fresh signing key.
+- ``selfex audit retain [--dry-run]`` removes the records past their class's retention period
+  (``SELFEX_AUDIT_RETENTION_DAYS``): the run is itself appended to the log and each cut chain is
+  anchored with a signature first, so ``verify`` still walks every chain (services/audit/retention.py).
 """
 
 import argparse
@@ -19,6 +22,7 @@ from typing import Any
 
 from services.audit.checkpoints import Signer, generate_key
 from services.audit.repository import MongoAuditLog
+from services.audit.retention import RetentionError, apply, periods, plan
 from services.audit.verifier import verify
 from shared.events import utcnow
 from shared.settings import InsecureSettingsError, Settings
@@ -35,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint.add_argument("what", choices=["write", "export"])
     checkpoint.add_argument("--out", type=Path, help="export: the file to write (default: standard output)")
     actions.add_parser("key", help="print a fresh signing key, as SELFEX_AUDIT_SIGNING_KEY takes it")
+    retain = actions.add_parser(
+        "retain", help="remove the records past their class's retention period (audited, anchored; needs a store user that may delete)"
+    )
+    retain.add_argument("--dry-run", action="store_true", help="say what is due, remove nothing")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.action == "key":
         print(f"SELFEX_AUDIT_SIGNING_KEY={generate_key()}")
@@ -44,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "verify":
             kept = [json.loads(line) for line in args.against.read_text().splitlines() if line.strip()] if args.against else []
             return asyncio.run(_verify(settings, kept, args.public_key))
+        if args.action == "retain":
+            return asyncio.run(_retain(settings, dry_run=args.dry_run))
         if args.what == "write":
             return asyncio.run(_write(settings))
         text = asyncio.run(_export(settings))
@@ -53,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out.write_text(text)
             print(f"{text.count(chr(10))} checkpoints written to {args.out}", file=sys.stderr)
         return 0
-    except InsecureSettingsError as error:
+    except (InsecureSettingsError, RetentionError) as error:
         print(f"selfex audit: {error}", file=sys.stderr)
         return 2
 
@@ -91,3 +101,21 @@ async def _export(settings: Settings) -> str:
     """Every stored checkpoint, one JSON line each, oldest first."""
     checkpoints = await _with_log(settings, lambda log: log.checkpoints())
     return "".join(json.dumps(c, sort_keys=True, default=str) + "\n" for c in checkpoints)
+
+
+async def _retain(settings: Settings, *, dry_run: bool) -> int:
+    """Remove what is due: audited in the log, each cut anchored with a signature, then deleted."""
+    periods(settings.audit_retention_days)  # a class that does not exist stops it before anything is read
+    signer = Signer.from_settings(settings, "selfex audit retain")
+    if signer is None and not dry_run:
+        raise RetentionError("SELFEX_AUDIT_SIGNING_KEY is not set: a cut must be anchored with a signature, so nothing is removed")
+    client = create_client(settings)
+    try:
+        database = client[settings.database_for("audit")]
+        run = await plan(database, settings.audit_retention_days, utcnow(), settings.topic_prefix)
+        if not dry_run and signer is not None:
+            await apply(database, run, signer, prefix=settings.topic_prefix, writer="selfex audit retain")
+    finally:
+        await client.close()
+    print(run.describe(dry_run=dry_run), flush=True)
+    return 1 if run.refused else 0

@@ -214,6 +214,28 @@ class Settings(BaseSettings):
     health_host: str = "127.0.0.1"
     health_port: int = Field(default=0, ge=0, le=65535)
 
+    # The audit's compliance queries (docs/adr/0007): a read-only HTTP API of its own (`selfex run
+    # audit-query`) that only the gateway calls, with this deployment secret as a bearer token
+    # (refused when missing, the public development value or shorter than 32 characters outside a
+    # development stack). The gateway reaches it at the URL (empty: http://host:port).
+    audit_query_host: str = "127.0.0.1"
+    audit_query_port: int = Field(default=8010, ge=1, le=65535)
+    audit_query_url: str = ""
+    audit_query_token: SecretStr = SecretStr("")
+    audit_query_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Retention of the audit log per record class, in days (0: kept for ever); records go only when
+    # `selfex audit retain` is run, which audits itself and anchors each cut chain (README: Audit log).
+    audit_retention_days: dict[str, int] = Field(
+        default_factory=lambda: {
+            "exclusions": 0,
+            "decisions": 5 * 365,
+            "notifications": 2 * 365,
+            "requests": 365,
+            "dead_letters": 365,
+            "forwarding": 5 * 365,
+        }
+    )
+
     log_level: str = "INFO"
     log_format: str = "auto"  # auto | json | console
 
@@ -247,6 +269,11 @@ class Settings(BaseSettings):
                 value = json.dumps(value)
             variables[f"SELFEX_{name.upper()}"] = str(value)
         return variables
+
+    @property
+    def audit_query_base_url(self) -> str:
+        """Where the gateway reaches the audit's query API."""
+        return (self.audit_query_url or f"http://{self.audit_query_host}:{self.audit_query_port}").rstrip("/")
 
     def hash_chain(self) -> list[tuple[str, bytes]]:
         """The rotation keys after the first, oldest first: (key id, secret)."""
@@ -285,6 +312,27 @@ class Settings(BaseSettings):
                 f"{service} will not start: {'; '.join(problems)}. {MAKE_ONE} (put them in the environment or .env); "
                 "a development stack on the embedded servers sets SELFEX_DEVELOPMENT=true"
             )
+
+
+DEVELOPMENT_AUDIT_QUERY_TOKEN = "selfex-development-audit-query-token"
+MIN_AUDIT_QUERY_TOKEN_CHARS = 32
+
+
+def audit_query_token(settings: Settings, service: str) -> str:
+    """The token the gateway and the audit's query API share: the development value on a development
+    stack when none is set; outside one, ``InsecureSettingsError`` unless it is set and strong."""
+    token = settings.audit_query_token.get_secret_value()
+    if settings.development:
+        return token or DEVELOPMENT_AUDIT_QUERY_TOKEN
+    if not token:
+        problem = "SELFEX_AUDIT_QUERY_TOKEN is not set"
+    elif token == DEVELOPMENT_AUDIT_QUERY_TOKEN:
+        problem = "SELFEX_AUDIT_QUERY_TOKEN is the public development value"
+    elif len(token) < MIN_AUDIT_QUERY_TOKEN_CHARS:
+        problem = f"SELFEX_AUDIT_QUERY_TOKEN is shorter than {MIN_AUDIT_QUERY_TOKEN_CHARS} characters"
+    else:
+        return token
+    raise InsecureSettingsError(f"{service}: {problem}. {MAKE_ONE}")
 
 
 def _key_problems(keys: str, current: str) -> list[str]:

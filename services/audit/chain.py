@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from services.audit.summaries import query_fields
+
 GENESIS = "0" * 64
 # What a record repeats of its event outside its body, flat (the store reads a flat document
 # fastest), for queries; the walk checks that they agree with the body.
@@ -58,6 +60,7 @@ def record(tail: Tail, *, topic: str, partition: int, offset: int, recorded_at: 
         "seq": tail.seq + 1,
         "offset": offset,
         **{name: event.get(name) for name in SUMMARY_FIELDS},
+        **query_fields(event),
         "body": body,
         "prev_hash": tail.hash,
         "hash": record_hash(tail.hash, body),
@@ -96,7 +99,17 @@ def _consistent(document: dict[str, Any]) -> bool:
         document.get("_id") == str(event.get("id"))
         and all(document.get(name) == said.get(name) for name in ("topic", "partition", "offset"))
         and all(document.get(name) == event.get(name) for name in SUMMARY_FIELDS)
+        and _queried_as_said(document, event)
     )
+
+
+def _queried_as_said(document: dict[str, Any], event: dict[str, Any]) -> bool:
+    """The query fields (``refs``, ``facts``) are what the body gives; a record written before they
+    existed has neither, and is checked by its body alone."""
+    if "refs" not in document:
+        return "facts" not in document and "at" not in document
+    expected = query_fields(event)
+    return all(document.get(name) == expected.get(name) for name in ("at", "refs", "facts"))
 
 
 class Walk:
@@ -108,8 +121,11 @@ class Walk:
     ``seq``), or, with no gap, that the record before was rewritten with a hash of its own.
     """
 
-    def __init__(self, chain: str) -> None:
+    def __init__(self, chain: str, anchor: Tail | None = None) -> None:
         self.chain = chain
+        # Where the chain starts after retention cut its oldest records: the last record removed
+        # (its seq and hash, from a signed anchor); None: from the genesis hash.
+        self.anchor = anchor
         self.count = 0
         self.finding: Finding | None = None
         self._previous: dict[str, Any] | None = None
@@ -133,7 +149,8 @@ class Walk:
 
     def _check(self, current: dict[str, Any], following: dict[str, Any] | None) -> Finding | None:
         previous = self._previous
-        expected = previous["hash"] if previous else GENESIS
+        anchor = self.anchor
+        expected = previous["hash"] if previous else anchor.hash if anchor else GENESIS
         seq = current.get("seq")
 
         def found(what: str, detail: str, at: dict[str, Any] = current) -> Finding:
@@ -144,6 +161,10 @@ class Walk:
                 return found("reordered", f"it links to the record after it (seq {following.get('seq')}), which links to the one before")
             if following is not None and following.get("prev_hash") == expected:
                 return found("inserted", "the record after it links past it, to the one before")
+            if previous is None and anchor is not None:
+                if isinstance(seq, int) and seq > anchor.seq + 1:
+                    return found("deleted", f"seq {anchor.seq + 1} to {seq - 1}, after the retention anchor at seq {anchor.seq}, are gone")
+                return found("modified", f"the chain's first record does not link to the retention anchor at seq {anchor.seq}")
             if previous is None:
                 return found("deleted", "the chain's first record does not start from the genesis hash: records before it are gone")
             if isinstance(seq, int) and seq > previous["seq"] + 1:
@@ -156,9 +177,10 @@ class Walk:
         return None
 
 
-def walk(chain: str, documents: Iterable[dict[str, Any]]) -> tuple[int, Finding | None]:
-    """Walk one chain's records in ``seq`` order: (records seen, the first finding or None)."""
-    checker = Walk(chain)
+def walk(chain: str, documents: Iterable[dict[str, Any]], anchor: Tail | None = None) -> tuple[int, Finding | None]:
+    """Walk one chain's records in ``seq`` order (after ``anchor``, if retention cut the chain there):
+    (records seen, the first finding or None)."""
+    checker = Walk(chain, anchor)
     for document in documents:
         if checker.feed(document) is not None:
             break

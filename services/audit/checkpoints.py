@@ -60,18 +60,43 @@ class Signer:
             "key_id": self.key_id,
             "public_key": self.public_key,
         }
-        signature = base64.b64encode(self._key.sign(canonical(statement).encode())).decode()
-        return {"_id": str(uuid.uuid4()), **statement, "signature": signature}
+        return {"_id": str(uuid.uuid4()), **statement, "signature": self.sign(statement)}
+
+    def sign(self, statement: dict[str, Any]) -> str:
+        """The signature (base64) over the statement's canonical JSON."""
+        return base64.b64encode(self._key.sign(canonical(statement).encode())).decode()
+
+    def anchor(self, chain: str, tail: Tail, at: datetime, writer: str, run_id: str) -> dict[str, Any]:
+        """Where retention cut a chain: its last removed record (seq and hash), signed, so the walk
+        starts from it and nobody without the key can make a chain look cut on purpose."""
+        statement = {
+            "chain": chain,
+            "seq": tail.seq,
+            "hash": tail.hash,
+            "at": at.isoformat(timespec="milliseconds"),
+            "writer": writer,
+            "run_id": run_id,
+            "key_id": self.key_id,
+            "public_key": self.public_key,
+        }
+        return {"_id": f"{run_id}:{chain}", **statement, "signature": self.sign(statement)}
 
 
-def check_signature(checkpoint: dict[str, Any], public_key: str | None = None) -> None:
-    """Raise ``CheckpointError`` unless the checkpoint is signed by its key (or by ``public_key``, when given)."""
+CHECKPOINT_FIELDS = ("at", "writer", "heads", "key_id", "public_key")
+ANCHOR_FIELDS = ("chain", "seq", "hash", "at", "writer", "run_id", "key_id", "public_key")
+
+
+def check_signature(
+    checkpoint: dict[str, Any], public_key: str | None = None, fields: tuple[str, ...] = CHECKPOINT_FIELDS, what: str = "checkpoint"
+) -> None:
+    """Raise ``CheckpointError`` unless the checkpoint (or anchor: ``ANCHOR_FIELDS``) is signed by its
+    key (or by ``public_key``, when given)."""
     try:
-        statement = {name: checkpoint[name] for name in ("at", "writer", "heads", "key_id", "public_key")}
+        statement = {name: checkpoint[name] for name in fields}
         key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key or checkpoint["public_key"]))
         key.verify(base64.b64decode(checkpoint["signature"]), canonical(statement).encode())
     except (KeyError, TypeError, ValueError, InvalidSignature) as error:
-        raise CheckpointError(f"checkpoint {checkpoint.get('_id')} is not signed by the deployment's key") from error
+        raise CheckpointError(f"{what} {checkpoint.get('_id')} is not signed by the deployment's key") from error
 
 
 def generate_key() -> str:

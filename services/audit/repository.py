@@ -18,14 +18,21 @@ from services.audit.chain import Tail, chain_of, position_of, record, tail_of
 
 LOG = "audit_log"
 CHECKPOINTS = "audit_checkpoints"
+ANCHORS = "audit_anchors"  # where retention cut a chain: signed, written by `selfex audit retain` only
 INDEXES = {
     LOG: [
         IndexModel([("topic", ASCENDING), ("partition", ASCENDING), ("seq", ASCENDING)], unique=True),  # the chain
         IndexModel([("topic", ASCENDING), ("partition", ASCENDING), ("offset", ASCENDING)], unique=True),
         IndexModel([("subject", ASCENDING)]),
         IndexModel([("type", ASCENDING), ("occurred_at", ASCENDING)]),
+        # The compliance queries: a person's records by the ids that tie them to the person, and an
+        # operator's records in a time range.
+        IndexModel([("refs", ASCENDING)]),
+        IndexModel([("operator_id", ASCENDING), ("at", ASCENDING)]),
+        IndexModel([("at", ASCENDING)]),
     ],
     CHECKPOINTS: [IndexModel([("at", ASCENDING)])],
+    ANCHORS: [IndexModel([("chain", ASCENDING), ("seq", ASCENDING)])],
 }
 
 
@@ -42,6 +49,7 @@ class MongoAuditLog:
     def __init__(self, database: AsyncDatabase) -> None:
         self._log = database[LOG]
         self._checkpoints = database[CHECKPOINTS]
+        self._anchors = database[ANCHORS]
         self._tails: dict[str, Tail] = {}  # the chains this instance appends to, as it last left them
 
     def tails(self) -> dict[str, Tail]:
@@ -115,10 +123,13 @@ class MongoAuditLog:
             chains += [chain_of(topic, partition) for partition in await self._log.distinct("partition", {"topic": topic})]
         return sorted(chains)
 
-    def records(self, chain: str, *, batch_size: int = 5000) -> AsyncIterator[dict[str, Any]]:
-        """One chain's records in ``seq`` order."""
+    def records(self, chain: str, *, after: int = 0, batch_size: int = 5000) -> AsyncIterator[dict[str, Any]]:
+        """One chain's records in ``seq`` order (those after seq ``after``)."""
         topic, partition = position_of(chain)
-        return aiter(self._log.find({"topic": topic, "partition": partition}, sort=[("seq", ASCENDING)], batch_size=batch_size))
+        where: dict[str, Any] = {"topic": topic, "partition": partition}
+        if after:
+            where["seq"] = {"$gt": after}
+        return aiter(self._log.find(where, sort=[("seq", ASCENDING)], batch_size=batch_size))
 
     async def record_at(self, chain: str, seq: int) -> dict[str, Any] | None:
         topic, partition = position_of(chain)
@@ -129,6 +140,10 @@ class MongoAuditLog:
 
     async def checkpoints(self) -> list[dict[str, Any]]:
         return [c async for c in self._checkpoints.find({}, sort=[("at", ASCENDING)])]
+
+    async def anchors(self) -> list[dict[str, Any]]:
+        """Every retention anchor, oldest first (see ``services.audit.retention``)."""
+        return [a async for a in self._anchors.find({}, sort=[("at", ASCENDING)])]
 
 
 def newest_heads(checkpoints: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:

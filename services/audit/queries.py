@@ -1,0 +1,284 @@
+"""The compliance queries over the audit log (docs/adr/0007), read-only: records by person, operator,
+type and time, paged or streamed; a person's records in order (their statement); the counts of
+regulatory reporting. Every query is bounded by a ``Scope``: one operator's records, or all.
+
+A person is named by the keyed hashes of their identifiers (every form the hash chain knows). Their
+records are those that carry one of those hashes, and, one step on, those that carry what the first
+ones name of theirs: their subject, their exclusions, their account events (a decision answers one).
+The links are followed over the whole log, but what is returned is always cut to the scope.
+"""
+
+import base64
+import binascii
+import json
+import math
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.audit.repository import LOG
+from services.audit.summaries import LIFECYCLE_TYPES, moment
+
+MAX_IDENTIFIERS = 64
+EXCLUDING = frozenset({"active", "lift_requested"})
+PERCENTILES = (50, 90, 95, 99)
+# What a listing reads of a record: everything but the query fields (the event is in the body).
+LISTED = {"refs": 0, "facts": 0}
+
+
+class QueryError(ValueError):
+    """A query that cannot be answered as asked: the field at fault and why."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose records a query may return: one operator's (``operator_id``), or every one (None)."""
+
+    operator_id: str | None
+
+    @classmethod
+    def parse(cls, text: str) -> "Scope":
+        if text == "all":
+            return cls(None)
+        kind, _, operator_id = text.partition(":")
+        if kind != "operator" or not operator_id:
+            raise QueryError("scope", "scope is 'all' or 'operator:<operator_id>'")
+        return cls(operator_id)
+
+    def where(self) -> dict[str, Any]:
+        return {"operator_id": self.operator_id} if self.operator_id is not None else {}
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """What a search asks for; every part optional, all of them together."""
+
+    identifiers: tuple[str, ...] = ()
+    operator_id: str | None = None
+    types: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def cursor_of(document: dict[str, Any]) -> str:
+    """An opaque cursor: the position after this record in the listing's order (time, then id)."""
+    return base64.urlsafe_b64encode(json.dumps([document.get("at"), document["_id"]]).encode()).decode().rstrip("=")
+
+
+def _after(cursor: str) -> dict[str, Any]:
+    try:
+        at, record_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(at, str | None) or not isinstance(record_id, str):
+            raise ValueError
+    except (ValueError, TypeError, binascii.Error):
+        raise QueryError("cursor", "cursor is not one this API gave out (use next_cursor as it was answered)") from None
+    return {"$or": [{"at": {"$gt": at}}, {"at": at, "_id": {"$gt": record_id}}]}
+
+
+def listed(document: dict[str, Any]) -> dict[str, Any]:
+    """A record as the queries answer it: its place in its chain, its hash, and the redacted event."""
+    said = json.loads(document["body"])
+    return {
+        "id": document["_id"],
+        "occurred_at": document.get("occurred_at"),
+        "recorded_at": said.get("recorded_at"),
+        "type": document.get("type"),
+        "operator_id": document.get("operator_id"),
+        "subject": document.get("subject"),
+        "chain": said.get("chain"),
+        "seq": document.get("seq"),
+        "hash": document.get("hash"),
+        "event": said.get("event"),
+    }
+
+
+class AuditQueries:
+    def __init__(self, database: AsyncDatabase) -> None:
+        self._log = database[LOG]
+
+    async def person_refs(self, identifiers: Iterable[str]) -> list[str]:
+        """Every id a person's records carry: their identifier hashes, and what records carrying one
+        name of theirs (subjects, exclusions, lifts, account events)."""
+        hashes = sorted(set(identifiers))
+        if not hashes:
+            return []
+        if len(hashes) > MAX_IDENTIFIERS:
+            raise QueryError("identifiers", f"at most {MAX_IDENTIFIERS} identifier hashes")
+        found = set(hashes)
+        async for document in self._log.find({"refs": {"$in": hashes}}, {"refs": 1, "type": 1, "_id": 1}):
+            found.update(document.get("refs") or ())
+            if document.get("type") == "account.event":
+                found.add(document["_id"])  # the decision that answers it names it
+        return sorted(found)
+
+    async def where(self, scope: Scope, criteria: Criteria) -> dict[str, Any]:
+        parts: list[dict[str, Any]] = []
+        if scope.operator_id is not None:
+            parts.append(scope.where())
+        if criteria.operator_id is not None:
+            parts.append({"operator_id": criteria.operator_id})
+        if criteria.types:
+            parts.append({"type": {"$in": sorted(set(criteria.types))}})
+        if criteria.since is not None or criteria.until is not None:
+            if criteria.since and criteria.until and criteria.since >= criteria.until:
+                raise QueryError("from", "from must be before to")
+            span: dict[str, str] = {}
+            if criteria.since is not None:
+                span["$gte"] = moment(criteria.since)
+            if criteria.until is not None:
+                span["$lt"] = moment(criteria.until)
+            parts.append({"at": span})
+        if criteria.identifiers:
+            parts.append({"refs": {"$in": await self.person_refs(criteria.identifiers)}})
+        return {"$and": parts} if len(parts) > 1 else parts[0] if parts else {}
+
+    async def page(self, scope: Scope, criteria: Criteria, *, cursor: str | None = None, limit: int = 100) -> tuple[list[dict], str | None]:
+        """One page of records in time order, and the cursor of the next (None: this was the last)."""
+        where = await self.where(scope, criteria)
+        if cursor:
+            where = {"$and": [where, _after(cursor)]} if where else _after(cursor)
+        found = await self._log.find(where, LISTED, sort=[("at", ASCENDING), ("_id", ASCENDING)], limit=limit + 1).to_list()
+        more = len(found) > limit
+        found = found[:limit]
+        return [listed(d) for d in found], cursor_of(found[-1]) if more and found else None
+
+    async def every(self, scope: Scope, criteria: Criteria) -> AsyncIterator[dict[str, Any]]:
+        """Every record the criteria select, in time order, read in batches (for exports)."""
+        where = await self.where(scope, criteria)
+        async for document in self._log.find(where, LISTED, sort=[("at", ASCENDING), ("_id", ASCENDING)], batch_size=1000):
+            yield listed(document)
+
+    async def statement(self, scope: Scope, identifiers: Iterable[str]) -> list[dict[str, Any]]:
+        """Every record of the person within the scope, in the order things happened."""
+        hashes = tuple(identifiers)
+        if not hashes:
+            raise QueryError("identifiers", "name the person by at least one identifier hash")
+        return [r async for r in self.every(scope, Criteria(identifiers=hashes))]
+
+    async def statistics(self, scope: Scope, since: datetime | None, until: datetime) -> "Statistics":
+        """The counts of regulatory reporting over [since, until) (exclusions active: as of until)."""
+        if since is not None and since >= until:
+            raise QueryError("from", "from must be before to")
+        start, end = moment(since) if since else "", moment(until)
+        stats = Statistics(since=since, until=until)
+        scoped = scope.where()
+        requests: dict[str, dict[str, Any]] = {}
+        async for document in self._log.find({**scoped, "type": "exclusion.request", "at": {"$lt": end}}, {"facts": 1}):
+            facts = document.get("facts") or {}
+            requests[str(facts.get("request"))] = facts
+        latest: dict[str, tuple[int, str, dict[str, Any]]] = {}
+        started: dict[str, dict[str, Any]] = {}
+        async for document in self._log.find(
+            {**scoped, "type": {"$in": sorted(LIFECYCLE_TYPES)}, "at": {"$lt": end}}, {"facts": 1, "at": 1, "type": 1}
+        ):
+            facts = document.get("facts") or {}
+            exclusion = str(facts.get("exclusion_id"))
+            held = latest.get(exclusion)
+            ordering = (int(facts.get("version") or 0), str(document.get("at")))
+            if held is None or ordering >= held[:2]:
+                latest[exclusion] = (*ordering, facts)
+            if document.get("type") == "exclusion.activated" and str(document.get("at")) >= start:
+                started.setdefault(exclusion, facts)
+        for facts in started.values():
+            stats.started.count(facts, requests.get(str(facts.get("request"))))
+        for _, _, facts in latest.values():
+            if facts.get("state") in EXCLUDING:
+                stats.active.count(facts, requests.get(str(facts.get("request"))))
+        span = {"at": {"$gte": start, "$lt": end}}
+        async for document in self._log.find({**scoped, "type": "decision.made", **span}, {"facts": 1, "at": 1}):
+            stats.decisions[str(document.get("at"))[:10]][str((document.get("facts") or {}).get("outcome"))] += 1
+        enforced: list[tuple[str, str]] = []
+        async for document in self._log.find({**scoped, "type": "enforcement.commanded", **span}, {"facts": 1, "at": 1}):
+            facts = document.get("facts") or {}
+            if facts.get("action") == "end_sessions":
+                enforced.append((str(facts.get("exclusion_id")), str(document.get("at"))))
+        activated: dict[str, str] = {}
+        wanted = sorted({exclusion for exclusion, _ in enforced})
+        # The activation may be another operator's record: only the time between is answered.
+        async for document in self._log.find({"type": "exclusion.activated", "facts.exclusion_id": {"$in": wanted}}, {"facts": 1, "at": 1}):
+            exclusion = str((document.get("facts") or {}).get("exclusion_id"))
+            if exclusion not in activated or str(document.get("at")) < activated[exclusion]:
+                activated[exclusion] = str(document.get("at"))
+        for exclusion, at in enforced:
+            if exclusion in activated:
+                delay = datetime.fromisoformat(at) - datetime.fromisoformat(activated[exclusion])
+                stats.enforcement_ms.append(max(0.0, delay.total_seconds() * 1000))
+        async for document in self._log.find({**scoped, "type": "message.dead_lettered", **span}, {"facts": 1}):
+            stats.dead_letters[str((document.get("facts") or {}).get("topic"))] += 1
+        return stats
+
+
+@dataclass
+class Breakdown:
+    """Exclusions counted in all and by each dimension the regulators ask for."""
+
+    total: int = 0
+    by: dict[str, Counter[str]] = field(
+        default_factory=lambda: {name: Counter() for name in ("jurisdiction", "duration_kind", "birth_band", "gender")}
+    )
+
+    def count(self, facts: dict[str, Any], request: dict[str, Any] | None) -> None:
+        self.total += 1
+        known = request or {}
+        self.by["jurisdiction"][str(facts.get("jurisdiction") or "unknown")] += 1
+        self.by["duration_kind"][str(facts.get("duration_kind") or "unknown")] += 1
+        self.by["birth_band"][str(known.get("birth_band") or "unknown")] += 1
+        self.by["gender"][str(known.get("gender") or "unknown")] += 1
+
+    def as_json(self) -> dict[str, Any]:
+        return {"total": self.total, **{f"by_{name}": dict(sorted(counts.items())) for name, counts in self.by.items()}}
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The nearest-rank percentile of the values (sorted here)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+@dataclass
+class Statistics:
+    since: datetime | None
+    until: datetime
+    started: Breakdown = field(default_factory=Breakdown)
+    active: Breakdown = field(default_factory=Breakdown)
+    decisions: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    enforcement_ms: list[float] = field(default_factory=list)
+    dead_letters: Counter[str] = field(default_factory=Counter)
+
+    def as_json(self) -> dict[str, Any]:
+        timing: dict[str, Any] = {"count": len(self.enforcement_ms)}
+        if self.enforcement_ms:
+            timing |= {f"p{p}": round(percentile(self.enforcement_ms, p), 1) for p in PERCENTILES}
+            timing["max"] = round(max(self.enforcement_ms), 1)
+        return {
+            "from": self.since.isoformat() if self.since else None,
+            "to": self.until.isoformat(),
+            "exclusions_started": self.started.as_json(),
+            "exclusions_active": {"at": self.until.isoformat(), **self.active.as_json()},
+            "decisions_by_day": [{"day": day, **dict(sorted(counts.items()))} for day, counts in sorted(self.decisions.items())],
+            "time_to_enforcement_ms": timing,
+            "dead_letters_by_topic": dict(sorted(self.dead_letters.items())),
+        }
+
+    def rows(self) -> list[tuple[str, str, str, float | int]]:
+        """The same figures as rows: (section, dimension, key, value), for CSV."""
+        figures = self.as_json()
+        rows: list[tuple[str, str, str, float | int]] = []
+        for section in ("exclusions_started", "exclusions_active"):
+            rows.append((section, "total", "", figures[section]["total"]))
+            for dimension in ("jurisdiction", "duration_kind", "birth_band", "gender"):
+                rows += [(section, dimension, key, n) for key, n in figures[section][f"by_{dimension}"].items()]
+        for day in figures["decisions_by_day"]:
+            rows += [("decisions_by_day", day["day"], outcome, n) for outcome, n in day.items() if outcome != "day"]
+        rows += [("time_to_enforcement_ms", "", key, value) for key, value in figures["time_to_enforcement_ms"].items()]
+        rows += [("dead_letters_by_topic", "topic", topic, n) for topic, n in figures["dead_letters_by_topic"].items()]
+        return rows

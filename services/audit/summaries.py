@@ -1,0 +1,105 @@
+"""What a record repeats of its (redacted) event outside its body, for the compliance queries: plain
+functions of the event, so the walk can recompute them and tell when they were changed.
+
+- ``references``: every id that ties the record to a person or to something of theirs: the
+  identifier hashes it carries, its subject, the exclusion, the lift, the account event a decision
+  answers, the cause a delivery reports on. A person's records are found through them.
+- ``facts``: the few fields the statistics count by (jurisdiction, duration kind, year-of-birth
+  band, gender, outcome, action, a dead letter's topic). Nothing here is personal in clear: identity
+  is only ever its keyed hashes, and a year of birth only its decade.
+"""
+
+from datetime import UTC, datetime
+from typing import Any
+
+# Lifecycle events carry the whole exclusion (its snapshot): these types.
+LIFECYCLE_TYPES = frozenset(
+    {
+        "exclusion.requested",
+        "exclusion.cooling_off_started",
+        "exclusion.activated",
+        "exclusion.extended",
+        "exclusion.ending_soon",
+        "exclusion.expired",
+        "exclusion.lift_requested",
+        "exclusion.lift_refused",
+        "exclusion.lifted",
+        "exclusion.cancelled",
+    }
+)
+_REFERENCE_FIELDS = ("exclusion_id", "lift_id", "account_event_id", "cause_id")
+
+
+def references(event: dict[str, Any]) -> list[str]:
+    """The ids that tie the event to a person or to what is theirs, sorted, each once."""
+    found: set[str] = set()
+    if isinstance(subject := event.get("subject"), str) and subject:
+        found.add(subject)
+    payload = event.get("payload")
+    if isinstance(payload, dict):
+        for name in ("identity", "identifiers"):
+            if isinstance(hashes := payload.get(name), list):
+                found.update(h for h in hashes if isinstance(h, str))
+        for name in _REFERENCE_FIELDS:
+            if isinstance(value := payload.get(name), str) and value:
+                found.add(value)
+    return sorted(found)
+
+
+def birth_band(year: object) -> str | None:
+    """The decade of a year of birth ("1980s"): what the statistics count by, never the year itself."""
+    return f"{int(year) // 10 * 10}s" if isinstance(year, int) and not isinstance(year, bool) else None
+
+
+def facts(event: dict[str, Any]) -> dict[str, Any] | None:
+    """What the statistics count the event by; None for the events they do not count."""
+    kind = event.get("type")
+    payload = event.get("payload")
+    if not isinstance(payload, dict):
+        return None
+    if kind in LIFECYCLE_TYPES:
+        return {
+            "exclusion_id": payload.get("exclusion_id"),
+            "jurisdiction": payload.get("jurisdiction"),
+            "state": payload.get("state"),
+            "duration_kind": "fixed" if payload.get("ends_at") else "until_lifted",
+            "version": payload.get("version"),
+            "request": event.get("correlation_id"),
+        }
+    if kind == "exclusion.request":
+        return {
+            "jurisdiction": payload.get("jurisdiction"),
+            "gender": payload.get("gender"),
+            "birth_band": birth_band(payload.get("year_of_birth")),
+            "request": event.get("correlation_id") or event.get("id"),
+        }
+    if kind == "decision.made":
+        return {"outcome": payload.get("outcome"), "kind": payload.get("kind")}
+    if kind == "enforcement.commanded":
+        return {"action": payload.get("action"), "exclusion_id": payload.get("exclusion_id")}
+    if kind == "message.dead_lettered":
+        return {"topic": payload.get("topic"), "consumer": payload.get("consumer")}
+    return None
+
+
+def moment(when: datetime) -> str:
+    """A moment as the queries compare it: UTC, always the same width, so text order is time order."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def moment_of(value: object) -> str | None:
+    """``moment`` of an event's ``occurred_at`` (any offset); None if it is no moment."""
+    try:
+        when = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return moment(when) if when.tzinfo is not None else None
+
+
+def query_fields(event: dict[str, Any]) -> dict[str, Any]:
+    """The record's fields for queries: ``at`` (when it happened, comparable) and ``refs`` always,
+    ``facts`` when the statistics count it."""
+    fields: dict[str, Any] = {"at": moment_of(event.get("occurred_at")), "refs": references(event)}
+    if (counted := facts(event)) is not None:
+        fields["facts"] = counted
+    return fields
