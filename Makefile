@@ -8,10 +8,18 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The browser assets come from npm (web/package-lock.json) at install time, never from a CDN at run
+# time: Chart.js is copied where the gateway serves its static files; the browser tests read axe-core
+# from web/node_modules. A changed lock file re-runs the install.
+VENDOR := services/gateway/web/static/vendor
+
+$(STAMP): pyproject.toml web/package.json web/package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	cd web && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	mkdir -p $(VENDOR)
+	cp web/node_modules/chart.js/dist/chart.umd.min.js $(VENDOR)/chart.umd.min.js
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -31,4 +39,4 @@ test: $(STAMP)
 	  if [ $$code -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$code; }
 
 clean:
-	rm -rf $(VENV) .selfex .pytest_cache .hypothesis
+	rm -rf $(VENV) .selfex .pytest_cache .hypothesis web/node_modules $(VENDOR)

@@ -125,6 +125,9 @@ def create_app(
         log.info("portal_not_mounted")
     else:
         mount(app, portal.router)
+    from services.gateway import web
+
+    web.install(app)  # the landing page, the portal's and the console's pages, their static files
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> JSONResponse:

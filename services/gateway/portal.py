@@ -172,8 +172,12 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
 @answers
 async def request_exclusion(request: Request) -> JSONResponse:
     """Ask for an exclusion for yourself; a code (or a document request) follows."""
-    state = request.app.state
-    form = _validated(PortalExclusionRequest, await _json_object(request))
+    return await exclusion_requested(request.app.state, _validated(PortalExclusionRequest, await _json_object(request)))
+
+
+async def exclusion_requested(state, form: PortalExclusionRequest) -> JSONResponse:
+    """The request, checked against its policy and published; its answer (the portal's web pages share it).
+    A refusal raises ``Problem`` naming the field."""
     identity = _checked_identity(form)
     policy = state.policies.get(form.jurisdiction.upper())
     if policy is None:
@@ -215,10 +219,12 @@ async def request_exclusion(request: Request) -> JSONResponse:
 @answers
 async def submit_code(exclusion_id: str, request: Request) -> JSONResponse:
     """Confirm the request with the 6-digit code you received."""
-    state = request.app.state
+    return await code_submitted(request.app.state, exclusion_id, (await _json_object(request)).get("code"))
+
+
+async def code_submitted(state, exclusion_id: str, code: Any) -> JSONResponse:
+    """The person's code for their request, sealed and published; verification's answer."""
     exclusion = await _known_exclusion(state.db, exclusion_id)
-    body = await _json_object(request)
-    code = body.get("code")
     if not isinstance(code, str) or not CODE.fullmatch(code.strip()):
         raise Problem(400, "code must be the 6 digits you received", "code")
     sealed = state.sealer.seal_text(code.strip(), CodeSubmittedPayload.sealing_context(exclusion))
@@ -253,7 +259,11 @@ async def upload_document(exclusion_id: str, request: Request) -> JSONResponse:
     if declared.isdigit() and int(declared) > MAX_DOCUMENT_BYTES + 64 * 1024:
         raise Problem(413, "the document is larger than 10 MB", "file")
     exclusion = await _known_exclusion(state.db, exclusion_id)
-    data = await _uploaded_file(request)
+    return await document_submitted(state, exclusion, await _uploaded_file(request))
+
+
+async def document_submitted(state, exclusion: uuid.UUID, data: bytes) -> JSONResponse:
+    """An identity document for the request: sniffed, sealed, kept, and submitted for review."""
     content_type = _sniffed(data)
     verification = await MongoVerificationViews(state.db).get(exclusion)
     if verification is not None and verification["state"] != "awaiting_document":
