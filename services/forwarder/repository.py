@@ -30,8 +30,15 @@ class Status:
 
 class Deliveries:
     def __init__(self, database: AsyncDatabase) -> None:
-        self._deliveries = database["deliveries"]
-        self._state = database["forwarder_state"]
+        self._database = database  # read at each use: a service's store opens in its lifespan
+
+    @property
+    def _deliveries(self):
+        return self._database["deliveries"]
+
+    @property
+    def _state(self):
+        return self._database["forwarder_state"]
 
     async def add(self, delivery: dict[str, Any]) -> bool:
         """Record a delivery, pending, before any attempt; False if it was recorded already (a redelivered event)."""
