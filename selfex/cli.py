@@ -153,6 +153,7 @@ def _secrets() -> int:
     print(f"SELFEX_HASH_KEY_ID=k{date.today():%Y%m%d}")
     print(f"SELFEX_ENCRYPTION_KEYS={key_id}:{base64.b64encode(secrets.token_bytes(32)).decode()}")
     print(f"SELFEX_ENCRYPTION_KEY_ID={key_id}")
+    print(f"SELFEX_AUDIT_QUERY_TOKEN={secrets.token_urlsafe(48)}")
     return 0
 
 
@@ -246,10 +247,11 @@ def _run_service(name: str, settings: Settings) -> int:
     if kind == "http":
         import uvicorn
 
+        host, port = module.address(settings) if hasattr(module, "address") else (settings.gateway_host, settings.gateway_port)
         uvicorn.run(
             module.create_app(settings),
-            host=settings.gateway_host,
-            port=settings.gateway_port,
+            host=host,
+            port=port,
             log_config=None,
             access_log=False,
         )

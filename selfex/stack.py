@@ -22,7 +22,7 @@ import structlog
 
 from shared.broker import ensure_topics
 from shared.infra import EmbeddedInfra, embedded_from_settings, environment_for, free_port, port_is_open
-from shared.settings import Settings
+from shared.settings import InsecureSettingsError, Settings, audit_query_token
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +35,7 @@ SERVICES: dict[str, tuple[str, str]] = {
     "notification": ("services.notification.app", "stream"),
     "forwarder": ("services.forwarder.app", "stream"),  # with no register configured it idles and says so
     "gateway": ("services.gateway.app", "http"),
+    "audit-query": ("services.audit.query", "http"),  # the compliance queries' read-only API (ADR 0007)
 }
 STOP_TIMEOUT_SECONDS = 15.0
 SUPERVISE_EVERY_SECONDS = 0.2
@@ -127,6 +128,8 @@ class Stack:
         try:
             self.start()
             print(f"Selfex is up. Gateway: http://{self.settings.gateway_host}:{self.settings.gateway_port}", flush=True)
+            if "audit-query" in self.children:
+                print(f"  audit queries (the gateway's /v1/compliance): {self.settings.audit_query_base_url}", flush=True)
             for child in self.children.values():
                 if child.readyz:
                     print(f"  {child.name} readiness: {child.readyz}", flush=True)
@@ -160,16 +163,41 @@ class Stack:
             )
             env |= self._start_mail_sink()
         self.settings.require_secrets("selfex up")  # named servers: no service starts with a public secret
+        env |= self._audit_query_address()
         asyncio.run(ensure_topics(self.settings))
         if self.demo_operator:
             self._issue_demo_key()
         now = time.monotonic()
-        for name in self.services:
+        for name in self._startable():
             stream = SERVICES[name][1] == "stream"
             child = Child(name, env, health_port=free_port() if stream else 0, health_host=self.settings.health_host)
             child.spawn(now)
             self.children[name] = child
             log.info("service_started", service=name, pid=child.pid, readyz=child.readyz)
+
+    def _audit_query_address(self) -> dict[str, str]:
+        """The audit query API's port, and so the gateway's way to it: another free one when the
+        configured port is taken (two development stacks on one machine), unless a URL is named."""
+        if "audit-query" not in self.services or self.settings.audit_query_url:
+            return {}
+        port = self.settings.audit_query_port
+        if port_is_open(port, self.settings.audit_query_host):
+            port = free_port()
+        self.settings = self.settings.model_copy(update={"audit_query_port": port})
+        return {"SELFEX_AUDIT_QUERY_PORT": str(port)}
+
+    def _startable(self) -> list[str]:
+        """The services to run: all asked for, but the audit query API only with a token it accepts
+        (outside development it refuses a weak one; the gateway then answers 503 naming the setting)."""
+        names = list(self.services)
+        if "audit-query" in names:
+            try:
+                audit_query_token(self.settings, "audit-query is not started")
+            except InsecureSettingsError as exc:
+                names.remove("audit-query")
+                log.warning("service_not_started", service="audit-query", reason=str(exc))
+                print(f"selfex up: {exc}", flush=True)
+        return names
 
     def _start_mail_sink(self) -> dict[str, str]:
         """A development stack's mail stays on the machine: an SMTP sink keeps it under the data folder."""

@@ -65,6 +65,11 @@ async def verify(log: MongoAuditLog, *, against: Iterable[dict[str, Any]] = (), 
         report.records += count
         if finding is not None:
             report.findings.append(finding)
+    for chain in sorted(set(anchors) - set(chains)):  # retention always leaves a chain's newest record
+        cut = anchors[chain]
+        report.findings.append(
+            Finding(chain, cut.seq + 1, "-", "deleted", f"every record after the retention anchor at seq {cut.seq} is gone")
+        )
     kept = list(against)
     for checkpoint in kept:
         try:

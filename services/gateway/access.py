@@ -61,14 +61,17 @@ class Permission(StrEnum):
     CASEWORK = "casework"  # every operator's records, not only its own
     REVIEW = "review"  # approve or reject an identity document
     CANCEL = "cancel"  # cancel an exclusion made in error
+    COMPLIANCE = "compliance"  # the audit log's compliance queries: its operator's records, or every one's with CASEWORK
     SYNC = "sync"  # read the register's change feed (every exclusion's keyed hashes, paged: /v1/register/changes)
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.OPERATOR: frozenset({Permission.CHECK, Permission.EXCLUDE, Permission.READ, Permission.SYNC}),
-    Role.OPERATOR_COMPLIANCE: frozenset({Permission.READ}),
-    Role.REGISTER_STAFF: frozenset({Permission.CHECK, Permission.READ, Permission.CASEWORK, Permission.REVIEW, Permission.CANCEL}),
-    Role.REGULATOR: frozenset({Permission.CHECK, Permission.READ, Permission.CASEWORK}),  # reads only, never a write
+    Role.OPERATOR_COMPLIANCE: frozenset({Permission.READ, Permission.COMPLIANCE}),
+    Role.REGISTER_STAFF: frozenset(
+        {Permission.CHECK, Permission.READ, Permission.CASEWORK, Permission.REVIEW, Permission.CANCEL, Permission.COMPLIANCE}
+    ),
+    Role.REGULATOR: frozenset({Permission.CHECK, Permission.READ, Permission.CASEWORK, Permission.COMPLIANCE}),  # reads only, never a write
 }
 # Every role an operator's key may carry (what the demo operator and the benches get).
 ALL_PERMISSIONS = OPERATOR_ROLES

@@ -10,7 +10,7 @@ from fastapi.routing import APIRoute
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from services.gateway import chipout, gamstop, handlers, native, problems, register
+from services.gateway import chipout, compliance, gamstop, handlers, native, problems, register
 from services.gateway.access import Gatekeeper
 from services.gateway.coalescing import CoalescingLookup
 from services.gateway.context import Arrivals, Gateway
@@ -118,6 +118,7 @@ def create_app(
     mount(app, gamstop.router)
     mount(app, chipout.router)
     mount(app, native.router)
+    mount(app, compliance.router)
     mount(app, register.router)
     try:
         from services.gateway import portal

@@ -97,7 +97,7 @@ async def test_a_killed_service_is_restarted_and_the_stack_keeps_its_topics(tmp_
         wait_for_health(base_url, process, log_path, timeout=90)
         key = (tmp_path / ".selfex" / "demo-operator.key").read_text().strip()
         started = {r["service"]: r for r in _log_events(log_path, "service_started")}
-        assert set(started) == {"registration", "blocking", "audit", "verification", "notification", "gateway"}
+        assert set(started) == {"registration", "blocking", "audit", "verification", "notification", "forwarder", "gateway", "audit-query"}
         # Every stream service serves its readiness on a port of its own, and the stack says where.
         text = log_path.read_text()
         for name in ("registration", "blocking", "audit", "verification"):

@@ -54,6 +54,7 @@ EVERYONE = expect(OPEN, OPEN, OPEN, OPEN, OPEN, nobody=OPEN)
 SCREENING = expect(OK, DENIED, OK, OK, OK)  # checks of people: reads, for operators, staff and the regulator
 OWN_EXCLUSION_WRITE = expect(OK, DENIED, HIDDEN, DENIED, DENIED)
 STAFF_ONLY = expect(DENIED, DENIED, DENIED, OK, DENIED)
+COMPLIANCE_QUERY = expect(DENIED, 503, DENIED, 503, 503)
 
 
 @dataclass
@@ -136,6 +137,16 @@ TABLE: dict[tuple[str, str], tuple[Request, dict[str, str | int]]] = {
         keyed(path=lambda c: c.exclusion["exclusion_id"], json={"approved": False, "note": "route table"}),
         STAFF_ONLY,
     ),
+    # compliance queries (the audit's query API is not running in this world: an admitted key gets its 503)
+    **{
+        (method, "/v1/compliance" + path): (keyed(json=body) if method == "POST" else keyed(), COMPLIANCE_QUERY)
+        for method, path, body in [
+            ("POST", "/records", {}),
+            ("POST", "/records/export", {}),
+            ("POST", "/statement", {"identity": {"email": "someone@example.com"}}),
+            ("GET", "/statistics", None),
+        ]
+    },
     # the person's portal: no key
     **{
         (method, "/v1/portal" + path): (anonymous(json={}), EVERYONE)
