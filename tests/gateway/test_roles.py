@@ -133,6 +133,8 @@ TABLE: dict[tuple[str, str], tuple[Request, dict[str, str | int]]] = {
     ("POST", "/v1/checks/batch"): (keyed(json=lambda c: {"persons": [{"ref": "1", "identity": someone()}]}), SCREENING),
     # A's decisions, named: A's keys, staff and the regulator read them; B's key may not.
     ("GET", "/v1/decisions"): (keyed(params=lambda c: {"operator_id": c.exclusion["_operator"]}), expect(OK, OK, DENIED, OK, OK)),
+    # the register's change feed: operator platforms sync it (keyed hashes of everyone), nobody else
+    ("GET", "/v1/register/changes"): (keyed(params={"limit": 1}), expect(OK, DENIED, OK, DENIED, DENIED)),
     ("POST", "/v1/verifications/{exclusion_id}/documents/{document_id}/review"): (
         keyed(path=lambda c: c.exclusion["exclusion_id"], json={"approved": False, "note": "route table"}),
         STAFF_ONLY,
