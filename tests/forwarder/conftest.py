@@ -150,8 +150,15 @@ class FaultProxy:
 
     async def _pass(self, request: Request) -> Response:
         body = await request.body()
-        email = (json.loads(body or b"{}").get("identity") or {}).get("email") if request.method == "POST" else None
-        record: dict[str, Any] = {"path": request.url.path, "email": email, "idempotency_key": request.headers.get("idempotency-key")}
+        sent = json.loads(body or b"{}") if request.method == "POST" else {}
+        email = (sent.get("identity") or {}).get("email")
+        record: dict[str, Any] = {
+            "path": request.url.path,
+            "email": email,
+            "uid": sent.get("uid"),
+            "fields": sorted(sent) + sorted(f"identity.{k}" for k in sent.get("identity") or {}),
+            "idempotency_key": request.headers.get("idempotency-key"),
+        }
         self.seen.append(record)
         if email in self.fail_for:
             record["status"] = 500
