@@ -22,7 +22,7 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.audit.repository import LOG
-from services.audit.summaries import LIFECYCLE_TYPES, moment
+from services.audit.summaries import LIFECYCLE_TYPES, instant, moment
 
 MAX_IDENTIFIERS = 64
 EXCLUDING = frozenset({"active", "lift_requested"})
@@ -77,7 +77,7 @@ def cursor_of(document: dict[str, Any]) -> str:
 def _after(cursor: str) -> dict[str, Any]:
     try:
         at, record_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(at, str | None) or not isinstance(record_id, str):
+        if not isinstance(at, int | None) or isinstance(at, bool) or not isinstance(record_id, str):
             raise ValueError
     except (ValueError, TypeError, binascii.Error):
         raise QueryError("cursor", "cursor is not one this API gave out (use next_cursor as it was answered)") from None
@@ -120,8 +120,9 @@ class AuditQueries:
                 found.add(document["_id"])  # the decision that answers it names it
         return sorted(found)
 
-    async def where(self, scope: Scope, criteria: Criteria) -> dict[str, Any]:
-        parts: list[dict[str, Any]] = []
+    async def where(self, scope: Scope, criteria: Criteria, *, cursor: str | None = None) -> dict[str, Any]:
+        """The filter of a search: one flat ``$and`` of its parts (the embedded store mishandles nested ones)."""
+        parts: list[dict[str, Any]] = [_after(cursor)] if cursor else []
         if scope.operator_id is not None:
             parts.append(scope.where())
         if criteria.operator_id is not None:
@@ -131,7 +132,7 @@ class AuditQueries:
         if criteria.since is not None or criteria.until is not None:
             if criteria.since and criteria.until and criteria.since >= criteria.until:
                 raise QueryError("from", "from must be before to")
-            span: dict[str, str] = {}
+            span: dict[str, int] = {}
             if criteria.since is not None:
                 span["$gte"] = moment(criteria.since)
             if criteria.until is not None:
@@ -143,9 +144,7 @@ class AuditQueries:
 
     async def page(self, scope: Scope, criteria: Criteria, *, cursor: str | None = None, limit: int = 100) -> tuple[list[dict], str | None]:
         """One page of records in time order, and the cursor of the next (None: this was the last)."""
-        where = await self.where(scope, criteria)
-        if cursor:
-            where = {"$and": [where, _after(cursor)]} if where else _after(cursor)
+        where = await self.where(scope, criteria, cursor=cursor)
         found = await self._log.find(where, LISTED, sort=[("at", ASCENDING), ("_id", ASCENDING)], limit=limit + 1).to_list()
         more = len(found) > limit
         found = found[:limit]
@@ -168,14 +167,14 @@ class AuditQueries:
         """The counts of regulatory reporting over [since, until) (exclusions active: as of until)."""
         if since is not None and since >= until:
             raise QueryError("from", "from must be before to")
-        start, end = moment(since) if since else "", moment(until)
+        start, end = moment(since) if since else 0, moment(until)
         stats = Statistics(since=since, until=until)
         scoped = scope.where()
         requests: dict[str, dict[str, Any]] = {}
         async for document in self._log.find({**scoped, "type": "exclusion.request", "at": {"$lt": end}}, {"facts": 1}):
             facts = document.get("facts") or {}
             requests[str(facts.get("request"))] = facts
-        latest: dict[str, tuple[int, str, dict[str, Any]]] = {}
+        latest: dict[str, tuple[int, int, dict[str, Any]]] = {}
         started: dict[str, dict[str, Any]] = {}
         async for document in self._log.find(
             {**scoped, "type": {"$in": sorted(LIFECYCLE_TYPES)}, "at": {"$lt": end}}, {"facts": 1, "at": 1, "type": 1}
@@ -183,10 +182,10 @@ class AuditQueries:
             facts = document.get("facts") or {}
             exclusion = str(facts.get("exclusion_id"))
             held = latest.get(exclusion)
-            ordering = (int(facts.get("version") or 0), str(document.get("at")))
+            ordering = (int(facts.get("version") or 0), int(document.get("at") or 0))
             if held is None or ordering >= held[:2]:
                 latest[exclusion] = (*ordering, facts)
-            if document.get("type") == "exclusion.activated" and str(document.get("at")) >= start:
+            if document.get("type") == "exclusion.activated" and int(document.get("at") or 0) >= start:
                 started.setdefault(exclusion, facts)
         for facts in started.values():
             stats.started.count(facts, requests.get(str(facts.get("request"))))
@@ -195,23 +194,23 @@ class AuditQueries:
                 stats.active.count(facts, requests.get(str(facts.get("request"))))
         span = {"at": {"$gte": start, "$lt": end}}
         async for document in self._log.find({**scoped, "type": "decision.made", **span}, {"facts": 1, "at": 1}):
-            stats.decisions[str(document.get("at"))[:10]][str((document.get("facts") or {}).get("outcome"))] += 1
-        enforced: list[tuple[str, str]] = []
+            day = instant(document.get("at") or 0).date().isoformat()
+            stats.decisions[day][str((document.get("facts") or {}).get("outcome"))] += 1
+        enforced: list[tuple[str, int]] = []
         async for document in self._log.find({**scoped, "type": "enforcement.commanded", **span}, {"facts": 1, "at": 1}):
             facts = document.get("facts") or {}
             if facts.get("action") == "end_sessions":
-                enforced.append((str(facts.get("exclusion_id")), str(document.get("at"))))
-        activated: dict[str, str] = {}
+                enforced.append((str(facts.get("exclusion_id")), int(document.get("at") or 0)))
+        activated: dict[str, int] = {}
         wanted = sorted({exclusion for exclusion, _ in enforced})
         # The activation may be another operator's record: only the time between is answered.
         async for document in self._log.find({"type": "exclusion.activated", "facts.exclusion_id": {"$in": wanted}}, {"facts": 1, "at": 1}):
             exclusion = str((document.get("facts") or {}).get("exclusion_id"))
-            if exclusion not in activated or str(document.get("at")) < activated[exclusion]:
-                activated[exclusion] = str(document.get("at"))
+            if exclusion not in activated or int(document.get("at") or 0) < activated[exclusion]:
+                activated[exclusion] = int(document.get("at") or 0)
         for exclusion, at in enforced:
             if exclusion in activated:
-                delay = datetime.fromisoformat(at) - datetime.fromisoformat(activated[exclusion])
-                stats.enforcement_ms.append(max(0.0, delay.total_seconds() * 1000))
+                stats.enforcement_ms.append(max(0.0, (at - activated[exclusion]) / 1000))
         async for document in self._log.find({**scoped, "type": "message.dead_lettered", **span}, {"facts": 1}):
             stats.dead_letters[str((document.get("facts") or {}).get("topic"))] += 1
         return stats

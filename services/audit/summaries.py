@@ -9,7 +9,7 @@ functions of the event, so the walk can recompute them and tell when they were c
   is only ever its keyed hashes, and a year of birth only its decade.
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 # Lifecycle events carry the whole exclusion (its snapshot): these types.
@@ -82,12 +82,23 @@ def facts(event: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def moment(when: datetime) -> str:
-    """A moment as the queries compare it: UTC, always the same width, so text order is time order."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def moment_of(value: object) -> str | None:
+def moment(when: datetime) -> int:
+    """A moment as the queries compare it: microseconds since the epoch (UTC). A number, not text:
+    the embedded store compares ISO-looking strings as dates to the second, which would tie (and so
+    page wrongly) everything that happened within one second."""
+    delta = when.astimezone(UTC) - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def instant(at: int) -> datetime:
+    """The moment ``moment`` gave ``at`` for."""
+    return EPOCH + timedelta(microseconds=int(at))
+
+
+def moment_of(value: object) -> int | None:
     """``moment`` of an event's ``occurred_at`` (any offset); None if it is no moment."""
     try:
         when = datetime.fromisoformat(str(value))
@@ -97,7 +108,7 @@ def moment_of(value: object) -> str | None:
 
 
 def query_fields(event: dict[str, Any]) -> dict[str, Any]:
-    """The record's fields for queries: ``at`` (when it happened, comparable) and ``refs`` always,
+    """The record's fields for queries: ``at`` (when it happened, in microseconds) and ``refs`` always,
     ``facts`` when the statistics count it."""
     fields: dict[str, Any] = {"at": moment_of(event.get("occurred_at")), "refs": references(event)}
     if (counted := facts(event)) is not None:

@@ -157,7 +157,7 @@ async def excluded(
         payload=EnforcementPayload(account_id=account, action="end_sessions", exclusion_id=who.exclusion_id),
     )
     letter = NotificationRequested(
-        occurred_at=at + timedelta(seconds=3),
+        occurred_at=at + timedelta(seconds=10),
         source="registration",
         subject=who.person_id,
         payload=NotificationRequestedPayload(template="exclusion_started"),

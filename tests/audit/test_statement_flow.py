@@ -7,6 +7,7 @@ each with its date and time, in order; the operator's compliance key sees its ow
 import re
 import uuid
 from contextlib import AsyncExitStack
+from datetime import datetime
 
 import pytest
 
@@ -101,7 +102,8 @@ async def test_the_statement_of_one_person_covers_every_step_of_the_flow(servers
             entries = made["entries"]
             steps = [e["step"] for e in entries]
             assert set(STEPS) <= set(steps), steps
-            assert [e["occurred_at"] for e in entries] == sorted(e["occurred_at"] for e in entries), "in the order things happened"
+            moments = [datetime.fromisoformat(e["occurred_at"]) for e in entries]
+            assert moments == sorted(moments), "in the order things happened"
             first = {step: steps.index(step) for step in STEPS}
             assert first["decision"] < first["request"] < first["verification"] < first["activation"] < first["enforcement"]
             assert [e["details"]["outcome"] for e in entries if e["type"] == "decision.made"] == ["ALLOW", "BLOCK"]
