@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         return _delegate(MAIL, argv[1:])
     if argv[:1] == ["audit"]:
         return _delegate(AUDIT, argv[1:])
+    if argv[:1] == ["forwarder"]:
+        return _delegate(FORWARDER, argv[1:])
     if argv[:1] == ["bench"] and argv[1:2] and argv[1] in BENCHES:
         return _delegate(BENCHES[argv[1]], argv[2:])
     parser = argparse.ArgumentParser(prog="selfex", description="Selfex, the gambling self-exclusion platform.")
@@ -74,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "deadletter", help="list, show or replay what the dead-letter topic holds (--original opens the bytes with the key)", add_help=False
     )
+    commands.add_parser("forwarder", help="deliveries to the register: status (pending, failed, lag), replay", add_help=False)
     commands.add_parser("mail", help="the mail the development stack's SMTP sink kept: list, show N", add_help=False)
 
     args = parser.parse_args(argv)
@@ -112,11 +115,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Commands whose module's ``main(argv) -> int`` takes the rest of the command line.
-BENCHES = {"decisions": "bench.decisions", "http": "bench.http", "enforcement": "bench.enforcement", "audit": "bench.audit"}
+BENCHES = {
+    "decisions": "bench.decisions",
+    "http": "bench.http",
+    "enforcement": "bench.enforcement",
+    "audit": "bench.audit",
+    "forwarder": "bench.forwarding",  # bench/forwarder.py is the decisions bench's bare forwarder, not this
+}
 OPERATORS = "services.gateway.operators"
 DEAD_LETTERS = "selfex.deadletters"
 MAIL = "selfex.mail"
 AUDIT = "selfex.audit"
+FORWARDER = "selfex.forwarder"
 
 
 def _docs(out: str | None) -> int:

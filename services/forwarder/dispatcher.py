@@ -72,26 +72,42 @@ class Dispatcher:
             self._task = None
 
     async def _run(self) -> None:
-        while True:
-            try:
-                busy = await self.round()
-            except Exception:
-                log.exception("delivery_round_failed")
-                busy = 0
-            if busy:
-                continue
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.forwarder_poll_seconds)
+        """Keep up to ``forwarder_concurrency`` attempts in flight: whenever one ends, a delivery is
+        recorded (``wake``) or the poll interval passes, take what is due into the free places."""
+        inflight: dict[str, asyncio.Task] = {}
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    await self._take_due(inflight)
+                    await self._note_breaker()
+                except Exception:
+                    log.exception("delivery_round_failed")
+                waker = asyncio.create_task(self._wake.wait())
+                await asyncio.wait(
+                    [waker, *inflight.values()], timeout=self.settings.forwarder_poll_seconds, return_when=asyncio.FIRST_COMPLETED
+                )
+                waker.cancel()
+                for delivery_id, task in list(inflight.items()):
+                    if task.done():
+                        del inflight[delivery_id]
+                        if not task.cancelled() and task.exception() is not None:
+                            log.error("delivery_attempt_crashed", delivery_id=delivery_id, error=repr(task.exception())[:300])
+        finally:
+            for task in inflight.values():  # stopping: each stays pending, taken again once its lease lapses
+                task.cancel()
 
-    async def round(self) -> int:
-        """Attempt every due delivery once (up to the concurrency); how many were attempted."""
+    async def _take_due(self, inflight: dict[str, asyncio.Task]) -> None:
+        free = self.settings.forwarder_concurrency - len(inflight)
+        if free <= 0:
+            return
         now = self.clock()
-        due = await self.deliveries.due(now, self.settings.forwarder_concurrency)
-        taken = [d for d in [await self.deliveries.take(d, now, self.lease) for d in due] if d is not None]
-        await asyncio.gather(*(self.attempt(d) for d in taken))
-        await self._note_breaker()
-        return len(taken)
+        for due in await self.deliveries.due(now, free + len(inflight)):
+            if due["_id"] in inflight or len(inflight) >= self.settings.forwarder_concurrency:
+                continue
+            taken = await self.deliveries.take(due, now, self.lease)
+            if taken is not None:
+                inflight[taken["_id"]] = asyncio.create_task(self.attempt(taken), name=f"forwarder.delivery.{taken['_id']}")
 
     async def attempt(self, delivery: dict[str, Any]) -> None:
         delivery_id, attempts = delivery["_id"], delivery["attempts"]

@@ -33,7 +33,7 @@ FAST = dict(
     forwarder_breaker_failures=3,
     forwarder_breaker_pause_seconds=1.0,
     forwarder_poll_seconds=0.1,
-    forwarder_timeout_seconds=2.0,
+    forwarder_timeout_seconds=10.0,
 )
 
 SECRETS = ("forwarder_register_key", "forwarder_sync_key", "forwarder_kafka_password")

@@ -60,7 +60,7 @@ async def test_an_exclusion_made_at_a_reaches_register_b_and_platform_d_and_noth
         status = await b.http.get("/v1.3/customer-status", params={"key": checker_at_b, "uid": harriet["uid"]})
         assert status.status_code == 200 and status.json()["Excluded"], status.text
         [sent] = await delivered(a, 1)
-        assert sent["attempts"] == 1 and sent["exclusion_id"] == made["exclusion_id"]
+        assert sent["exclusion_id"] == made["exclusion_id"]  # once, or again after a slow answer: the same Idempotency-Key
         assert "sealed_identity" in sent and harriet["email"] not in str(sent)  # kept sealed, never in clear
 
         # D imports B's exclusion from the change feed (on its schedule) and blocks a login.
