@@ -26,7 +26,7 @@ function ensureUser(database, user, pwd, roles) {
   print(`user ${user}: ${JSON.stringify(roles)}`);
 }
 
-for (const service of ["registration", "verification", "blocking", "gateway", "notification"]) {
+for (const service of ["registration", "verification", "blocking", "gateway", "notification", "forwarder"]) {
   const database = db.getSiblingDB(`${prefix}_${service}`);
   ensureUser(database, `selfex_${service}`, password(service), [{ role: "readWrite", db: database.getName() }]);
 }
