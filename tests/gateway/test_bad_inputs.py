@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from services.audit.query import create_app as audit_query_app
 from services.gateway.access import OPERATOR_ROLES
 from shared import topics
-from tests.gateway.conftest import new_person, new_uid, world
+from shared.infra import free_port
+from tests.gateway.conftest import new_person, new_uid, serving, world
 from tests.support import TopicReader
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
@@ -499,9 +501,17 @@ HOSTILE_QUERIES = [
 ]
 
 
+AUDIT_QUERY_TOKEN = "hostile-input-test-token-0123456789abcdef"
+
+
 async def test_every_documented_route_answers_hostile_input_with_a_4xx_never_a_500(servers):
-    """Walks the OpenAPI document: each route, each method, every hostile body and query above."""
-    async with world(servers) as the_world:
+    """Walks the OpenAPI document: each route, each method, every hostile body and query above (the
+    compliance routes' through to the audit's query API, which runs here too)."""
+    port = free_port()
+    async with (
+        world(servers, audit_query_port=port, audit_query_token=AUDIT_QUERY_TOKEN) as the_world,
+        serving(audit_query_app(the_world.settings, database=the_world.database), port),
+    ):
         key = await the_world.operator("everything", OPERATOR_ROLES)
         document = (await the_world.client.get("/openapi.json")).json()
         failures = []
