@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer
 
 from services.forwarder.domain import person_key
 from services.forwarder.repository import Deliveries
-from shared.broker import DeadLetters
+from shared.broker import DeadLetters, describe
 from shared.events import Event, RegisterChange
 from shared.identity import Hasher, IdentifierKind
 from shared.service import Clock
@@ -82,7 +82,12 @@ class ChangeFeedSync:
             while True:
                 page = await self._page(http, cursor)
                 for item in page["changes"]:
-                    if await self.importer.take(RegisterChange.model_validate(item)):
+                    try:
+                        change = RegisterChange.model_validate(item)
+                    except ValueError as exc:  # one change the register got wrong must not stall the feed
+                        log.warning("register_change_refused", source=self.source, error=describe(exc, 300))
+                        continue
+                    if await self.importer.take(change):
                         imported += 1
                 cursor = page["next"]
                 await self.deliveries.save_cursor(self.source, cursor)
