@@ -12,6 +12,9 @@ ones. Then, in one run:
   record (recorded_at minus the event's occurred_at, stamped when it was sent) as p50/p99/max;
 - with ``--verify-records N``: N records in ``--partitions`` chains written to a fresh audit
   database, then ``selfex audit verify`` run on it as a regulator would, its wall time and its line.
+- with ``--query-records N``: N records (account events of 1,000 people and a decision for each)
+  appended to a fresh audit database as the service appends them, then the compliance queries timed
+  on them (a page, a person's statement, an export, the statistics); ``--queries-only`` runs only this.
 
 A benchmark, not a test: it reports what it measures and asserts nothing.
 """
@@ -55,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bare", type=int, default=40_000, help="records in the bare insert run")
     parser.add_argument("--verify-records", type=int, default=0, help="records to verify (e.g. 1000000); 0 skips it")
     parser.add_argument("--partitions", type=int, default=6, help="partitions per topic (chains)")
+    parser.add_argument("--query-records", type=int, default=0, help="records to time the compliance queries on; 0 skips it")
+    parser.add_argument("--queries-only", action="store_true", help="only the compliance queries' timings (with --query-records)")
     args = parser.parse_args(argv)
     settings = Settings().model_copy(update={"topic_partitions": args.partitions})
     with tempfile.TemporaryDirectory(prefix="selfex-bench-") as workdir, servers(settings, Path(workdir)) as (settings, kind):
@@ -70,6 +75,9 @@ async def run(args, settings: Settings, kind: str, workdir: Path) -> int:
         flush=True,
     )
     hasher = Hasher.from_settings(settings)
+    if args.queries_only:
+        await query_timings(settings.model_copy(update={"mongo_db": f"bench_{tag}_queries"}), args.query_records, args.partitions, hasher)
+        return 0
     bare = await bare_insert_rate(settings, args.bare, hasher)
     print(
         f"store's bare batched insert: {bare:,.0f} records/s ({args.bare:,} audit-shaped records, insert_many of {MAX_BATCH:,})", flush=True
@@ -114,7 +122,83 @@ async def run(args, settings: Settings, kind: str, workdir: Path) -> int:
         await client.close()
     if args.verify_records:
         await verify_many(settings.model_copy(update={"mongo_db": f"bench_{tag}_verify"}), args.verify_records, args.partitions, hasher)
+    if args.query_records:
+        await query_timings(settings.model_copy(update={"mongo_db": f"bench_{tag}_queries"}), args.query_records, args.partitions, hasher)
     return 0
+
+
+async def query_timings(settings: Settings, count: int, partitions: int, hasher: Hasher) -> None:
+    """The compliance queries over ``count`` records: account events of 1,000 people, a decision each."""
+    from services.audit.queries import AuditQueries, Criteria, Scope
+    from services.audit.repository import Entry, MongoAuditLog
+
+    client = create_client(settings)
+    try:
+        database = client[settings.database_for("audit")]
+        await ensure_indexes(database, INDEXES)
+        log = MongoAuditLog(database)
+        events_topic = settings.topic(topics.of_operator(OPERATOR, topics.ACCOUNT_EVENTS))
+        decisions_topic = settings.topic(topics.of_operator(OPERATOR, topics.DECISIONS))
+        offsets: dict[tuple[str, int], int] = {}
+        started = time.perf_counter()
+        batch: list[Entry] = []
+        for n in range(count // 2):
+            login = AccountEventOccurred(
+                source="bench",
+                operator_id=OPERATOR,
+                payload=AccountEventPayload(
+                    operator_event_id=f"e-{n}", account_id=f"acc-{n}", kind=AccountEventKind.LOGIN, identity=identity(n % 1000)
+                ),
+            )
+            outcome = Outcome.BLOCK if n % 10 == 0 else Outcome.ALLOW
+            decision = DecisionMade(
+                source="bench",
+                operator_id=OPERATOR,
+                payload=DecisionPayload(
+                    account_event_id=login.id,
+                    operator_event_id=f"e-{n}",
+                    account_id=f"acc-{n}",
+                    kind=AccountEventKind.LOGIN,
+                    outcome=outcome,
+                ),
+            )
+            for topic, event in ((events_topic, login), (decisions_topic, decision)):
+                offset = offsets[(topic, n % partitions)] = offsets.get((topic, n % partitions), -1) + 1
+                batch.append(Entry(topic, n % partitions, offset, utcnow().isoformat(timespec="milliseconds"), event.redacted(hasher)))
+            if len(batch) >= MAX_BATCH:
+                await log.append(batch)
+                batch = []
+        await log.append(batch)
+        print(f"{count:,} records appended in {time.perf_counter() - started:,.0f} s for the query timings", flush=True)
+        queries = AuditQueries(database)
+
+        async def timed(what: str, work) -> None:
+            began = time.perf_counter()
+            said = await work()
+            print(f"  {what}: {(time.perf_counter() - began) * 1000:,.0f} ms ({said})", flush=True)
+
+        async def page() -> str:
+            found, cursor = await queries.page(Scope(OPERATOR), Criteria(types=("decision.made",)), limit=100)
+            found, _ = await queries.page(Scope(OPERATOR), Criteria(types=("decision.made",)), cursor=cursor, limit=100)
+            return f"{len(found)} records"
+
+        async def statement() -> str:
+            return f"{len(await queries.statement(Scope(None), hasher.lookup_forms(identity(7))))} records"
+
+        async def export() -> str:
+            return f"{sum([1 async for _ in queries.every(Scope(None), Criteria(types=('decision.made',)))]):,} records"
+
+        async def statistics() -> str:
+            figures = (await queries.statistics(Scope(None), None, utcnow())).as_json()
+            return f"{sum(sum(v for k, v in day.items() if k != 'day') for day in figures['decisions_by_day']):,} decisions counted"
+
+        await timed("second page of 100 decisions (type, cursor)", page)
+        await timed("a person's statement (their account events and decisions)", statement)
+        await timed("export of every decision (read and listed)", export)
+        await timed("statistics over the whole log", statistics)
+    finally:
+        await client.drop_database(settings.database_for("audit"))
+        await client.close()
 
 
 def producer(settings: Settings) -> AIOKafkaProducer:

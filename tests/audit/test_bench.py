@@ -27,7 +27,22 @@ def test_the_audit_bench_runs_and_prints_every_figure(settings, monkeypatch, cap
         monkeypatch.setenv(name, value)
 
     code = bench.main(
-        ["--rate", "100", "--seconds", "1", "--events", "300", "--bare", "500", "--verify-records", "3000", "--partitions", "2"]
+        [
+            "--rate",
+            "100",
+            "--seconds",
+            "1",
+            "--events",
+            "300",
+            "--bare",
+            "500",
+            "--verify-records",
+            "3000",
+            "--partitions",
+            "2",
+            "--query-records",
+            "400",
+        ]
     )
 
     out = capsys.readouterr().out
@@ -43,4 +58,7 @@ def test_the_audit_bench_runs_and_prints_every_figure(settings, monkeypatch, cap
     assert re.search(
         rf"selfex audit verify over 3,000 records: {NUMBER} s wall, exit 0: intact: 3000 records in 2 chains verified in {NUMBER} s", out
     ), out
+    assert re.search(rf"400 records appended in {NUMBER} s for the query timings", out), out
+    for what in ("second page of 100 decisions", "a person's statement", "export of every decision", "statistics over the whole log"):
+        assert re.search(rf"  {what}.*: {NUMBER} ms \(", out), out
     assert "nan" not in out, "every figure was measured"
