@@ -11,7 +11,7 @@ from typing import Any
 
 from shared.settings import Settings
 
-RESEALED = ("registration", "gateway", "notification")  # the services that keep sealed data, each resealed in its own database
+RESEALED = ("registration", "gateway", "notification", "forwarder")  # the services that keep sealed data, each resealed in its own database
 # The services that store identifier hashes, in the order they are re-keyed: those that receive
 # hashes first, registration (which makes them) last.
 REHASHED = ("blocking", "gateway", "registration")
@@ -171,6 +171,7 @@ async def _reencrypt(settings: Settings, services: Sequence[str] = RESEALED) -> 
     """Each service's own sealed data, sealed again with the current key, in that service's own
     database: run it once every replica has the new key (SELFEX_ENCRYPTION_KEYS lists old and new,
     SELFEX_ENCRYPTION_KEY_ID names the new); then the old key can leave the list."""
+    from services.forwarder.repository import Deliveries
     from services.gateway.repository import MongoIdentityDocuments
     from services.notification.repository import MongoContacts
     from services.registration.repository import MongoExclusions
@@ -179,7 +180,12 @@ async def _reencrypt(settings: Settings, services: Sequence[str] = RESEALED) -> 
 
     settings.require_secrets("selfex reencrypt")
     sealer = Sealer.from_settings(settings)
-    resealers: dict[str, Any] = {"registration": MongoExclusions, "gateway": MongoIdentityDocuments, "notification": MongoContacts}
+    resealers: dict[str, Any] = {
+        "registration": MongoExclusions,
+        "gateway": MongoIdentityDocuments,
+        "notification": MongoContacts,
+        "forwarder": Deliveries,
+    }
     client = create_client(settings)
     try:
         counts = {service: await resealers[service](client[settings.database_for(service)]).reseal(sealer) for service in services}

@@ -9,6 +9,8 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from shared.crypto import Sealer
+
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 INDEXES = {
     "deliveries": [IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)]), IndexModel([("created_at", ASCENDING)])],
@@ -115,6 +117,19 @@ class Deliveries:
             breaker=breaker.get("state"),
             register=breaker.get("register"),
         )
+
+    async def reseal(self, sealer: Sealer) -> int:
+        """Each delivery not yet delivered whose sealed identity is under an older key, sealed again
+        with the current one (only if it is still the token read); how many."""
+        resealed = 0
+        async for delivery in self._deliveries.find({"status": {"$ne": DELIVERED}}, {"sealed_identity": 1, "exclusion_id": 1}):
+            token = delivery.get("sealed_identity")
+            if token and (fresh := sealer.reseal(token, f"forwarding:{delivery['exclusion_id']}")):
+                result = await self._deliveries.update_one(
+                    {"_id": delivery["_id"], "sealed_identity": token}, {"$set": {"sealed_identity": fresh}}
+                )
+                resealed += result.modified_count
+        return resealed
 
     # --- state ------------------------------------------------------------------------------
 

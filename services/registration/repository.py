@@ -325,8 +325,12 @@ class MongoExclusions:
                         {"_id": person["_id"], f"contacts.{kind}": token}, {"$set": {f"contacts.{kind}": fresh}}
                     )
                     resealed += result.modified_count
-        async for document in self._exclusions.find({}, {"third_party": 1, "support_persons": 1}):
-            tokens = [(document.get("third_party") or {}).get("applicant_name"), *(document.get("support_persons") or [])]
+        async for document in self._exclusions.find({}, {"third_party": 1, "support_persons": 1, "forwarding": 1}):
+            tokens = [
+                (document.get("third_party") or {}).get("applicant_name"),
+                document.get("forwarding"),
+                *(document.get("support_persons") or []),
+            ]
             if any(token and not sealer.is_current(token) for token in tokens) and await self._reseal_exclusion(document["_id"], sealer):
                 resealed += 1
         return resealed
@@ -341,10 +345,14 @@ class MongoExclusions:
             fresh_applicant = sealer.reseal(applicant, f"third_party:{exclusion_id}") if applicant else None
             persons = list(document.get("support_persons") or [])
             fresh_persons = [sealer.reseal(token, f"support_person:{exclusion_id}") for token in persons]
-            if fresh_applicant is None and not any(fresh_persons):
+            forwarding = document.get("forwarding")
+            fresh_forwarding = sealer.reseal(forwarding, f"forwarding:{exclusion_id}") if forwarding else None
+            if fresh_applicant is None and fresh_forwarding is None and not any(fresh_persons):
                 return False
             if fresh_applicant:
                 document["third_party"] = third_party | {"applicant_name": fresh_applicant}
+            if fresh_forwarding:
+                document["forwarding"] = fresh_forwarding
             revision = document.get("revision", 0)
             document["support_persons"] = [fresh or token for fresh, token in zip(fresh_persons, persons, strict=True)]
             document["revision"] = revision + 1
