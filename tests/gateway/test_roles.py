@@ -164,6 +164,27 @@ TABLE: dict[tuple[str, str], tuple[Request, dict[str, str | int]]] = {
             ("GET", "/lifts/{lift_id}"),
         ]
     },
+    # the excluded customer's notice link (services/gateway/web/notice_links.py): a screening read
+    ("POST", "/v1/notices"): (keyed(json=lambda c: {"identity": c.identity}), SCREENING),
+    # the pages for people (services/gateway/web): no key; the console's own sign-in takes a staff key
+    # into its session (tests/web), so without one each page sends the browser to sign in, never a 401
+    **{
+        (method, path): (anonymous(), EVERYONE)
+        for method, path in [
+            ("GET", "/"),
+            *(("GET", "/portal" + p) for p in ["", "/request", "/code", "/done", "/status", "/lift", "/document", "/notice"]),
+            *(
+                ("POST", "/portal" + p)
+                for p in ["/panic", "/request", "/code", "/code/resend", "/status/extend", "/status/lift", "/lift", "/document"]
+            ),
+            *(
+                ("GET", "/console" + p)
+                for p in ["", "/login", "/audit", "/statement", "/statistics", "/statistics.csv", "/dead-letters", "/reviews"]
+            ),
+            *(("GET", "/console" + p) for p in ["/reviews/{document_id}", "/documents/{document_id}"]),
+            *(("POST", "/console" + p) for p in ["/login", "/logout", "/audit", "/audit/export", "/statement", "/reviews/{document_id}"]),
+        ]
+    },
     # operations and documentation
     **{
         ("GET", path): (anonymous(), EVERYONE)

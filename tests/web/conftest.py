@@ -59,7 +59,7 @@ def web_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebStack]:
         process = subprocess.Popen(selfex_command() + ["up", "--demo-operator"], env=env, cwd=folder, stdout=out, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{gateway_port}"
     try:
-        wait_for_health(base_url, process, log, timeout=90)
+        wait_for_health(base_url, process, log, timeout=180)  # a loaded machine starts ten processes slowly
         servers = {
             "SELFEX_MONGO_URI": f"mongodb://127.0.0.1:{mongo_port}",
             "SELFEX_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}",

@@ -7,7 +7,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from services.gateway.web import notice_links, portal_pages
+from services.gateway.web import console_pages, notice_links, portal_pages
 from services.gateway.web.rendering import HERE, page
 
 landing = APIRouter(include_in_schema=False)
@@ -20,8 +20,8 @@ async def home(request: Request) -> HTMLResponse:
 
 
 def install(app: FastAPI) -> None:
-    """The pages' routes and their static files, into the gateway's app."""
-    app.include_router(landing)
-    app.include_router(portal_pages.router)
-    app.include_router(notice_links.router)
+    """The pages' routes (into the app's own router, as ``app.mount`` puts the APIs': matched in one
+    pass, after the APIs') and their static files."""
+    for router in (landing, portal_pages.router, notice_links.router, console_pages.router):
+        app.router.routes.extend(router.routes)
     app.mount("/static", StaticFiles(directory=HERE / "static", check_dir=False), name="static")

@@ -1,0 +1,209 @@
+"""The compliance console in Debian's Chromium against the stack as ``make run`` starts it: sign-in
+with a staff key (secure session cookie, CSRF), audit search with paging, export as CSV and JSON
+Lines, a person's printable statement, statistics drawn by Chart.js, and an identity document
+uploaded on the portal, viewed and approved in the console."""
+
+import csv
+import io
+import json
+import re
+import struct
+import time
+import uuid
+import zlib
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.web.browsing import accessible
+from tests.web.conftest import WebStack
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def staff_key(web_stack: WebStack) -> str:
+    return web_stack.staff_key(f"Casework {uuid.uuid4().hex[:6]}", "register-staff")
+
+
+@pytest.fixture(scope="module")
+def person(web_stack: WebStack) -> dict:
+    """A person an operator excluded (through the native API), so the audit log has their records."""
+    identity = {"first_name": "Luna", "last_name": "Lovegood", "date_of_birth": "1981-02-13", "postcode": "EX1 1AA"}
+    identity["email"] = f"luna-{uuid.uuid4().hex[:8]}@example.com"
+    created = httpx.post(
+        f"{web_stack.base_url}/v1/exclusions",
+        headers={"X-API-Key": web_stack.demo_key()},
+        json={"identity": identity, "duration": "+6m", "jurisdiction": "UK", "year_of_birth": 1981, "gender": "F"},
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    return {"identity": identity, "exclusion_id": created.json()["exclusion_id"]}
+
+
+def signed_in(page: Page, key: str) -> Page:
+    page.goto("/console")
+    expect(page).to_have_url(re.compile("/console/login$"))
+    page.get_by_label("Your staff API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Compliance console")).to_be_visible()
+    return page
+
+
+def in_the_audit_log(page: Page, person: dict, deadline_seconds: float = 30.0) -> None:
+    """Search for the person until their records are in the log (the audit service appends on its own time)."""
+    deadline = time.monotonic() + deadline_seconds
+    page.goto("/console/audit")
+    page.get_by_label("E-mail address").fill(person["identity"]["email"])
+    while True:
+        page.get_by_role("button", name="Search", exact=True).click()
+        if page.locator("#results tbody tr").filter(has_text="exclusion.activated").count() or time.monotonic() > deadline:
+            break
+        page.wait_for_load_state()
+    expect(page.locator("#results tbody tr").filter(has_text="exclusion.activated")).to_have_count(1)
+
+
+def test_sign_in_takes_only_staff_keys_into_a_secure_session_with_csrf(page: Page, web_stack: WebStack, staff_key: str):
+    page.goto("/console/login")
+    accessible(page)
+    page.get_by_label("Your staff API key").fill(web_stack.demo_key())  # an operator's key is no staff key
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#key-error")).to_have_text("That key is not a register-staff or regulator key.")
+    forged = page.request.post("/console/login", form={"key": staff_key, "csrf": "forged"}, max_redirects=0)
+    assert forged.status == 400, "a sign-in without the session's CSRF token is refused"
+
+    signed_in(page, staff_key)
+    cookie = next(c for c in page.context.cookies() if c["name"] == "selfex_console")
+    assert (cookie["httpOnly"], cookie["secure"], cookie["sameSite"]) == (True, True, "Lax")
+    assert staff_key not in cookie["value"], "the key is sealed in the cookie, not readable"
+    accessible(page)
+    page.get_by_role("button", name="Sign out").click()
+    page.goto("/console/audit")
+    expect(page).to_have_url(re.compile("/console/login$"))
+
+
+def test_audit_search_pages_and_exports_csv_and_json_lines(page: Page, staff_key: str, person: dict):
+    signed_in(page, staff_key)
+    in_the_audit_log(page, person)
+    accessible(page)
+    expect(page.locator("#results tbody tr").filter(has_text="exclusion.request")).not_to_have_count(0)
+
+    page.goto("/console/audit")
+    page.get_by_label("Records per page").select_option("10")
+    page.get_by_role("button", name="Search", exact=True).click()
+    expect(page.locator("#results tbody tr")).to_have_count(10)
+    first_page = page.locator("#results tbody tr").first.inner_text()
+    page.get_by_role("button", name="Next page").click()
+    expect(page.get_by_role("heading", name=re.compile("Records, page 2"))).to_be_visible()
+    expect(page.locator("#results tbody tr").first).not_to_have_text(first_page)
+
+    page.goto("/console/audit")
+    page.get_by_label("E-mail address").fill(person["identity"]["email"])
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export CSV").click()
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert {"exclusion.request", "exclusion.activated"} <= {row["type"] for row in rows}
+    assert all(person["identity"]["email"] not in json.dumps(row) for row in rows), "no raw e-mail in the log"
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export JSON Lines").click()
+    lines = [json.loads(line) for line in Path(download.value.path()).read_text().splitlines() if line]
+    assert len(lines) == len(rows) and {line["id"] for line in lines} == {row["id"] for row in rows}
+
+
+def test_a_persons_statement_is_printable(page: Page, staff_key: str, person: dict):
+    signed_in(page, staff_key)
+    in_the_audit_log(page, person)
+    page.goto("/console/statement")
+    page.get_by_label("E-mail address").fill(person["identity"]["email"])
+    page.get_by_role("button", name="Show the statement").click()
+    entries = page.locator("#statement-entries tbody tr")
+    expect(entries.filter(has_text="Exclusion requested")).to_have_count(1)
+    expect(entries.filter(has_text="Exclusion in force")).to_have_count(1)
+    expect(page.locator("#statement")).to_contain_text(person["exclusion_id"])
+    accessible(page)
+    page.emulate_media(media="print")
+    expect(page.get_by_role("button", name="Show the statement")).to_be_hidden()  # printed: the statement, not the form
+    expect(page.locator("#statement-entries")).to_be_visible()
+
+
+def test_statistics_are_drawn_as_charts(page: Page, staff_key: str, person: dict, tmp_path: Path):
+    signed_in(page, staff_key)
+    in_the_audit_log(page, person)
+    page.goto("/console/statistics")
+    canvas = page.locator("#chart-exclusions_started-jurisdiction")
+    expect(canvas).to_be_visible()
+    drawn = page.evaluate(
+        "() => { const chart = Chart.getChart('chart-exclusions_started-jurisdiction');"
+        " return chart ? {labels: chart.data.labels, data: chart.data.datasets[0].data} : null }"
+    )
+    assert drawn is not None, "Chart.js drew the chart"
+    assert "UK" in drawn["labels"] and sum(drawn["data"]) >= 1
+    assert canvas.bounding_box()["height"] > 100
+    accessible(page)
+    page.screenshot(path=str(tmp_path / "statistics.png"), full_page=True)
+    page.get_by_role("link", name="Dead letters").click()
+    expect(page.get_by_role("heading", name="Dead letters per topic")).to_be_visible()
+    expect(page.locator("#dead-letters")).to_be_visible()
+
+
+def a_png() -> bytes:
+    """A real 4×2 PNG (red), as a phone's camera would send a much larger one."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = (b"\x00" + b"\xcc\x22\x22" * 4) * 2
+    header = struct.pack(">IIBBBBB", 4, 2, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def test_a_document_uploaded_on_the_portal_is_viewed_and_approved_in_the_console(
+    browser: Browser, page: Page, web_stack: WebStack, staff_key: str, tmp_path: Path
+):
+    person = browser.new_context(base_url=web_stack.base_url, locale="de-DE", bypass_csp=True)
+    portal = person.new_page()
+    try:
+        portal.goto("/portal/request?jurisdiction=DE&lang=en")
+        portal.get_by_label("3 months").check()
+        portal.get_by_label("First name").fill("Greta")
+        portal.get_by_label("Last name").fill("Beispiel")
+        portal.get_by_label("Date of birth (YYYY-MM-DD)").fill("1975-05-06")
+        portal.get_by_label("Postcode").fill("10115")
+        portal.get_by_label("E-mail address").fill(f"greta-{uuid.uuid4().hex[:8]}@example.de")
+        portal.get_by_label(re.compile("I understand")).check()
+        portal.get_by_role("button", name="Exclude me").click()
+        expect(portal).to_have_url(re.compile("/portal/document$"))
+        accessible(portal)
+        document = tmp_path / "passport.png"
+        document.write_bytes(a_png())
+        portal.get_by_label("The document").set_input_files(document)
+        portal.get_by_role("button", name="Upload").click()
+        expect(portal.locator("#document-sent")).to_contain_text("your document is waiting for review")
+        accessible(portal)
+    finally:
+        person.close()
+
+    signed_in(page, staff_key)
+    page.get_by_role("link", name="Document reviews").click()
+    row = page.locator("#queue tbody tr").filter(has_text="image/png").last
+    exclusion_id = row.locator("td").nth(1).inner_text()
+    row.get_by_role("link").click()
+    expect(page.locator("#document-image")).to_be_visible()
+    assert page.evaluate("() => document.getElementById('document-image').naturalWidth") == 4, "the document itself, opened"
+    accessible(page)
+    page.get_by_role("button", name="Reject").click()
+    expect(page.locator("#review-error")).to_have_text("Say why the document is rejected: the person is told.")
+    page.get_by_role("button", name="Approve").click()
+    expect(page.locator("#flash")).to_contain_text("approved: the verification is now")  # verified, or still on its way
+
+    deadline = time.monotonic() + 30
+    while True:  # the approved request takes effect: registration activates it
+        state = httpx.get(f"{web_stack.base_url}/v1/exclusions/{exclusion_id}", headers={"X-API-Key": staff_key}, timeout=10).json()
+        if state.get("state") != "pending_verification" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert state["state"] in ("active", "cooling_off"), state
+    page.reload()
+    expect(page.locator("#queue")).not_to_contain_text(exclusion_id)
