@@ -81,7 +81,10 @@ def _after(cursor: str) -> dict[str, Any]:
             raise ValueError
     except (ValueError, TypeError, binascii.Error):
         raise QueryError("cursor", "cursor is not one this API gave out (use next_cursor as it was answered)") from None
-    return {"$or": [{"at": {"$gt": at}}, {"at": at, "_id": {"$gt": record_id}}]}
+    if at is None:  # a record from before the query fields: those sort first
+        return {"$or": [{"at": {"$ne": None}}, {"at": None, "_id": {"$gt": record_id}}]}
+    # A range on ``at`` first (an index serves it), then the tie-break within one moment.
+    return {"at": {"$gte": at}, "$or": [{"at": {"$gt": at}}, {"_id": {"$gt": record_id}}]}
 
 
 def listed(document: dict[str, Any]) -> dict[str, Any]:

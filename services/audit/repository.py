@@ -24,9 +24,9 @@ INDEXES = {
         IndexModel([("topic", ASCENDING), ("partition", ASCENDING), ("seq", ASCENDING)], unique=True),  # the chain
         IndexModel([("topic", ASCENDING), ("partition", ASCENDING), ("offset", ASCENDING)], unique=True),
         IndexModel([("subject", ASCENDING)]),
-        IndexModel([("type", ASCENDING), ("occurred_at", ASCENDING)]),
-        # The compliance queries: a person's records by the ids that tie them to the person, and an
-        # operator's records in a time range.
+        # The compliance queries: records of a type, of an operator, in a time range (``at``), and a
+        # person's records by the ids that tie them to the person.
+        IndexModel([("type", ASCENDING), ("at", ASCENDING)]),
         IndexModel([("refs", ASCENDING)]),
         IndexModel([("operator_id", ASCENDING), ("at", ASCENDING)]),
         IndexModel([("at", ASCENDING)]),
