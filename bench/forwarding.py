@@ -10,10 +10,12 @@ process each, their own topic prefix and databases), and A's forwarder (``selfex
 with B as its register over the native API. Then, in one run:
 
 - the bare HTTP round-trip: ``GET /healthz`` on B's gateway (one store ping) and ``POST /v1/exclusions``
-  straight at B (what one delivery costs the register), each ``--probes`` times, p50/p99;
-- ``--exclusions`` exclusions made at A (``--concurrency`` at a time); each timed from A's ``201``
-  until B's GAMSTOP batch check answers ``Y`` for it (polled every ``--poll`` seconds): p50/p99/max;
-  and forwarded per second: the exclusions over the time from the first ``201`` to the last ``Y``.
+  straight at B (what one delivery costs the register), ``--probes`` times each, p50/p99; and the
+  rate of bare POSTs to B at the forwarder's concurrency, the ceiling for forwarding;
+- throughput: ``--exclusions`` made at A while its forwarder is not running, then the forwarder
+  started: exclusions delivered per second, from its first delivery to its last;
+- latency: ``--timed`` exclusions made at A at ``--rate`` per second with the forwarder running, each
+  timed from A's ``201`` until B's GAMSTOP batch check answers ``Y`` (polled every ``--poll`` s).
 
 A benchmark, not a test: it reports what it measures and asserts nothing.
 """
@@ -48,7 +50,9 @@ READY_SECONDS = 120.0
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="selfex bench forwarder", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--exclusions", type=int, default=500, help="exclusions made at A and forwarded to B")
+    parser.add_argument("--exclusions", type=int, default=500, help="the backlog made at A, then forwarded to B (throughput)")
+    parser.add_argument("--timed", type=int, default=100, help="exclusions made at A at --rate, each timed from 201 to B's Y")
+    parser.add_argument("--rate", type=float, default=2.0, help="exclusions/s offered at A while they are timed")
     parser.add_argument("--concurrency", type=int, default=8, help="requests to A in flight at once")
     parser.add_argument("--probes", type=int, default=200, help="bare HTTP round-trips to B, of each kind")
     parser.add_argument("--poll", type=float, default=0.05, help="seconds between B's batch checks")
@@ -157,32 +161,48 @@ async def run(args, settings: Settings, kind: str, workdir: Path) -> int:
             env = service_environment(one)
             for service in ("registration", "gateway"):
                 stack.enter_context(child([*selfex, service], env, workdir / f"{name}-{service}.log"))
-        env = service_environment(forwarder) | {"SELFEX_FORWARDER_REGISTER_KEY": a_at_b}
-        stack.enter_context(child([*selfex, "forwarder"], env, workdir / "A-forwarder.log"))
         await ready(a_url)
         await ready(b_url)
-        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=args.concurrency + 4)) as http:
+        limits = httpx.Limits(max_connections=max(args.concurrency, args.forwarder_concurrency) + 4)
+        async with httpx.AsyncClient(timeout=30, limits=limits) as http:
             health = await round_trips(http, args.probes, lambda n: http.get(f"{b_url}/healthz"))
-            direct = await round_trips(
-                http,
-                args.probes,
-                lambda n: http.post(
+
+            def direct(n: int, kind: str = "direct"):
+                return http.post(
                     f"{b_url}/v1/exclusions",
                     headers={"X-API-Key": a_at_b},
-                    json={"identity": person(n, f"direct{tag}"), "duration": "+6m", "jurisdiction": "UK"},
-                ),
-            )
+                    json={"identity": person(n, f"{kind}{tag}"), "duration": "+6m", "jurisdiction": "UK"},
+                )
+
+            posts = await round_trips(http, args.probes, direct)
+            bare_rate = await concurrent_rate(args.probes, args.forwarder_concurrency, lambda n: direct(n, "rate"))
             print(f"bare HTTP round-trip to B, GET /healthz: {quantiles(health)}", flush=True)
-            print(f"bare HTTP round-trip to B, POST /v1/exclusions (one delivery's own cost): {quantiles(direct)}", flush=True)
+            print(
+                f"bare HTTP round-trip to B, POST /v1/exclusions (what one delivery costs B), one at a time: {quantiles(posts)}", flush=True
+            )
+            print(
+                f"bare POST /v1/exclusions to B, {args.forwarder_concurrency} at a time (the forwarder's concurrency): "
+                f"{bare_rate:,.1f} exclusions/s",
+                flush=True,
+            )
+            # Throughput: a backlog made at A while its forwarder is not running, then drained.
+            backlog = [person(n, f"backlog{tag}") for n in range(args.exclusions)]
+            await make_all(http, a_url, excluder, backlog, args.concurrency, f"backlog{tag}")
+            env = service_environment(forwarder) | {"SELFEX_FORWARDER_REGISTER_KEY": a_at_b}
+            stack.enter_context(child([*selfex, "forwarder"], env, workdir / "A-forwarder.log"))
+            drained = await drain(a, args.exclusions)
+            print(
+                f"forwarded: a backlog of {args.exclusions:,} exclusions delivered to B at {drained:,.1f} exclusions/s "
+                f"(first to last delivery; = {drained / bare_rate:.0%} of the bare POST rate)",
+                flush=True,
+            )
+            # Latency: exclusions made at A at a steady pace, each timed from A's 201 to B's Y.
             result = await forward(args, http, a_url, b_url, excluder, checker, tag)
     print(
-        f"forwarded: {args.exclusions:,} exclusions in {result['seconds']:.2f} s = {result['rate']:,.1f} exclusions/s "
-        f"(first 201 at A to the last Y at B)",
+        f"end to end at {args.rate:g} exclusions/s offered, A's 201 to B's GAMSTOP Y: {quantiles(result['latencies'])} "
+        f"(B polled every {args.poll:g} s)",
         flush=True,
     )
-    print(f"end to end, A's 201 to B's Y: {quantiles(result['latencies'])}", flush=True)
-    recorded, attempts = await deliveries(a)
-    print(f"  of which in A's forwarder, recorded to delivered (B's 201 included): {quantiles(recorded)}; attempts {attempts}", flush=True)
     if result["accepted"]:
         print(
             f"  ({result['accepted']} of A's answers were 202 (not read back within its bound): those are timed from the 202)", flush=True
@@ -190,42 +210,77 @@ async def run(args, settings: Settings, kind: str, workdir: Path) -> int:
     return 0
 
 
-async def deliveries(settings: Settings) -> tuple[list[float], str]:
-    """From A's forwarder's own records: each delivery's time from recorded (pending) to delivered, and its attempts."""
+async def concurrent_rate(count: int, concurrency: int, request) -> float:
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(n: int) -> None:
+        async with slots:
+            answer = await request(n)
+            if answer.status_code >= 300:
+                raise RuntimeError(f"bare POST answered {answer.status_code}: {answer.text[:200]}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(n) for n in range(count)))
+    return count / (time.perf_counter() - started)
+
+
+async def make_all(http: httpx.AsyncClient, a_url: str, excluder: str, people: list[dict[str, str]], concurrency: int, tag: str) -> None:
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(n: int) -> None:
+        async with slots:
+            answer = await create(http, a_url, excluder, people[n], f"{tag}-{n}")
+            if answer.status_code not in (201, 202):
+                raise RuntimeError(f"A answered {answer.status_code}: {answer.text[:200]}")
+
+    await asyncio.gather(*(one(n) for n in range(len(people))))
+
+
+async def create(http: httpx.AsyncClient, a_url: str, excluder: str, someone: dict[str, str], key: str) -> httpx.Response:
+    """One exclusion at A; a connection the server closed under us is retried, safely (its Idempotency-Key)."""
+    for attempt in range(5):
+        try:
+            return await http.post(
+                f"{a_url}/v1/exclusions",
+                headers={"X-API-Key": excluder, "Idempotency-Key": key},
+                json={"identity": someone, "duration": "+6m", "jurisdiction": "UK"},
+            )
+        except httpx.TransportError:
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def drain(settings: Settings, count: int) -> float:
+    """Wait until A's forwarder has delivered ``count``; the rate from its first delivery to its last."""
     client = create_client(settings)
     try:
-        found = await client[settings.database_for("forwarder")]["deliveries"].find({"status": "delivered"}).to_list(None)
+        deliveries = client[settings.database_for("forwarder")]["deliveries"]
+        deadline = time.monotonic() + READY_SECONDS + count
+        while await deliveries.count_documents({"status": "delivered"}) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the backlog was not delivered in time")
+            await asyncio.sleep(0.2)
+        found = await deliveries.find({"status": "delivered"}, {"delivered_at": 1}).to_list(None)
     finally:
         await client.close()
-    spans = [(d["delivered_at"] - d["created_at"]).total_seconds() for d in found]
-    counts = statistics.mean(d["attempts"] for d in found) if found else 0.0
-    return spans, f"{counts:.2f} on average over {len(found)} deliveries"
+    moments = sorted(d["delivered_at"] for d in found)
+    return (len(moments) - 1) / max((moments[-1] - moments[0]).total_seconds(), 1e-6)
 
 
 async def forward(args, http: httpx.AsyncClient, a_url: str, b_url: str, excluder: str, checker: str, tag: str) -> dict[str, Any]:
-    people = [person(n, tag) for n in range(args.exclusions)]
+    people = [person(n, f"paced{tag}") for n in range(args.timed)]
     created: dict[int, float] = {}
     seen_at: dict[int, float] = {}
-    slots = asyncio.Semaphore(args.concurrency)
     accepted: list[int] = []
 
     async def make(n: int) -> None:
-        async with slots:
-            for _ in range(5):  # a connection the server closed under us: the same request again, safely (its Idempotency-Key)
-                try:
-                    answer = await http.post(
-                        f"{a_url}/v1/exclusions",
-                        headers={"X-API-Key": excluder, "Idempotency-Key": f"bench-{tag}-{n}"},
-                        json={"identity": people[n], "duration": "+6m", "jurisdiction": "UK"},
-                    )
-                    break
-                except httpx.TransportError:
-                    continue
-            if answer.status_code not in (201, 202):
-                raise RuntimeError(f"A answered {answer.status_code}: {answer.text[:200]}")
-            if answer.status_code == 202:  # accepted, not read back within A's bound: timed from the 202 (later: kinder to us)
-                accepted.append(n)
-            created[n] = time.perf_counter()
+        answer = await create(http, a_url, excluder, people[n], f"paced{tag}-{n}")
+        if answer.status_code not in (201, 202):
+            raise RuntimeError(f"A answered {answer.status_code}: {answer.text[:200]}")
+        if answer.status_code == 202:  # accepted, not read back within A's bound: timed from the 202 (later: kinder to us)
+            accepted.append(n)
+        created[n] = time.perf_counter()
 
     async def watch() -> None:
         while len(seen_at) < len(people):
@@ -245,13 +300,10 @@ async def forward(args, http: httpx.AsyncClient, a_url: str, b_url: str, exclude
             await asyncio.sleep(args.poll)
 
     watcher = asyncio.create_task(watch())
-    await asyncio.gather(*(make(n) for n in range(len(people))))
+    makers = []
+    for n in range(len(people)):
+        makers.append(asyncio.create_task(make(n)))
+        await asyncio.sleep(1 / args.rate)  # the offered pace
+    await asyncio.gather(*makers)
     await asyncio.wait_for(watcher, READY_SECONDS)
-    first = min(created.values())
-    last = max(seen_at.values())
-    return {
-        "seconds": last - first,
-        "rate": len(people) / (last - first),
-        "latencies": [seen_at[n] - created[n] for n in range(len(people))],
-        "accepted": len(accepted),
-    }
+    return {"latencies": [seen_at[n] - created[n] for n in range(len(people))], "accepted": len(accepted)}
