@@ -1,8 +1,9 @@
 """A person's statement covers every step of the end-to-end flow, on the real broker and store with
 every service running: a login the operator reports (ALLOW), the person's portal request, the code
 mailed and confirmed (verification), the exclusion in force (activation), the operator told to end
-the account's sessions (enforcement), the start letter (notification), and a later login (BLOCK),
-each with its date and time, in order; the operator's compliance key sees its own part of it only."""
+the account's sessions (enforcement), the start letter (notification), a later login (BLOCK), an
+extension by the operator and the person's lift request with its code (lift), each with its date
+and time, in order; the operator's compliance key sees its own part of it only."""
 
 import re
 import uuid
@@ -26,7 +27,7 @@ from tests.support import Publisher, eventually
 pytestmark = pytest.mark.integration
 
 TOKEN = "statement-test-token-0123456789abcdefghijkl"
-STEPS = ("request", "verification", "activation", "decision", "enforcement", "notification")
+STEPS = ("request", "verification", "activation", "extension", "lift", "decision", "enforcement", "notification")
 
 
 def login(operator_id: str, identity: Identity) -> AccountEventOccurred:
@@ -98,6 +99,28 @@ async def test_the_statement_of_one_person_covers_every_step_of_the_flow(servers
             await eventually(lambda: audited("decision", outcome="BLOCK"), timeout=60, what="the second login's BLOCK")
             await eventually(lambda: audited("notification", outcome="sent"), timeout=60, what="a letter's delivery")
 
+            operator_key = {"X-API-Key": w.keys["excluder"]}
+            checked = await w.client.post("/v1/persons/status", json={"identity": {"email": email}}, headers=operator_key)
+            assert checked.status_code == 200, checked.text  # the operator checked the person: it may extend their exclusion
+            extended = await w.client.post(
+                f"/v1/exclusions/{exclusion_id}/extend", json={"identity": {"email": email}, "duration": "+60d"}, headers=operator_key
+            )
+            assert extended.status_code == 200, extended.text
+            mails_before = len(smtp.to(email))
+            lifting = await w.client.post(f"/v1/portal/exclusions/{exclusion_id}/lift", json={"email": email, "verify_by": "email"})
+            assert lifting.status_code == 202, lifting.text
+
+            async def lift_code():
+                for mail in smtp.to(email)[mails_before:]:
+                    if found := re.search(r"Din engångskod är (\d{6})\.", text_of(mail)):
+                        return found.group(1)
+                return None
+
+            answered = await w.client.post(f"/v1/portal/lifts/{lifting.json()['lift_id']}/code", json={"code": await eventually(lift_code)})
+            assert answered.status_code in (200, 202, 409), answered.text  # SE: refused before the end, which is the policy's answer
+            await eventually(lambda: audited("extension"), timeout=60, what="the extension")
+            await eventually(lambda: audited("lift", 2), timeout=60, what="the lift's request and the policy's answer")
+
             made = await statement()
             entries = made["entries"]
             steps = [e["step"] for e in entries]
@@ -106,6 +129,7 @@ async def test_the_statement_of_one_person_covers_every_step_of_the_flow(servers
             assert moments == sorted(moments), "in the order things happened"
             first = {step: steps.index(step) for step in STEPS}
             assert first["decision"] < first["request"] < first["verification"] < first["activation"] < first["enforcement"]
+            assert first["activation"] < first["extension"] < first["lift"]
             assert [e["details"]["outcome"] for e in entries if e["type"] == "decision.made"] == ["ALLOW", "BLOCK"]
             assert made["exclusions"] == [exclusion_id]
             assert all(e["occurred_at"] and e["record"]["hash"] for e in entries)
