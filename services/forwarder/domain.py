@@ -15,6 +15,7 @@ from shared.events import (
     EXCLUDING_STATES,
     Event,
     ExclusionActivated,
+    ExclusionCancelled,
     ExclusionExtended,
     ExclusionLifted,
     ExclusionSnapshot,
@@ -23,11 +24,12 @@ from shared.events import (
 from shared.identity import IdentifierKind, kind_of
 
 # What each adapter forwards. A lift is the person's act, proven to the register itself (a code to
-# the person; ChipOut has no call for it): the HTTP adapters leave it there. A register's topic takes it.
+# the person; ChipOut has no call for it), and a cancellation register staff's: the HTTP adapters
+# leave both there. A register's topic takes them.
 FORWARDED = {
     "native": (ExclusionActivated, ExclusionExtended),
     "chipout": (ExclusionActivated, ExclusionExtended),
-    "kafka": (ExclusionActivated, ExclusionExtended, ExclusionLifted),
+    "kafka": (ExclusionActivated, ExclusionExtended, ExclusionLifted, ExclusionCancelled),
 }
 CHIPOUT_DURATION = re.compile(r"^\+\d{1,4}[dm]$")
 PERSON_KEY_KINDS = (IdentifierKind.NATIONAL_ID, IdentifierKind.NAME_DOB_POSTCODE, IdentifierKind.EMAIL, IdentifierKind.MOBILE)
@@ -51,7 +53,7 @@ def forwarded(event: Event, adapter: str) -> bool:
         return False
     if isinstance(event, ExclusionExtended) and snapshot.reason:
         return False  # lengthened nothing
-    return isinstance(event, ExclusionLifted) or snapshot.state in EXCLUDING_STATES
+    return isinstance(event, (ExclusionLifted, ExclusionCancelled)) or snapshot.state in EXCLUDING_STATES
 
 
 def delivery_id(event: Event, register: str) -> str:

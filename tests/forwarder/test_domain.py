@@ -7,6 +7,7 @@ from services.forwarder.domain import Backoff, chipout_duration, delivery_id, fo
 from shared.events import (
     SCOPE_ALL,
     ExclusionActivated,
+    ExclusionCancelled,
     ExclusionEndingSoon,
     ExclusionExtended,
     ExclusionLifted,
@@ -43,9 +44,11 @@ def test_one_that_came_from_elsewhere_or_lengthened_nothing_is_never_forwarded()
     assert not forwarded(ExclusionExtended(payload=snapshot(reason="never shortened")), "native")
 
 
-def test_a_lift_reaches_a_registers_topic_but_not_its_http_apis_where_it_is_the_persons_act():
+def test_a_lift_or_cancellation_reaches_a_registers_topic_but_not_its_http_apis_where_it_is_the_persons_or_staffs_act():
     lifted = ExclusionLifted(payload=snapshot(state=ExclusionState.LIFTED))
+    cancelled = ExclusionCancelled(payload=snapshot(state=ExclusionState.CANCELLED, reason="made in error"))
     assert forwarded(lifted, "kafka") and not forwarded(lifted, "native") and not forwarded(lifted, "chipout")
+    assert forwarded(cancelled, "kafka") and not forwarded(cancelled, "native")
 
 
 def test_chipout_gets_a_duration_it_knows():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from selfex.forwarder import replay
+from selfex.forwarder import replay, status
 from shared import topics
 from tests.forwarder.conftest import FaultProxy, delivered, deployment, person
 from tests.support import TcpProxy, TopicReader, eventually
@@ -75,6 +75,10 @@ async def test_a_record_the_register_fails_ends_failed_with_an_alert_and_replay_
             assert failed["_id"] == alert["payload"]["delivery_id"]
             assert len(faults.posts_for(victim["email"])) == 4  # the budget, and no more
             await eventually(lambda: excluded_at(b, other), what="the other record to arrive")
+
+            lines = await status(a.forwarder_settings, 5)
+            assert "failed: 1" in lines[1] and "oldest pending: none" in lines[2], lines
+            assert any(failed["_id"] in line and "HTTP 500" in line for line in lines), lines
 
             faults.fail_for.clear()  # B is fixed
             replay_settings = a.forwarder_settings
