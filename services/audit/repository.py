@@ -23,9 +23,8 @@ INDEXES = {
     LOG: [
         IndexModel([("topic", ASCENDING), ("partition", ASCENDING), ("seq", ASCENDING)], unique=True),  # the chain
         IndexModel([("topic", ASCENDING), ("partition", ASCENDING), ("offset", ASCENDING)], unique=True),
-        IndexModel([("subject", ASCENDING)]),
         # The compliance queries: records of a type, of an operator, in a time range (``at``), and a
-        # person's records by the ids that tie them to the person.
+        # person's records by the ids that tie them to the person (``refs`` holds the subject too).
         IndexModel([("type", ASCENDING), ("at", ASCENDING)]),
         IndexModel([("refs", ASCENDING)]),
         IndexModel([("operator_id", ASCENDING), ("at", ASCENDING)]),
