@@ -24,6 +24,7 @@ GAMSTOP_PATHS = frozenset({"/", "/gamstop/v2", "/gamstop/v2/batch"})
 BATCH_SUFFIX = "/batch"
 PORTAL_PREFIX = "/v1/portal"
 PORTAL_BODY_BYTES = 11 * 1024 * 1024  # a 10 MiB identity document and its multipart envelope
+PORTAL_UPLOAD_PAGE = "/portal/document"  # the portal page's upload form (services/gateway/web) takes as much
 UNAUDITED = frozenset({"/healthz"})  # liveness probes are nobody's request
 MAX_TRACE_ID = 200
 
@@ -65,7 +66,7 @@ def api_of(path: str) -> str:
 
 
 def body_limit(path: str, settings: Settings) -> int:
-    if path.startswith(PORTAL_PREFIX):
+    if path.startswith(PORTAL_PREFIX) or path == PORTAL_UPLOAD_PAGE:
         return max(PORTAL_BODY_BYTES, settings.gateway_max_body_bytes)
     if path.endswith(BATCH_SUFFIX):
         return settings.gateway_max_batch_body_bytes

@@ -10,13 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from shared.infra import free_port
 from tests.e2e.conftest import selfex_command, stop, wait_for_health
 from tests.web.browsing import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.e2e
+# A page's answer waits on the broker (a code, a read of one's own write): give a loaded machine time.
+expect.set_options(timeout=15_000)
 
 
 @dataclass

@@ -65,8 +65,11 @@ def test_the_panic_button_excludes_for_24_hours_with_the_mailed_code_and_no_java
 def test_the_full_request_then_the_status_page_extends_and_asks_for_a_lift(page: Page, web_stack: WebStack, tmp_path: Path):
     page.goto("/portal")
     accessible(page)
+    page.screenshot(path=str(tmp_path / "portal.png"), full_page=True)
     page.get_by_role("link", name="Choose a longer exclusion").click()
+    page.wait_for_load_state()  # the page's script listens for the choice once loaded
     page.get_by_label("Where you gamble").select_option("UK")
+    expect(page).to_have_url(re.compile(r"/portal/request\?jurisdiction=UK$"))
     expect(page.get_by_label("First name")).to_be_visible()  # the country's identity fields, chosen by script
     accessible(page)
     page.get_by_label("6 months").check()

@@ -7,7 +7,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from services.gateway.web import console_pages, notice_links, portal_pages
+from services.gateway.web import console_pages, console_reviews, notice_links, portal_pages, portal_status
 from services.gateway.web.rendering import HERE, page
 
 landing = APIRouter(include_in_schema=False)
@@ -22,6 +22,7 @@ async def home(request: Request) -> HTMLResponse:
 def install(app: FastAPI) -> None:
     """The pages' routes (into the app's own router, as ``app.mount`` puts the APIs': matched in one
     pass, after the APIs') and their static files."""
-    for router in (landing, portal_pages.router, notice_links.router, console_pages.router):
+    pages = (portal_pages, portal_status, console_pages, console_reviews)
+    for router in (landing, notice_links.router, *(module.router for module in pages)):
         app.router.routes.extend(router.routes)
     app.mount("/static", StaticFiles(directory=HERE / "static", check_dir=False), name="static")

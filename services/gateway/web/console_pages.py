@@ -79,6 +79,17 @@ def shown(
     return response
 
 
+async def admitted(request: Request, permission: Permission = Permission.COMPLIANCE) -> tuple[dict[str, Any], Operator] | Response:
+    """The session and its staff member, or the answer for a browser that may not see the page."""
+    session = sessions(request).read(request)
+    try:
+        return session, await staff(request, session, permission)
+    except SignedOut:
+        return signed_out(request)
+    except (PermissionMissingError, RateLimitedError) as exc:
+        return refused(request, session, exc)
+
+
 def signed_out(request: Request) -> Response:
     response = RedirectResponse("/console/login", status_code=303)
     sessions(request).clear(response)
@@ -133,13 +144,10 @@ async def logout(request: Request) -> Response:
 
 @router.get("", response_class=HTMLResponse)
 async def home(request: Request) -> Response:
-    session = sessions(request).read(request)
-    try:
-        who = await staff(request, session)
-    except SignedOut:
-        return signed_out(request)
-    except (PermissionMissingError, RateLimitedError) as exc:
-        return refused(request, session, exc)
+    entry = await admitted(request)
+    if isinstance(entry, Response):
+        return entry
+    session, who = entry
     queue = await reviews.waiting(request.app.state.db)
     return shown(request, "console/home.html", session, who, queue=len(queue))
 
@@ -188,13 +196,10 @@ async def body_of(response: Response) -> bytes:
 
 @router.get("/audit", response_class=HTMLResponse)
 async def audit_form(request: Request) -> Response:
-    session = sessions(request).read(request)
-    try:
-        who = await staff(request, session)
-    except SignedOut:
-        return signed_out(request)
-    except (PermissionMissingError, RateLimitedError) as exc:
-        return refused(request, session, exc)
+    entry = await admitted(request)
+    if isinstance(entry, Response):
+        return entry
+    session, who = entry
     return shown(
         request,
         "console/audit.html",
@@ -211,14 +216,11 @@ async def audit_form(request: Request) -> Response:
 
 @router.post("/audit", response_class=HTMLResponse)
 async def audit_search(request: Request) -> Response:
-    session = sessions(request).read(request)
+    entry = await admitted(request)
+    if isinstance(entry, Response):
+        return entry
+    session, who = entry
     form = await request.form()
-    try:
-        who = await staff(request, session)
-    except SignedOut:
-        return signed_out(request)
-    except (PermissionMissingError, RateLimitedError) as exc:
-        return refused(request, session, exc)
     query, typed = criteria(form)
     records, next_cursor, error = None, None, None
     if not csrf_ok(request, session, form.get(CSRF_FIELD)):
@@ -257,14 +259,11 @@ def _invalid(exc: ValidationError) -> str:
 
 @router.post("/audit/export")
 async def audit_export(request: Request) -> Response:
-    session = sessions(request).read(request)
+    entry = await admitted(request)
+    if isinstance(entry, Response):
+        return entry
+    session, who = entry
     form = await request.form()
-    try:
-        who = await staff(request, session)
-    except SignedOut:
-        return signed_out(request)
-    except (PermissionMissingError, RateLimitedError) as exc:
-        return refused(request, session, exc)
     if not csrf_ok(request, session, form.get(CSRF_FIELD)):
         return refused(request, session, PermissionError("the form had expired: send it again"))
     query, _ = criteria(form)
@@ -280,26 +279,20 @@ async def audit_export(request: Request) -> Response:
 
 @router.get("/statement", response_class=HTMLResponse)
 async def statement_form(request: Request) -> Response:
-    session = sessions(request).read(request)
-    try:
-        who = await staff(request, session)
-    except SignedOut:
-        return signed_out(request)
-    except (PermissionMissingError, RateLimitedError) as exc:
-        return refused(request, session, exc)
+    entry = await admitted(request)
+    if isinstance(entry, Response):
+        return entry
+    session, who = entry
     return shown(request, "console/statement.html", session, who, typed={}, statement=None, error=None)
 
 
 @router.post("/statement", response_class=HTMLResponse)
 async def statement(request: Request) -> Response:
-    session = sessions(request).read(request)
+    entry = await admitted(request)
+    if isinstance(entry, Response):
+        return entry
+    session, who = entry
     form = await request.form()
-    try:
-        who = await staff(request, session)
-    except SignedOut:
-        return signed_out(request)
-    except (PermissionMissingError, RateLimitedError) as exc:
-        return refused(request, session, exc)
     query, typed = criteria(form)
     made, error = None, None
     if not csrf_ok(request, session, form.get(CSRF_FIELD)):
@@ -327,13 +320,10 @@ async def _statistics(request: Request, who: Operator, since: str, until: str, e
 
 @router.get("/statistics", response_class=HTMLResponse)
 async def statistics(request: Request) -> Response:
-    session = sessions(request).read(request)
-    try:
-        who = await staff(request, session)
-    except SignedOut:
-        return signed_out(request)
-    except (PermissionMissingError, RateLimitedError) as exc:
-        return refused(request, session, exc)
+    entry = await admitted(request)
+    if isinstance(entry, Response):
+        return entry
+    session, who = entry
     since, until = request.query_params.get("from", "")[:10], request.query_params.get("to", "")[:10]
     figures, error = None, None
     try:
@@ -418,101 +408,13 @@ def charts_of(figures: dict[str, Any]) -> list[dict[str, Any]]:
 
 @router.get("/dead-letters", response_class=HTMLResponse)
 async def dead_letters(request: Request) -> Response:
-    session = sessions(request).read(request)
-    try:
-        who = await staff(request, session)
-    except SignedOut:
-        return signed_out(request)
-    except (PermissionMissingError, RateLimitedError) as exc:
-        return refused(request, session, exc)
+    entry = await admitted(request)
+    if isinstance(entry, Response):
+        return entry
+    session, who = entry
     topics, error = None, None
     try:
         topics = json.loads(await body_of(await _statistics(request, who, "", ""))).get("dead_letters_by_topic", {})
     except Problem as problem:
         error = problem.error
     return shown(request, "console/dead_letters.html", session, who, topics=topics, error=error)
-
-
-# --- the document-review queue -------------------------------------------------------------------
-
-
-@router.get("/reviews", response_class=HTMLResponse)
-async def review_queue(request: Request) -> Response:
-    session = sessions(request).read(request)
-    try:
-        who = await staff(request, session, Permission.REVIEW)
-    except SignedOut:
-        return signed_out(request)
-    except (PermissionMissingError, RateLimitedError) as exc:
-        return refused(request, session, exc)
-    flash = session.pop("flash", None)
-    return shown(request, "console/reviews.html", session, who, queue=await reviews.waiting(request.app.state.db), flash=flash)
-
-
-@router.get("/reviews/{document_id}", response_class=HTMLResponse)
-async def review(request: Request, document_id: str) -> Response:
-    session = sessions(request).read(request)
-    try:
-        who = await staff(request, session, Permission.REVIEW)
-    except SignedOut:
-        return signed_out(request)
-    except (PermissionMissingError, RateLimitedError) as exc:
-        return refused(request, session, exc)
-    found = await reviews.document(request.app.state.db, request.app.state.sealer, document_id[:200])
-    if found is None:
-        return refused(request, session, LookupError("no such document"))
-    return shown(request, "console/review.html", session, who, document=found[0], error=None, note="")
-
-
-@router.get("/documents/{document_id}")
-async def document_bytes(request: Request, document_id: str) -> Response:
-    session = sessions(request).read(request)
-    try:
-        await staff(request, session, Permission.REVIEW)
-    except SignedOut:
-        return signed_out(request)
-    except (PermissionMissingError, RateLimitedError) as exc:
-        return refused(request, session, exc)
-    found = await reviews.document(request.app.state.db, request.app.state.sealer, document_id[:200])
-    if found is None:
-        return Response(status_code=404)
-    stored, data = found
-    headers = {
-        "Content-Disposition": f'inline; filename="document-{stored["_id"]}"',
-        "Cache-Control": "no-store",
-        "X-Content-Type-Options": "nosniff",
-        "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox",
-    }
-    return Response(data, media_type=stored["content_type"], headers=headers)
-
-
-@router.post("/reviews/{document_id}", response_class=HTMLResponse)
-async def review_decided(request: Request, document_id: str) -> Response:
-    session = sessions(request).read(request)
-    form = await request.form()
-    try:
-        who = await staff(request, session, Permission.REVIEW)
-    except SignedOut:
-        return signed_out(request)
-    except (PermissionMissingError, RateLimitedError) as exc:
-        return refused(request, session, exc)
-    found = await reviews.document(request.app.state.db, request.app.state.sealer, document_id[:200])
-    if found is None:
-        return refused(request, session, LookupError("no such document"))
-    decision, note = str(form.get("decision", "")), str(form.get("note", "")).strip()[:2000]
-    error = None
-    if not csrf_ok(request, session, form.get(CSRF_FIELD)):
-        error = "This form had expired. Please send it again."
-    elif decision not in ("approve", "reject"):
-        error = "Choose approve or reject."
-    elif decision == "reject" and not note:
-        error = "Say why the document is rejected: the person is told."
-    if error:
-        return shown(request, "console/review.html", session, who, status_code=400, document=found[0], error=error, note=note)
-    state = await reviews.decide(
-        request.app.state.publish, request.app.state.db, who, found[0], approved=decision == "approve", note=note or None
-    )
-    session["flash"] = f"Document {document_id} {'approved' if decision == 'approve' else 'rejected'}: the verification is now {state}."
-    response = RedirectResponse("/console/reviews", status_code=303)
-    sessions(request).write(response, session)
-    return response

@@ -196,7 +196,7 @@ def longer_choices(policy: Policy, now: datetime, current: dict[str, Any]) -> li
     for choice in duration_choices(policy, now):
         end = choice.ends_at(now)
         if (ends_at is not None and (end is None or end.date() > ends_at.date())) or (
-            ends_at is None and choice.on_request and (minimum is None or (choice.minimum_until(now) or now) > minimum)
+            ends_at is None and choice.on_request and (minimum is None or (choice.minimum_until(now) or now).date() > minimum.date())
         ):
             longer.append(choice)
     return longer

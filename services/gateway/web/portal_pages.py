@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pymongo.errors import PyMongoError
 
-from services.gateway import lifts, portal
+from services.gateway import portal
 from services.gateway.context import gateway
 from services.gateway.problems import Problem
 from services.gateway.repository import MongoCommandEffects, MongoViews
@@ -29,7 +29,7 @@ from services.gateway.web.rendering import page
 from services.gateway.web.sessions import CSRF_FIELD, Sessions, csrf_ok
 from services.gateway.web.texts import language_of
 from shared.events import FINAL_STATES
-from shared.policies import End, Policy
+from shared.policies import Policy
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
 SESSION_SECONDS = 30 * 60
@@ -110,9 +110,9 @@ async def panic_button(request: Request) -> Response:
     if checked.errors:
         return shown(request, "portal/start.html", session, status_code=400, panic=panic, values=checked.values, errors=checked.errors)
     request_form = portal.PortalExclusionRequest(
-        **checked.clean, duration=duration, jurisdiction=policy.jurisdiction, locale=_locale(request)
+        **checked.clean, duration=duration, jurisdiction=policy.jurisdiction, locale=locale(request)
     )
-    failed = await _requested(request, session, request_form)
+    failed = await requested(request, session, request_form)
     if failed is not None:
         field = "contact" if failed.get("field") in {"email", "mobile", "identity", "verify_by"} else "form"
         errors = {field: failed["error"]}
@@ -167,8 +167,8 @@ async def request_sent(request: Request) -> Response:
         checked.errors["form"] = "error_csrf"
     if checked.errors:
         return _request_page(request, session, policy, checked, status_code=400)
-    request_form = portal.PortalExclusionRequest(**checked.clean, jurisdiction=policy.jurisdiction, locale=_locale(request))
-    failed = await _requested(request, session, request_form)
+    request_form = portal.PortalExclusionRequest(**checked.clean, jurisdiction=policy.jurisdiction, locale=locale(request))
+    failed = await requested(request, session, request_form)
     if failed is not None:
         field = failed.get("field") or "form"
         checked.errors[field if field in checked.values or field in {"identity", "verify_by"} else "form"] = failed["error"]
@@ -176,7 +176,7 @@ async def request_sent(request: Request) -> Response:
     return redirect(request, "/portal/document" if session.get("verification") == "document" else "/portal/code", session)
 
 
-async def _requested(request: Request, session: dict[str, Any], form: portal.PortalExclusionRequest) -> dict[str, Any] | None:
+async def requested(request: Request, session: dict[str, Any], form: portal.PortalExclusionRequest) -> dict[str, Any] | None:
     """The request sent as the JSON portal sends it; the session then knows it. A refusal's body, or None."""
     try:
         answer = await portal.exclusion_requested(request.app.state, form)
@@ -205,7 +205,7 @@ def _problem_key(problem: Problem) -> str:
     return keys.get(problem.field or "", "error_identity" if problem.status == 400 else "error_unavailable")
 
 
-def _locale(request: Request) -> str:
+def locale(request: Request) -> str:
     return language_of(request)
 
 
@@ -237,7 +237,7 @@ async def code_sent(request: Request) -> Response:
     session = sessions(request).read(request)
     form = await request.form()
     code = str(form.get("code", "")).strip()
-    errors = _code_errors(request, session, form, code)
+    errors = code_errors(request, session, form, code)
     exclusion_id = await _exclusion_id(request, session) if not errors else None
     if not errors and exclusion_id is None:
         errors["code"] = "processing"
@@ -251,11 +251,11 @@ async def code_sent(request: Request) -> Response:
         if answer.get("status") in ("verified", "already_verified"):
             session["verified"] = True
             return redirect(request, "/portal/done", session)
-        errors["code"] = _code_error(answer)
+        errors["code"] = code_error(answer)
     return shown(request, "portal/code.html", session, status_code=400, errors=errors, values={"code": code[:12]}, lift=False)
 
 
-def _code_errors(request: Request, session: dict[str, Any], form, code: str) -> dict[str, Any]:
+def code_errors(request: Request, session: dict[str, Any], form, code: str) -> dict[str, Any]:
     if not csrf_ok(request, session, form.get(CSRF_FIELD)):
         return {"form": "error_csrf"}
     if not portal.CODE.fullmatch(code):
@@ -263,7 +263,7 @@ def _code_errors(request: Request, session: dict[str, Any], form, code: str) -> 
     return {}
 
 
-def _code_error(answer: dict[str, Any]) -> Any:
+def code_error(answer: dict[str, Any]) -> Any:
     status = answer.get("status")
     if status == "wrong_code":
         return ("error_code_wrong", {"left": answer.get("attempts_left", 0)})
@@ -292,7 +292,7 @@ async def code_resend(request: Request) -> Response:
 # --- the confirmation and the status page ---------------------------------------------------------
 
 
-async def _settled_view(request: Request, exclusion_id: str) -> dict[str, Any] | None:
+async def settled_view(request: Request, exclusion_id: str) -> dict[str, Any] | None:
     """The exclusion once its code has taken it past pending (read your own write, bounded)."""
     views = MongoViews(request.app.state.db)
     deadline = time.monotonic() + WAIT_SECONDS
@@ -308,154 +308,8 @@ async def done(request: Request) -> Response:
     session = sessions(request).read(request)
     if not session.get("verified") or not session.get("exclusion_id"):
         return RedirectResponse("/portal", status_code=303)
-    view = await _settled_view(request, session["exclusion_id"])
+    view = await settled_view(request, session["exclusion_id"])
     return shown(request, "portal/done.html", session, view=view)
-
-
-async def persons_exclusions(request: Request, view: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every exclusion of the view's person the gateway knows, by the identifiers they share, oldest first."""
-    the_gateway = gateway(request)
-    found = await the_gateway.lookup.summaries_by_identifier(view.get("identifiers") or [])
-    ids = {str(s.exclusion_id) for summaries in found.values() for s in summaries} | {view["_id"]}
-    return await the_gateway.views.many(ids)
-
-
-@router.get("/status", response_class=HTMLResponse)
-async def status(request: Request) -> Response:
-    session = sessions(request).read(request)
-    if not session.get("verified") or not session.get("exclusion_id"):
-        return RedirectResponse("/portal", status_code=303)
-    view = await _settled_view(request, session["exclusion_id"])
-    exclusions = await persons_exclusions(request, view) if view else []
-    now = now_of(request)
-    policies = request.app.state.policies
-    running = [e for e in exclusions if e.get("state") not in ENDED]
-    current = running[-1] if running else None
-    policy = policies.get(current["jurisdiction"]) if current else None
-    longer = forms.longer_choices(policy, now, current) if current and policy else []
-    liftable = bool(policy and current and (_ends_on_request(policy, current) or policy.lift_allowed_early()))
-    flash = session.pop("flash", None)
-    return shown(
-        request,
-        "portal/status.html",
-        session,
-        exclusions=exclusions,
-        current=current,
-        policy=policy,
-        longer=longer,
-        liftable=liftable,
-        duration_words=duration_words,
-        flash=flash,
-        errors=session.pop("errors", {}),
-    )
-
-
-def _ends_on_request(policy: Policy, exclusion: dict[str, Any]) -> bool:
-    try:
-        return policy.terms(str(exclusion.get("duration"))).end is End.ON_REQUEST
-    except ValueError:
-        return exclusion.get("ends_at") is None
-
-
-@router.post("/status/extend", response_class=HTMLResponse)
-async def extend(request: Request) -> Response:
-    session = sessions(request).read(request)
-    form = await request.form()
-    if not session.get("verified") or not session.get("identity"):
-        return RedirectResponse("/portal", status_code=303)
-    if not csrf_ok(request, session, form.get(CSRF_FIELD)):
-        session["errors"] = {"extend": "error_csrf"}
-        return redirect(request, "/portal/status", session)
-    view = await MongoViews(request.app.state.db).get(session["exclusion_id"])
-    policy = request.app.state.policies.get(view["jurisdiction"]) if view else None
-    offered = {c.value for c in forms.longer_choices(policy, now_of(request), view)} if view and policy else set()
-    duration = str(form.get("duration", ""))
-    if duration not in offered:
-        session["errors"] = {"extend": "error_extend"}
-        return redirect(request, "/portal/status", session)
-    exclusion_id = session["exclusion_id"]
-    extension = portal.PortalExclusionRequest(
-        **session["identity"],
-        duration=duration,
-        jurisdiction=view["jurisdiction"],  # type: ignore[index]
-        verify_by=session.get("verify_by"),
-        locale=_locale(request),
-        scope=view.get("scope"),  # type: ignore[union-attr]
-    )
-    failed = await _requested(request, session, extension)
-    session["verified"] = True
-    if failed is not None:
-        session["errors"] = {"extend": failed["error"]}
-    else:
-        session["flash"] = ["extended", {}]
-        session["exclusion_id"] = session.get("exclusion_id") or exclusion_id
-    return redirect(request, "/portal/status", session)
-
-
-@router.post("/status/lift", response_class=HTMLResponse)
-async def lift(request: Request) -> Response:
-    session = sessions(request).read(request)
-    form = await request.form()
-    if not session.get("verified") or not session.get("exclusion_id"):
-        return RedirectResponse("/portal", status_code=303)
-    if not csrf_ok(request, session, form.get(CSRF_FIELD)):
-        session["errors"] = {"lift": "error_csrf"}
-        return redirect(request, "/portal/status", session)
-    view = await MongoViews(request.app.state.db).get(session["exclusion_id"])
-    if view is None or view.get("state") in ENDED:
-        return redirect(request, "/portal/status", session)
-    try:
-        answer = await lifts.start(
-            gateway(request), request.app.state.db, view, operator_id=None, verify_by=session.get("verify_by"), locale=_locale(request)
-        )
-    except UNAVAILABLE:
-        session["errors"] = {"lift": "error_unavailable"}
-        return redirect(request, "/portal/status", session)
-    if answer.status >= 400:
-        session["errors"] = {"lift": ("error_failed", {"reason": answer.body.get("reason") or answer.body.get("error")})}
-        return redirect(request, "/portal/status", session)
-    session["lift_id"] = answer.body["lift_id"]
-    return redirect(request, "/portal/lift", session)
-
-
-@router.get("/lift", response_class=HTMLResponse)
-async def lift_code_form(request: Request) -> Response:
-    session = sessions(request).read(request)
-    if not session.get("lift_id"):
-        return RedirectResponse("/portal/status", status_code=303)
-    return shown(request, "portal/code.html", session, errors={}, values={}, lift=True)
-
-
-@router.post("/lift", response_class=HTMLResponse)
-async def lift_code_sent(request: Request) -> Response:
-    session = sessions(request).read(request)
-    form = await request.form()
-    code = str(form.get("code", "")).strip()
-    if not session.get("lift_id"):
-        return RedirectResponse("/portal/status", status_code=303)
-    errors = _code_errors(request, session, form, code)
-    if not errors:
-        try:
-            answer = await lifts.complete(
-                gateway(request), request.app.state.db, request.app.state.sealer, uuid.UUID(session["lift_id"]), code
-            )
-        except UNAVAILABLE:
-            answer = lifts.Answer(503, {"status": "unavailable"})
-        body = answer.body
-        if body.get("status") == "refused":
-            session["flash"] = ["lift_refused", {"reason": body.get("reason")}]
-        elif body.get("status") == "lift_requested":
-            session["flash"] = ["lift_accepted", {"date": (body.get("exclusion") or {}).get("lift_effective_at") or ""}]
-        elif body.get("status") == "lifted":
-            session["flash"] = ["lift_done", {}]
-        elif answer.status < 400 and body.get("status") in ("verified", "processing"):
-            session["flash"] = ["processing", {}]
-        else:
-            errors["code"] = _code_error(body)
-        if not errors:
-            session.pop("lift_id", None)
-            return redirect(request, "/portal/status", session)
-    return shown(request, "portal/code.html", session, status_code=400, errors=errors, values={"code": code[:12]}, lift=True)
 
 
 # --- the document ------------------------------------------------------------------------------
