@@ -117,7 +117,7 @@ def extend(
         reminded=running.reminded and ends_at == running.ends_at,
         panic=panic,
         support_persons=list(sealed.support_persons) or running.support_persons,
-        forwarding=sealed.forwarding or running.forwarding,
+        forwarding=running.forwarding or sealed.forwarding,  # the identity it was first registered with (an extension may name less)
         third_party=running.third_party or third_party_record(request, sealed),
         request_ids=[*running.request_ids, str(request.id)],
         causes=[*running.causes, str(request.id)],
