@@ -5,6 +5,7 @@ after the retry budget with an alert. A delivery the breaker stopped is not an a
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -44,6 +45,8 @@ class Dispatcher:
         )
         self.breakers.add_listener(self._breaker_event)
         self._breaker_changes: list[str] = []
+        self.breaker_state = "closed"
+        self._open_until = 0.0  # monotonic: while the breaker is open, nothing is taken before this
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -52,6 +55,9 @@ class Dispatcher:
             state = getattr(event, "state", "?")
             log.warning("register_breaker", register=name, state=state)
             self._breaker_changes.append(state)
+            self.breaker_state = state
+            if state == "opened":
+                self._open_until = time.monotonic() + self.settings.forwarder_breaker_pause_seconds
 
     async def _note_breaker(self) -> None:
         while self._breaker_changes:
@@ -98,12 +104,17 @@ class Dispatcher:
                 task.cancel()
 
     async def _take_due(self, inflight: dict[str, asyncio.Task]) -> None:
-        free = self.settings.forwarder_concurrency - len(inflight)
+        """Fill the free places with due deliveries. While the breaker is open nothing is taken (the
+        register is left alone until the pause ends); then one delivery at a time probes it until it closes."""
+        if time.monotonic() < self._open_until:
+            return
+        concurrency = self.settings.forwarder_concurrency if self.breaker_state == "closed" else 1
+        free = concurrency - len(inflight)
         if free <= 0:
             return
         now = self.clock()
         for due in await self.deliveries.due(now, free + len(inflight)):
-            if due["_id"] in inflight or len(inflight) >= self.settings.forwarder_concurrency:
+            if due["_id"] in inflight or len(inflight) >= concurrency:
                 continue
             taken = await self.deliveries.take(due, now, self.lease)
             if taken is not None:

@@ -56,6 +56,8 @@ async def test_register_away_deliveries_pend_the_breaker_opens_and_all_arrive_on
                 [only] = await b.exclusions_of(someone["email"])
                 assert len(only["request_ids"]) == 1  # delivered once: nothing twice
             assert not await a.deliveries(status="failed")
+            breaker = await a.forwarder_db["forwarder_state"].find_one({"_id": "breaker"})
+            assert breaker["state"] == "closed" and breaker["times_opened"] >= 1  # a probe got through: closed again
 
 
 async def test_a_record_the_register_fails_ends_failed_with_an_alert_and_replay_delivers_it_once_fixed(servers):
