@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from services.forwarder.app import MissingRegisterSettingError, check_register_settings
 from services.forwarder.sync import ChangeFeedSync, HashKeyMismatchError, Importer
 from shared.events import SCOPE_ALL, RegisterChange
 from shared.identity import Hasher
@@ -58,3 +59,27 @@ async def test_a_change_that_began_here_is_not_imported_and_one_from_elsewhere_i
     assert command.type == "exclusion.import" and command.payload.origin == "register-b"
     assert command.payload.from_register == "register-b" and command.subject == "email:" + "a" * 64
     assert command.id == change("register-b").imported("register-b", None).id  # a page read twice imports nothing twice
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"forwarder_register": "b", "forwarder_register_url": "https://b.example"}, "SELFEX_FORWARDER_REGISTER_KEY"),
+        ({"forwarder_register": "b", "forwarder_register_key": "sx_key"}, "SELFEX_FORWARDER_REGISTER_URL"),
+        (
+            {
+                "forwarder_register": "b",
+                "forwarder_adapter": "kafka",
+                "forwarder_kafka_bootstrap": "k:9092",
+                "forwarder_kafka_topic": "t",
+                "forwarder_kafka_security_protocol": "SASL_SSL",
+            },
+            "SELFEX_FORWARDER_KAFKA_PASSWORD",
+        ),
+        ({"forwarder_sync_url": "https://b.example"}, "SELFEX_FORWARDER_SYNC_KEY"),
+    ],
+)
+def test_a_register_named_without_its_key_or_address_stops_the_start_naming_the_setting(settings, named):
+    with pytest.raises(MissingRegisterSettingError, match=named):
+        check_register_settings(Settings(**settings))
+    check_register_settings(Settings())  # no register: the forwarder idles
