@@ -141,6 +141,11 @@ def test_statistics_are_drawn_as_charts(page: Page, staff_key: str, person: dict
     assert drawn is not None, "Chart.js drew the chart"
     assert "UK" in drawn["labels"] and sum(drawn["data"]) >= 1
     assert canvas.bounding_box()["height"] > 100
+    over_time = page.evaluate(
+        "() => { const chart = Chart.getChart('chart-active-per-month');"
+        " return chart ? Object.fromEntries(chart.data.datasets.map(d => [d.label, d.data])) : null }"
+    )
+    assert over_time is not None and over_time["UK"][-1] >= 1, f"this month's active UK exclusions, drawn: {over_time}"
     accessible(page)
     page.screenshot(path=str(tmp_path / "statistics.png"), full_page=True)
     page.get_by_role("link", name="Dead letters").click()
@@ -188,6 +193,9 @@ def test_a_document_uploaded_on_the_portal_is_viewed_and_approved_in_the_console
     signed_in(page, staff_key)
     page.get_by_role("link", name="Document reviews").click()
     row = page.locator("#queue tbody tr").filter(has_text="image/png").last
+    deadline = time.monotonic() + 30
+    while not row.count() and time.monotonic() < deadline:  # verification takes the upload on its own time
+        page.reload()
     exclusion_id = row.locator("td").nth(1).inner_text()
     row.get_by_role("link").click()
     expect(page.locator("#document-image")).to_be_visible()

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from starlette.requests import Request
 from starlette.responses import Response
 
-from services.gateway.web import forms
+from services.gateway.web import forms, trends
 from services.gateway.web.notices import Notice, notice_token, read_notice
 from services.gateway.web.sessions import Sessions, csrf_ok
 from services.gateway.web.texts import Words, preferred
@@ -126,3 +126,14 @@ def test_durations_are_offered_as_the_policy_allows_and_extending_never_offers_s
     assert [c.value for c in forms.longer_choices(shipped_policies()["UK"], NOW, on_request)] == ["+12m", "+60m"]
     made_a_minute_ago = {"ends_at": None, "minimum_until": datetime(2027, 6, 3, 8, 59, tzinfo=UTC).isoformat()}  # +6m, a minute ago
     assert [c.value for c in forms.longer_choices(shipped_policies()["UK"], NOW, made_a_minute_ago)] == ["+12m", "+60m"]
+
+
+def test_the_last_six_months_end_now_and_chart_each_jurisdiction():
+    buckets = trends.months(NOW)
+    assert [label for label, _, _ in buckets] == ["2026-07", "2026-08", "2026-09", "2026-10", "2026-11", "2026-12"]
+    assert buckets[-1][1:] == (datetime(2026, 12, 1, tzinfo=UTC), NOW) and buckets[0][2] == buckets[1][1]
+    assert [label for label, _, _ in trends.months(datetime(2027, 2, 10, tzinfo=UTC), 3)] == ["2026-12", "2027-01", "2027-02"]
+    figures = {"exclusions_started": {"by_jurisdiction": {"SE": 2}}, "exclusions_active": {"by_jurisdiction": {"SE": 2, "UK": 1}}}
+    started, active = trends.trend_charts([("2026-11", {}), ("2026-12", figures)])
+    assert started["series"] == [{"label": "SE", "data": [0, 2]}, {"label": "UK", "data": [0, 0]}]
+    assert active["series"] == [{"label": "SE", "data": [0, 2]}, {"label": "UK", "data": [0, 1]}]

@@ -8,6 +8,7 @@ The audit log's data comes from the gateway's compliance queries (``services.gat
 answered by the audit service: docs/adr/0007), called as the key's holder would call them.
 """
 
+import asyncio
 import json
 from datetime import UTC, date, datetime, time
 from typing import Any, Literal
@@ -28,7 +29,7 @@ from services.gateway.access import (
 )
 from services.gateway.context import gateway
 from services.gateway.problems import Problem
-from services.gateway.web import reviews
+from services.gateway.web import reviews, trends
 from services.gateway.web.rendering import page
 from services.gateway.web.sessions import CSRF_FIELD, Sessions, csrf_ok
 
@@ -318,6 +319,14 @@ async def _statistics(request: Request, who: Operator, since: str, until: str, e
     return await compliance.statistics(who, request, since=moments[0], until=moments[1], operator_id=None, format=export_format)
 
 
+async def _months(request: Request, who: Operator) -> list[tuple[str, dict[str, Any]]]:
+    async def month(label: str, start: datetime, end: datetime) -> tuple[str, dict[str, Any]]:
+        answer = await compliance.statistics(who, request, since=start, until=end, operator_id=None, format="json")
+        return label, json.loads(await body_of(answer))
+
+    return list(await asyncio.gather(*(month(*bucket) for bucket in trends.months(gateway(request).clock()))))
+
+
 @router.get("/statistics", response_class=HTMLResponse)
 async def statistics(request: Request) -> Response:
     entry = await admitted(request)
@@ -333,6 +342,11 @@ async def statistics(request: Request) -> Response:
     except Problem as problem:
         error = problem.error
     charts = charts_of(figures) if figures else []
+    if figures and not (since or until):  # over time: the statistics of each of the last months
+        try:
+            charts = trends.trend_charts(await _months(request, who)) + charts
+        except Problem as problem:
+            error = problem.error
     return shown(
         request,
         "console/statistics.html",
@@ -377,6 +391,7 @@ def charts_of(figures: dict[str, Any]) -> list[dict[str, Any]]:
                     "id": f"{section}-{dimension}",
                     "title": f"{title} by {name}",
                     "type": "bar",
+                    "axis": name.capitalize(),
                     "labels": list(counts),
                     "series": [{"label": title, "data": list(counts.values())}],
                 }
@@ -389,6 +404,7 @@ def charts_of(figures: dict[str, Any]) -> list[dict[str, Any]]:
             "title": "Decisions per day by outcome",
             "type": "bar",
             "stacked": True,
+            "axis": "Day",
             "labels": [day["day"] for day in days],
             "series": [{"label": outcome, "data": [day.get(outcome, 0) for day in days]} for outcome in outcomes],
         }
@@ -399,6 +415,7 @@ def charts_of(figures: dict[str, Any]) -> list[dict[str, Any]]:
             "id": "time-to-enforcement",
             "title": "Time to enforcement (ms, percentiles)",
             "type": "bar",
+            "axis": "Percentile",
             "labels": list(timing),
             "series": [{"label": "ms", "data": list(timing.values())}],
         }

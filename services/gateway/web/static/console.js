@@ -8,7 +8,12 @@ document.querySelectorAll("canvas[data-chart]").forEach((canvas) => {
     type: spec.type,
     data: {
       labels: spec.labels,
-      datasets: spec.series.map((s, i) => ({ label: s.label, data: s.data, backgroundColor: palette[i % palette.length] })),
+      datasets: spec.series.map((s, i) => ({
+        label: s.label,
+        data: s.data,
+        backgroundColor: palette[i % palette.length],
+        borderColor: palette[i % palette.length],
+      })),
     },
     options: {
       animation: false,
