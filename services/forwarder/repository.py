@@ -12,8 +12,10 @@ from pymongo.errors import DuplicateKeyError
 from shared.crypto import Sealer
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+DELIVERED_KEPT = timedelta(days=90)  # a delivered record is kept this long (the audit log keeps forwarding.delivered)
 INDEXES = {
-    "deliveries": [IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)]), IndexModel([("created_at", ASCENDING)])],
+    "deliveries": [IndexModel([("delivered_at", ASCENDING)], expireAfterSeconds=int(DELIVERED_KEPT.total_seconds()))],
+    "delivery_queue": [],
     "forwarder_state": [],
 }
 
@@ -31,6 +33,12 @@ class Status:
 
 
 class Deliveries:
+    """Deliveries, and the queue of those still pending (``delivery_queue``: id, next attempt, lease).
+
+    The dispatcher reads only the queue, which holds what is pending and nothing else, and each
+    delivery by ``_id`` (docs/adr/0004): it never scans the growing record of what was delivered.
+    """
+
     def __init__(self, database: AsyncDatabase) -> None:
         self._database = database  # read at each use: a service's store opens in its lifespan
 
@@ -39,62 +47,87 @@ class Deliveries:
         return self._database["deliveries"]
 
     @property
+    def _queue(self):
+        return self._database["delivery_queue"]
+
+    @property
     def _state(self):
         return self._database["forwarder_state"]
 
     async def add(self, delivery: dict[str, Any]) -> bool:
-        """Record a delivery, pending, before any attempt; False if it was recorded already (a redelivered event)."""
+        """Record a delivery, pending, before any attempt, and queue it; False if it was recorded
+        already (a redelivered event: it is queued again only if it is still pending)."""
         try:
             await self._deliveries.insert_one({**delivery, "status": PENDING, "attempts": 0})
-            return True
+            recorded = True
         except DuplicateKeyError:
-            return False
+            existing = await self.get(delivery["_id"])
+            if existing is None or existing["status"] != PENDING:
+                return False
+            recorded = False
+        await self._queue.update_one(
+            {"_id": delivery["_id"]},
+            {"$setOnInsert": {"next_attempt_at": delivery["next_attempt_at"], "lease_until": None}},
+            upsert=True,
+        )
+        return recorded
 
     async def get(self, delivery_id: str) -> dict[str, Any] | None:
         return await self._deliveries.find_one({"_id": delivery_id})
 
     async def due(self, now: datetime, limit: int) -> list[dict[str, Any]]:
-        """Pending deliveries whose next attempt is due and that nobody holds, oldest first."""
-        found = (
-            self._deliveries.find({"status": PENDING, "next_attempt_at": {"$lte": now}}).sort("next_attempt_at", ASCENDING).limit(limit * 4)
-        )
-        return [d for d in await found.to_list(None) if d.get("lease_until") is None or d["lease_until"] <= now][:limit]
+        """Queued deliveries whose next attempt is due and that nobody holds, the longest due first."""
+        queued = await self._queue.find({}).to_list(None)
+        due = [q for q in queued if q["next_attempt_at"] <= now and (q.get("lease_until") is None or q["lease_until"] <= now)]
+        return sorted(due, key=lambda q: q["next_attempt_at"])[:limit]
 
-    async def take(self, delivery: dict[str, Any], now: datetime, lease: timedelta) -> dict[str, Any] | None:
-        """Hold a due delivery for one attempt (a lease, so a forwarder that dies mid-attempt lets it go)."""
-        return await self._deliveries.find_one_and_update(
-            {"_id": delivery["_id"], "status": PENDING, "lease_until": delivery.get("lease_until")},
-            {"$set": {"lease_until": now + lease}, "$inc": {"attempts": 1}},
-            return_document=ReturnDocument.AFTER,
+    async def take(self, queued: dict[str, Any], now: datetime, lease: timedelta) -> dict[str, Any] | None:
+        """Hold a due delivery for one attempt (a lease, so a forwarder that dies mid-attempt lets it go);
+        the attempt is counted before it starts. None if another forwarder took it first."""
+        held = await self._queue.find_one_and_update(
+            {"_id": queued["_id"], "lease_until": queued.get("lease_until")}, {"$set": {"lease_until": now + lease}}
         )
+        if held is None:
+            return None
+        delivery = await self._deliveries.find_one_and_update(
+            {"_id": queued["_id"], "status": PENDING}, {"$inc": {"attempts": 1}}, return_document=ReturnDocument.AFTER
+        )
+        if delivery is None:  # delivered or failed meanwhile: nothing left to do for it
+            await self._queue.delete_one({"_id": queued["_id"]})
+        return delivery
 
     async def delivered(self, delivery_id: str, now: datetime) -> None:
-        await self._deliveries.update_one(
-            {"_id": delivery_id}, {"$set": {"status": DELIVERED, "delivered_at": now, "lease_until": None, "last_error": None}}
-        )
+        await self._deliveries.update_one({"_id": delivery_id}, {"$set": {"status": DELIVERED, "delivered_at": now, "last_error": None}})
+        await self._queue.delete_one({"_id": delivery_id})
         await self._state.update_one({"_id": "delivery"}, {"$set": {"last_delivered_at": now}}, upsert=True)
 
     async def retry_at(self, delivery_id: str, when: datetime, error: str, *, attempted: bool = True) -> None:
-        """Pending again, next tried at ``when``; an attempt the breaker stopped does not count."""
-        update: dict[str, Any] = {"$set": {"next_attempt_at": when, "lease_until": None, "last_error": error}}
+        """Pending still, next tried at ``when``; an attempt the breaker stopped does not count."""
+        update: dict[str, Any] = {"$set": {"next_attempt_at": when, "last_error": error}}
         if not attempted:
             update["$inc"] = {"attempts": -1}
         await self._deliveries.update_one({"_id": delivery_id}, update)
+        await self._queue.update_one({"_id": delivery_id}, {"$set": {"next_attempt_at": when, "lease_until": None}})
 
     async def failed(self, delivery_id: str, now: datetime, error: str) -> None:
-        await self._deliveries.update_one(
-            {"_id": delivery_id}, {"$set": {"status": FAILED, "failed_at": now, "lease_until": None, "last_error": error}}
-        )
+        await self._deliveries.update_one({"_id": delivery_id}, {"$set": {"status": FAILED, "failed_at": now, "last_error": error}})
+        await self._queue.delete_one({"_id": delivery_id})
 
     async def replay(self, now: datetime, delivery_ids: list[str] | None = None) -> int:
         """Failed deliveries pending again, due now, with a fresh retry budget. How many."""
         query: dict[str, Any] = {"status": FAILED}
         if delivery_ids:
             query["_id"] = {"$in": delivery_ids}
-        result = await self._deliveries.update_many(
-            query, {"$set": {"status": PENDING, "next_attempt_at": now, "attempts": 0, "lease_until": None, "replayed_at": now}}
-        )
-        return result.modified_count
+        replayed = 0
+        for failed in await self._deliveries.find(query, {"_id": 1}).to_list(None):
+            result = await self._deliveries.update_one(
+                {"_id": failed["_id"], "status": FAILED},
+                {"$set": {"status": PENDING, "next_attempt_at": now, "attempts": 0, "replayed_at": now}},
+            )
+            if result.modified_count:
+                await self._queue.update_one({"_id": failed["_id"]}, {"$set": {"next_attempt_at": now, "lease_until": None}}, upsert=True)
+                replayed += 1
+        return replayed
 
     async def failures(self, limit: int = 100) -> list[dict[str, Any]]:
         return (
@@ -102,7 +135,8 @@ class Deliveries:
         )
 
     async def status(self) -> Status:
-        counts = {s: await self._deliveries.count_documents({"status": s}) for s in (PENDING, FAILED, DELIVERED)}
+        counts = {s: await self._deliveries.count_documents({"status": s}) for s in (FAILED, DELIVERED)}
+        counts[PENDING] = await self._queue.count_documents({})
         oldest = await self._deliveries.find({"status": PENDING}).sort("created_at", ASCENDING).limit(1).to_list(None)
         delivery = await self._state.find_one({"_id": "delivery"}) or {}
         sync = await self._state.find_one({"_id": "sync"}) or {}
