@@ -132,7 +132,10 @@ class Dispatcher:
         except (PermanentDeliveryError, SealError, ValueError) as exc:
             await self._fail(delivery, f"refused: {exc}")
             return
-        except TransientDeliveryError as exc:
+        except Exception as exc:  # the register away (TransientDeliveryError), or a fault of ours: retried within the budget
+            if not isinstance(exc, TransientDeliveryError):
+                log.exception("delivery_attempt_failed_unexpectedly", delivery_id=delivery_id)
+                exc = TransientDeliveryError(f"{type(exc).__name__} in the forwarder")
             if attempts >= self.settings.forwarder_attempts:
                 await self._fail(delivery, f"{exc} (after {attempts} attempts)")
                 return
