@@ -92,7 +92,7 @@ async def test_the_statement_of_one_person_covers_every_step_of_the_flow(servers
             code = re.search(r"(\d{6})", text_of(mail))
             assert code, text_of(mail)
             confirmed = await w.client.post(f"/v1/portal/exclusions/{exclusion_id}/code", json={"code": code.group(1)})
-            assert confirmed.status_code == 200, confirmed.text
+            assert confirmed.status_code in (200, 202), confirmed.text  # 202: verified, not yet read back within the bound
             await eventually(lambda: audited("enforcement"), timeout=60, what="the operator told to end the sessions")
 
             await publisher.event(login(operator, identity))  # while excluded: blocked
@@ -105,7 +105,7 @@ async def test_the_statement_of_one_person_covers_every_step_of_the_flow(servers
             extended = await w.client.post(
                 f"/v1/exclusions/{exclusion_id}/extend", json={"identity": {"email": email}, "duration": "+60d"}, headers=operator_key
             )
-            assert extended.status_code == 200, extended.text
+            assert extended.status_code in (200, 202), extended.text
             mails_before = len(smtp.to(email))
             lifting = await w.client.post(f"/v1/portal/exclusions/{exclusion_id}/lift", json={"email": email, "verify_by": "email"})
             assert lifting.status_code == 202, lifting.text

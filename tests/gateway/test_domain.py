@@ -213,7 +213,8 @@ def test_the_regulator_reads_everything_and_writes_nothing_and_only_staff_see_ev
     writes = {Permission.EXCLUDE, Permission.REVIEW, Permission.CANCEL}
 
     assert not ROLE_PERMISSIONS[Role.REGULATOR] & writes and Permission.READ in ROLE_PERMISSIONS[Role.REGULATOR]
-    assert ROLE_PERMISSIONS[Role.OPERATOR_COMPLIANCE] == {Permission.READ}
+    assert ROLE_PERMISSIONS[Role.OPERATOR_COMPLIANCE] == {Permission.READ, Permission.COMPLIANCE}  # reads, and asks the audit log
+    assert {r for r in Role if Permission.COMPLIANCE in permissions_of([r])} == {Role.OPERATOR_COMPLIANCE, *STAFF_ROLES}
     assert {r for r in Role if Permission.CASEWORK in permissions_of([r])} == STAFF_ROLES
     assert {r for r in Role if Permission.REVIEW in permissions_of([r])} == {Role.REGISTER_STAFF}
 

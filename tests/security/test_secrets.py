@@ -12,7 +12,7 @@ import pytest
 from selfex.stack import SERVICES
 from services.registration.app import create_app as create_registration
 from shared.identity import Hasher
-from shared.settings import DEVELOPMENT_ENCRYPTION_KEYS, DEVELOPMENT_HASH_SECRET, InsecureSettingsError, Settings
+from shared.settings import DEVELOPMENT_ENCRYPTION_KEYS, DEVELOPMENT_HASH_SECRET, InsecureSettingsError, Settings, audit_query_token
 
 SELFEX = str(Path(sys.executable).parent / "selfex")
 KEY = base64.b64encode(b"k" * 32).decode()
@@ -64,11 +64,19 @@ def test_generated_secrets_are_accepted_and_differ_each_time(tmp_path):
     runs = [subprocess.run([SELFEX, "secrets", "generate"], capture_output=True, text=True, timeout=30, check=True) for _ in range(2)]
     values = [dict(line.split("=", 1) for line in run.stdout.splitlines()) for run in runs]
 
-    assert set(values[0]) == {"SELFEX_HASH_SECRET", "SELFEX_HASH_KEY_ID", "SELFEX_ENCRYPTION_KEYS", "SELFEX_ENCRYPTION_KEY_ID"}
+    assert set(values[0]) == {
+        "SELFEX_HASH_SECRET",
+        "SELFEX_HASH_KEY_ID",
+        "SELFEX_ENCRYPTION_KEYS",
+        "SELFEX_ENCRYPTION_KEY_ID",
+        "SELFEX_AUDIT_QUERY_TOKEN",
+    }
     assert values[0]["SELFEX_HASH_SECRET"] != values[1]["SELFEX_HASH_SECRET"]
     assert values[0]["SELFEX_ENCRYPTION_KEYS"] != values[1]["SELFEX_ENCRYPTION_KEYS"]
+    assert values[0]["SELFEX_AUDIT_QUERY_TOKEN"] != values[1]["SELFEX_AUDIT_QUERY_TOKEN"]
     settings = Settings(**{name.removeprefix("SELFEX_").lower(): value for name, value in values[0].items()})
     assert settings.insecure_secrets() == []
+    assert audit_query_token(settings, "test") == values[0]["SELFEX_AUDIT_QUERY_TOKEN"], "the compliance queries accept it"
 
 
 def test_a_generated_hash_key_is_a_link_the_chain_accepts():
