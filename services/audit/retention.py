@@ -105,6 +105,8 @@ class Run:
     cuts: list[Cut] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     deleted: int = 0
+    # Records an earlier run anchored (and audited) but was stopped before deleting: chain -> anchor seq.
+    leftovers: dict[str, int] = field(default_factory=dict)
 
     def describe(self, *, dry_run: bool = False) -> str:
         due = sum(c.count for c in self.cuts)
@@ -113,15 +115,19 @@ class Run:
             f" (run {self.run_id}; periods in days, 0 = kept: " + ", ".join(f"{cls} {days}" for cls, days in self.periods.items()) + ")"
         ]
         lines += [f"  {c.chain} ({c.record_class}): seq {c.after + 1} to {c.through.seq}, {c.count} records" for c in self.cuts]
+        lines += [
+            f"  {chain}: records through seq {seq}, anchored by an earlier run, still to delete" for chain, seq in self.leftovers.items()
+        ]
         lines += [f"  NOT CUT: {reason}" for reason in self.refused]
         return "\n".join(lines)
 
 
 def _moment(value: object) -> datetime | None:
     try:
-        return datetime.fromisoformat(str(value))
+        moment = datetime.fromisoformat(str(value))
     except ValueError:
         return None
+    return moment if moment.tzinfo is not None else None  # no offset: not a moment to judge by
 
 
 async def _due(log: MongoAuditLog, chain: str, anchor: Tail | None, cutoff: datetime) -> tuple[Tail | None, int, str | None]:
@@ -165,6 +171,10 @@ async def plan(database: AsyncDatabase, days: Mapping[str, int], now: datetime, 
         if record_class == KEPT or keep_days == 0:
             continue
         anchor = anchors.get(chain)
+        if anchor is not None:
+            topic_name, partition = position_of(chain)
+            if await database[LOG].count_documents({"topic": topic_name, "partition": partition, "seq": {"$lte": anchor.seq}}, limit=1):
+                run.leftovers[chain] = anchor.seq
         through, count, problem = await _due(log, chain, anchor, now - timedelta(days=keep_days))
         if problem is not None:
             run.refused.append(f"{chain}: {problem}")
@@ -176,6 +186,10 @@ async def plan(database: AsyncDatabase, days: Mapping[str, int], now: datetime, 
 async def apply(database: AsyncDatabase, run: Run, signer: Signer, *, prefix: str, writer: str) -> Run:
     """Audit the run, anchor each cut with a signature, then delete what is due."""
     log = MongoAuditLog(database)
+    for chain, seq in run.leftovers.items():  # audited and anchored by the run that was stopped
+        chain_topic, partition = position_of(chain)
+        gone = await database[LOG].delete_many({"topic": chain_topic, "partition": partition, "seq": {"$lte": seq}})
+        run.deleted += gone.deleted_count
     if run.cuts:
         topic = f"{prefix}{RETENTION_TOPIC}"
         tail = await log.tail(chain_of(topic, 0))

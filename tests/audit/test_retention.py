@@ -141,3 +141,17 @@ async def test_selfex_audit_retain_says_what_is_due_then_removes_it(settings, ag
     assert verified.returncode == 0 and verified.stdout.startswith("intact:"), verified.stdout
     unknown = selfex(settings.model_copy(update={"audit_retention_days": {"everything": 1}}), "retain")
     assert unknown.returncode == 2 and "names no record class: everything" in unknown.stderr
+
+
+async def test_a_run_stopped_after_its_anchors_leaves_what_the_next_run_deletes(aged):
+    database = aged
+    chain = PREFIX + "operator.op-a.decisions/0"
+    first = await database[LOG].find_one({"topic": PREFIX + "operator.op-a.decisions", "seq": 1})
+    await apply(database, await plan(database, PERIODS, NOW, PREFIX), SIGNER, prefix=PREFIX, writer="test")
+    await database[LOG].insert_one(first)  # as if the run had stopped between its anchor and the delete
+
+    assert (await verify(MongoAuditLog(database))).intact, "what an anchor covers is not walked"
+    again = await plan(database, PERIODS, NOW, PREFIX)
+    assert again.leftovers == {chain: 2} and again.cuts == []
+    await apply(database, again, SIGNER, prefix=PREFIX, writer="test")
+    assert again.deleted == 1 and await seqs(database, "operator.op-a.decisions") == [3]
