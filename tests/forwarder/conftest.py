@@ -21,7 +21,6 @@ from services.forwarder.app import create_app as forwarder_app
 from services.gateway.access import Role
 from shared.infra import free_port
 from shared.settings import Settings
-from shared.store import create_client
 from tests.gateway.conftest import World, serving, world
 from tests.support import eventually
 
@@ -67,8 +66,7 @@ class Deployment:
         """The forwarder of this deployment, in its own database (``<db>_forwarder``), as ``selfex up`` runs it."""
         secrets = {k: SecretStr(v) for k, v in settings.items() if k in SECRETS and isinstance(v, str)}
         self.forwarder_settings = self.world.settings.model_copy(update={**FAST, **settings, **secrets})
-        client = create_client(self.forwarder_settings)
-        self.stack.push_async_callback(client.close)
+        client = self.world.database.client  # the world's own client: no second server discovery on a busy machine
         self.forwarder_db = client[self.forwarder_settings.database_for("forwarder")]
         self.stack.push_async_callback(client.drop_database, self.forwarder_settings.database_for("forwarder"))
         self.forwarder = forwarder_app(self.forwarder_settings, database=self.forwarder_db)
