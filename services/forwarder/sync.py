@@ -45,10 +45,11 @@ class Importer:
         self.settings = settings
         self.publish = publish
 
-    async def take(self, change: RegisterChange) -> bool:
+    async def take(self, change: RegisterChange, register: str) -> bool:
+        """Import ``change``, read from ``register``; False for one that began here."""
         if change.origin == self.settings.deployment_name:
             return False  # made here, forwarded there: never imported back
-        await self.publish(change.imported(self.settings.forwarder_register or "register", person_key(change.identifiers)))
+        await self.publish(change.imported(register, person_key(change.identifiers)))
         return True
 
 
@@ -87,7 +88,7 @@ class ChangeFeedSync:
                     except ValueError as exc:  # one change the register got wrong must not stall the feed
                         log.warning("register_change_refused", source=self.source, error=describe(exc, 300))
                         continue
-                    if await self.importer.take(change):
+                    if await self.importer.take(change, page.get("register") or self.source):
                         imported += 1
                 cursor = page["next"]
                 await self.deliveries.save_cursor(self.source, cursor)
@@ -177,4 +178,4 @@ class KafkaSync:
         except ValueError as exc:
             await self.dead_letters.park_record(record, exc)
             return
-        await self.importer.take(change)
+        await self.importer.take(change, self.settings.forwarder_register or self.settings.forwarder_sync_kafka_topic)

@@ -53,8 +53,8 @@ async def test_a_change_that_began_here_is_not_imported_and_one_from_elsewhere_i
         sent.append(event)
 
     importer = Importer(SETTINGS, publish)
-    assert not await importer.take(change("platform-a"))
-    assert await importer.take(change("register-b"))
+    assert not await importer.take(change("platform-a"), "register-b")
+    assert await importer.take(change("register-b"), "register-b")
     [command] = sent
     assert command.type == "exclusion.import" and command.payload.origin == "register-b"
     assert command.payload.from_register == "register-b" and command.subject == "email:" + "a" * 64
