@@ -110,14 +110,28 @@ async def test_a_key_without_the_check_scope_is_403(gw):
     assert (await ask(gw, new_person(), key=gw.keys["compliance"])).status_code == 403
 
 
-@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
-@pytest.mark.parametrize("path", ["/", "/gamstop/v2", "/gamstop/v2/batch"])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        (method, path)
+        for path in ["/", "/gamstop/v2", "/gamstop/v2/batch"]
+        for method in ["GET", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+        if (method, path) != ("GET", "/")  # GET / is the landing page for people (issue 17): the next test
+    ],
+)
 async def test_any_other_method_is_405(gw, method, path):
     answer = await gw.client.request(method, path, headers={"X-API-Key": gw.keys["checker"]})
 
     assert answer.status_code == 405
     assert answer.content == b""
     assert answer.headers["Allow"] == "POST"
+
+
+async def test_get_on_the_root_is_the_landing_page_and_post_stays_the_check(gw):
+    page = await gw.client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'href="/portal"' in page.text and 'href="/console"' in page.text
+    assert (await ask(gw, new_person())).headers["X-Exclusion"] == "N"
 
 
 async def test_a_missing_or_malformed_parameter_is_400_with_no_body(gw):
