@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def test_selfex_up_starts_the_embedded_stack_and_stops_it_cleanly(tmp_path: Path
     finally:
         code = stop(process)
     assert code == 0, log_path.read_text()[-3000:]
-    assert not port_is_open(kafka_port) and not port_is_open(mongo_port) and not port_is_open(gateway_port)
+    assert _closed_within(10, kafka_port, mongo_port, gateway_port), "the broker, store and gateway are down"
     kept = sorted(path.name for path in (tmp_path / ".selfex" / "mongo").glob("selfex_*.db"))
     assert {"selfex_gateway.db", "selfex_registration.db"} <= set(kept), f"each service's data is kept under .selfex/: {kept}"
 
@@ -151,7 +152,7 @@ async def test_a_killed_service_is_restarted_and_the_stack_keeps_its_topics(tmp_
     finally:
         code = stop(process)
     assert code == 0, log_path.read_text()[-3000:]
-    assert not port_is_open(kafka_port) and not port_is_open(mongo_port) and not port_is_open(gateway_port)
+    assert _closed_within(10, kafka_port, mongo_port, gateway_port), "the broker, store and gateway are down"
 
 
 def test_a_service_that_keeps_dying_waits_longer_each_time_and_one_that_ran_well_starts_over():
@@ -159,3 +160,14 @@ def test_a_service_that_keeps_dying_waits_longer_each_time_and_one_that_ran_well
     assert [backoff.after_death(ran_for=0.1) for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
     assert backoff.after_death(ran_for=120.0) == 0.5
     assert backoff.after_death(ran_for=1.0) == 1.0
+
+
+def _closed_within(seconds: float, *ports: int) -> bool:
+    """Polled with a deadline, not read once: a connect to a free port in the ephemeral range can,
+    rarely, meet itself (TCP simultaneous open) or a server another test has just started there."""
+    deadline = time.monotonic() + seconds
+    while any(port_is_open(port) for port in ports):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
