@@ -199,6 +199,8 @@ def test_a_document_uploaded_on_the_portal_is_viewed_and_approved_in_the_console
     exclusion_id = row.locator("td").nth(1).inner_text()
     row.get_by_role("link").click()
     expect(page.locator("#document-image")).to_be_visible()
+    # Visible is not loaded: wait (Playwright's deadline) until the browser has fetched and decoded it.
+    page.wait_for_function("() => document.getElementById('document-image').complete", timeout=15_000)
     assert page.evaluate("() => document.getElementById('document-image').naturalWidth") == 4, "the document itself, opened"
     accessible(page)
     page.get_by_role("button", name="Reject").click()
