@@ -110,7 +110,28 @@ class Service:
         )
 
 
-class Ticker:
+class Background:
+    """One background task of a service: ``start`` runs ``_run`` once, ``stop`` cancels it and waits."""
+
+    name = "background"
+    _task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+
+class Ticker(Background):
     """A background loop calling ``tick()`` every ``interval`` seconds; 0 leaves the ticking to the caller.
 
     A failing round is logged and the next one retries: timers must outlive a store hiccup.
@@ -124,15 +145,8 @@ class Ticker:
         self.log = structlog.get_logger(name)
 
     def start(self) -> None:
-        if self.interval > 0 and self._task is None:
-            self._task = asyncio.create_task(self._run(), name=self.name)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self.interval > 0:
+            super().start()
 
     async def _run(self) -> None:
         while True:

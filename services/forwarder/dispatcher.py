@@ -4,7 +4,6 @@ after the retry budget with an alert. A delivery the breaker stopped is not an a
 """
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -20,13 +19,15 @@ from services.forwarder.domain import Backoff, PermanentDeliveryError, Transient
 from services.forwarder.repository import Deliveries
 from shared.crypto import SealError
 from shared.events import Event, ExclusionForwarded, ForwardingFailed, ForwardingPayload, derived_id
-from shared.service import Clock
+from shared.service import Background, Clock
 from shared.settings import Settings
 
 log = structlog.get_logger("forwarder")
 
 
-class Dispatcher:
+class Dispatcher(Background):
+    name = "forwarder.dispatcher"
+
     def __init__(
         self, settings: Settings, deliveries: Deliveries, adapter: Adapter, clock: Clock, publish: Callable[[Event], Awaitable[None]]
     ) -> None:
@@ -48,7 +49,6 @@ class Dispatcher:
         self.breaker_state = "closed"
         self._open_until = 0.0  # monotonic: while the breaker is open, nothing is taken before this
         self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
 
     def _breaker_event(self, name: str, event_type: str, event: Any) -> None:
         if event_type == "state_changed":
@@ -65,17 +65,6 @@ class Dispatcher:
 
     def wake(self) -> None:
         self._wake.set()
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="forwarder.dispatcher")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def _run(self) -> None:
         """Keep up to ``forwarder_concurrency`` attempts in flight: whenever one ends, a delivery is

@@ -23,7 +23,7 @@ from services.forwarder.repository import Deliveries
 from shared.broker import DeadLetters, describe
 from shared.events import Event, RegisterChange
 from shared.identity import Hasher, IdentifierKind
-from shared.service import Clock
+from shared.service import Background, Clock
 from shared.settings import Settings
 
 log = structlog.get_logger("forwarder.sync")
@@ -115,9 +115,11 @@ class ChangeFeedSync:
         return page
 
 
-class KafkaSync:
+class KafkaSync(Background):
     """Reads a register's topic (on its own cluster) in a consumer group of this deployment; an offset
     is committed only once its change is imported. A record that is no change is dead-lettered here."""
+
+    name = "forwarder.kafka_sync"
 
     def __init__(self, settings: Settings, importer: Importer, dead_letters: DeadLetters, deliveries: Deliveries, clock: Clock) -> None:
         self.settings = settings
@@ -125,19 +127,7 @@ class KafkaSync:
         self.dead_letters = dead_letters
         self.deliveries = deliveries
         self.clock = clock
-        self._task: asyncio.Task | None = None
         self.consumer: AIOKafkaConsumer | None = None
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="forwarder.kafka_sync")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def _run(self) -> None:
         settings = self.settings
