@@ -1004,6 +1004,33 @@ class ForwardingFailed(Event):
     payload: ForwardingPayload
 
 
+class ForwardingStatusPayload(Contract):
+    """How far behind the register this deployment is, at ``occurred_at``: counts and moments only."""
+
+    to_register: str | None = Field(default=None, max_length=100, description="the register forwarded to; None: only imports")
+    adapter: Literal["native", "chipout", "kafka"] | None = None
+    pending: int = Field(ge=0, description="deliveries not yet delivered (nor failed)")
+    failed: int = Field(ge=0, description="deliveries failed, waiting for a replay")
+    oldest_pending_at: AwareDatetime | None = Field(default=None, description="when the oldest undelivered exclusion was recorded")
+    oldest_pending_age_seconds: float | None = Field(default=None, ge=0, description="its age at occurred_at")
+    last_delivered_at: AwareDatetime | None = None
+    last_sync_at: AwareDatetime | None = Field(default=None, description="the last successful sync from the register")
+    last_sync_age_seconds: float | None = Field(default=None, ge=0, description="its age at occurred_at")
+    breaker: str | None = Field(default=None, max_length=20, description="the register's circuit breaker: closed, opened, half-opened")
+    stopping: bool = Field(default=False, description="the forwarder's last status before it stopped")
+
+
+class ForwardingStatusReported(Event):
+    """The forwarder's lag, reported periodically and when it stops: keyed by the register."""
+
+    topic: ClassVar[str] = topics.FORWARDING_EVENTS
+    type: Literal["forwarding.status"] = "forwarding.status"
+    payload: ForwardingStatusPayload
+
+    def key(self) -> bytes | None:
+        return self.payload.to_register.encode() if self.payload.to_register else None
+
+
 # --- dead letters ---------------------------------------------------------------------------
 
 
@@ -1084,6 +1111,7 @@ _EVENT_MODELS: tuple[type[Event], ...] = (
     RequestHandled,
     ExclusionForwarded,
     ForwardingFailed,
+    ForwardingStatusReported,
 )
 EVENT_TYPES: dict[str, type[Event]] = {model.model_fields["type"].default: model for model in _EVENT_MODELS}
 

@@ -198,6 +198,9 @@ class Settings(BaseSettings):
     forwarder_sync_page: int = Field(default=500, ge=1, le=1000)
     forwarder_sync_kafka_bootstrap: str = ""
     forwarder_sync_kafka_topic: str = ""
+    # The forwarder's lag (pending, failed, the oldest pending's age, the last successful sync) as a
+    # forwarding.status event this often (seconds), and once more when it stops; 0: never.
+    forwarder_status_seconds: float = Field(default=60.0, ge=0)
 
     # Dead letters stay small and hold nothing personal in clear: the original's first bytes up to
     # this bound are kept sealed (the whole is digested), the reason is cut to this many characters.

@@ -11,6 +11,7 @@ from services.forwarder import handlers
 from services.forwarder.adapters import Adapter, adapter_for
 from services.forwarder.dispatcher import Dispatcher
 from services.forwarder.repository import INDEXES, Deliveries
+from services.forwarder.status import StatusReports
 from services.forwarder.sync import ChangeFeedSync, Importer, KafkaSync
 from shared.crypto import Sealer
 from shared.identity import Hasher
@@ -63,7 +64,7 @@ def create_app(
     transport: httpx.AsyncBaseTransport | None = None,
     adapter: Adapter | None = None,
 ) -> FastStream:
-    """The app; ``app.dispatcher.round()`` attempts what is due and ``app.sync.run_once()`` syncs once (tests drive them)."""
+    """The app; ``app.sync.run_once()`` syncs once and ``app.status.report()`` publishes the status once (tests drive them)."""
     settings = settings or Settings()
     service = Service("forwarder", settings, indexes=INDEXES, database=database)
     if clock is not None:
@@ -84,6 +85,8 @@ def create_app(
         if settings.forwarder_sync_kafka_bootstrap and settings.forwarder_sync_kafka_topic
         else None
     )
+    status = StatusReports(settings, deliveries, service.clock, service.publish)
+    status_ticker = Ticker("forwarder.status", status.report, settings.forwarder_status_seconds)
 
     async def start() -> None:
         check_register_settings(settings)
@@ -102,8 +105,11 @@ def create_app(
             service.log.info("syncing_register_topic", topic=settings.forwarder_sync_kafka_topic)
         if not settings.forwarder_sync_url and kafka_sync is None:
             service.log.info("sync_idle", reason="no change feed or register topic configured: nothing is imported")
+        if status.wanted:
+            status_ticker.start()
 
     async def stop() -> None:
+        await status_ticker.stop()
         if sync_ticker is not None:
             await sync_ticker.stop()
         if kafka_sync is not None:
@@ -111,11 +117,13 @@ def create_app(
         await dispatcher.stop()
         if settings.forwarder_register:
             await adapter.stop()
+        await status.last()  # what is left pending as it stops
 
     handlers.register(service, deliveries, dispatcher)
     app = service.app(on_start=start)
     app.on_shutdown(stop)
     app.dispatcher = dispatcher  # type: ignore[attr-defined]
     app.sync = sync  # type: ignore[attr-defined]
+    app.status = status  # type: ignore[attr-defined]
     app.deliveries = deliveries  # type: ignore[attr-defined]
     return app

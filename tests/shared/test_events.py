@@ -104,6 +104,18 @@ PAYLOADS: dict[str, dict] = {
         "attempts": 10,
         "reason": "POST exclude-customers: HTTP 500 (after 10 attempts)",
     },
+    "forwarding.status": {
+        "to_register": "spelpaus",
+        "adapter": "native",
+        "pending": 3,
+        "failed": 1,
+        "oldest_pending_at": "2026-01-10T11:58:00+00:00",
+        "oldest_pending_age_seconds": 120.0,
+        "last_delivered_at": "2026-01-10T11:00:00+00:00",
+        "last_sync_at": None,
+        "last_sync_age_seconds": None,
+        "breaker": "opened",
+    },
     "verification.document_submitted": {
         "exclusion_id": EXCLUSION_ID,
         "document_id": "doc-1",
