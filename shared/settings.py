@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     audit_signing_key: SecretStr = SecretStr("")
     audit_signing_key_id: str = "a1"
     audit_checkpoint_seconds: float = Field(default=300.0, ge=0)
+    # The audit service walks every chain this often (seconds; the first time soon after it starts) and
+    # keeps the result for the console's "Audit chain" page; 0: never (`selfex audit verify` still does).
+    audit_verify_seconds: float = Field(default=3600.0, ge=0)
 
     # This deployment's name among federated Selfex deployments: what its forwarder says an exclusion's
     # origin is (X-Selfex-Origin), and what its sync never imports back (no loops).

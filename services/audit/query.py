@@ -13,6 +13,7 @@ import io
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import structlog
@@ -26,7 +27,7 @@ from pymongo.errors import PyMongoError
 
 from services.audit import statements
 from services.audit.queries import MAX_IDENTIFIERS, AuditQueries, Criteria, QueryError, Scope
-from services.audit.repository import INDEXES
+from services.audit.repository import INDEXES, MongoVerifications
 from shared.events import utcnow
 from shared.logging import configure_logging
 from shared.service import Clock
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None, *, database: AsyncDatabase | No
         await ensure_indexes(db, INDEXES)
         held["db"] = db
         held["queries"] = AuditQueries(db)
+        held["verifications"] = MongoVerifications(db)
         log.info("audit_query_started", host=settings.audit_query_host, port=settings.audit_query_port)
         try:
             yield
@@ -180,7 +182,30 @@ def create_app(settings: Settings | None = None, *, database: AsyncDatabase | No
             return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
         return JSONResponse(figures.as_json())
 
+    @app.get("/v1/verification", dependencies=[Depends(gateway_only)])
+    async def verification() -> JSONResponse:
+        """The audit chain's newest periodic verification (the audit service's): intact, or its findings."""
+        newest = await held["verifications"].newest()
+        return JSONResponse(verification_status(newest, now(), settings.audit_verify_seconds))
+
     return app
+
+
+def verification_status(newest: dict[str, Any] | None, now: datetime, every: float) -> dict[str, Any]:
+    """What the newest verification says: ``status`` intact, tampered or never_verified; ``stale`` when
+    it ended more than twice its interval ago (the periodic walk stopped, or fails); ``every_seconds``:
+    how often this deployment verifies (0: never)."""
+    if newest is None:
+        return {"status": "never_verified", "stale": False, "every_seconds": every, "verification": None}
+    result = {"id": newest["_id"], **{k: v for k, v in newest.items() if k != "_id"}}
+    age = (now - datetime.fromisoformat(result["ended_at"])).total_seconds()
+    return {
+        "status": "intact" if result["intact"] else "tampered",
+        "stale": age > 2 * float(result.get("interval_seconds") or every or 0),
+        "age_seconds": round(max(age, 0.0), 1),
+        "every_seconds": every,
+        "verification": result,
+    }
 
 
 class _Refused(Exception):

@@ -1,5 +1,6 @@
 """The audit log in MongoDB: append-only records, one hash chain per Kafka partition, written a
-batch at a time; and the signed checkpoints of the chains' heads. The service only inserts and finds.
+batch at a time; the signed checkpoints of the chains' heads; and the results of the periodic
+verification of the chains. The service only inserts and finds.
 
 Exactly once: a record's ``_id`` is its event's id and ``(topic, partition, offset)`` is unique too,
 so neither a redelivered message nor the same event published twice is recorded again. A batch is
@@ -8,7 +9,8 @@ the store is a prefix of each chain, and the retry goes on from the chain's tail
 """
 
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
@@ -16,9 +18,16 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.audit.chain import Tail, chain_of, position_of, record, tail_of
 
+if TYPE_CHECKING:
+    from services.audit.verifier import Report
+
 LOG = "audit_log"
 CHECKPOINTS = "audit_checkpoints"
 ANCHORS = "audit_anchors"  # where retention cut a chain: signed, written by `selfex audit retain` only
+VERIFICATIONS = "audit_verifications"  # each periodic verification's result, newest last
+# Which instance verifies which period: the first to insert the period's claim (replicas verify once).
+VERIFICATION_CLAIMS = "audit_verification_claims"
+KEPT_FINDINGS = 20  # a result keeps the first findings and problems (and how many there were)
 INDEXES = {
     LOG: [
         IndexModel([("topic", ASCENDING), ("partition", ASCENDING), ("seq", ASCENDING)], unique=True),  # the chain
@@ -32,6 +41,7 @@ INDEXES = {
     ],
     CHECKPOINTS: [IndexModel([("at", ASCENDING)])],
     ANCHORS: [IndexModel([("chain", ASCENDING), ("seq", ASCENDING)])],
+    VERIFICATIONS: [IndexModel([("ended_at", DESCENDING)])],
 }
 
 
@@ -140,9 +150,69 @@ class MongoAuditLog:
     async def checkpoints(self) -> list[dict[str, Any]]:
         return [c async for c in self._checkpoints.find({}, sort=[("at", ASCENDING)])]
 
+    async def recent_checkpoints(self, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` checkpoints (each instance writes one every few minutes: not all of them)."""
+        return [c async for c in self._checkpoints.find({}, sort=[("at", DESCENDING)], limit=limit)]
+
     async def anchors(self) -> list[dict[str, Any]]:
         """Every retention anchor, oldest first (see ``services.audit.retention``)."""
         return [a async for a in self._anchors.find({}, sort=[("at", ASCENDING)])]
+
+
+class MongoVerifications:
+    """The periodic verifications: a claim per period (inserted first: one instance verifies it),
+    and each result, inserted once and never changed."""
+
+    def __init__(self, database: AsyncDatabase) -> None:
+        self._results = database[VERIFICATIONS]
+        self._claims = database[VERIFICATION_CLAIMS]
+
+    async def claim(self, period: str, writer: str, at: datetime) -> bool:
+        """Whether this instance is the first to claim the period (and so verifies it)."""
+        if await self._claims.find_one({"_id": period}, {"_id": 1}) is not None:
+            return False
+        try:
+            await self._claims.insert_one({"_id": period, "writer": writer, "at": moment(at)})
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def save(self, result: dict[str, Any]) -> None:
+        await self._results.insert_one(dict(result))
+
+    async def newest(self) -> dict[str, Any] | None:
+        return await self._results.find_one({}, sort=[("ended_at", DESCENDING)])
+
+
+def verification_result(report: "Report", *, period: str, started: datetime, ended: datetime, writer: str, every: float) -> dict[str, Any]:
+    """A verification's result as it is kept: counts, intact or not, and the first findings and
+    problems. A finding names a chain, a seq, a record's id (its event's id) and what was done to
+    it; a problem, a checkpoint's or anchor's id or a chain's position: nothing personal."""
+    return {
+        "_id": period,
+        "started_at": moment(started),
+        "ended_at": moment(ended),
+        "writer": writer,
+        "interval_seconds": every,
+        "records": report.records,
+        "chains": report.chains,
+        "seconds": round(report.seconds, 3),
+        "intact": report.intact,
+        "findings": [
+            {"chain": f.chain, "seq": f.seq, "record_id": f.record_id, "kind": f.what, "detail": f.detail}
+            for f in report.findings[:KEPT_FINDINGS]
+        ],
+        "findings_total": len(report.findings),
+        "problems": report.problems[:KEPT_FINDINGS],
+        "problems_total": len(report.problems),
+        "heads_checked": report.heads_checked,
+        "anchored": report.anchored,
+    }
+
+
+def moment(at: datetime) -> str:
+    """A moment as the audit's documents keep it: UTC, ISO 8601 to the millisecond (sorts as text)."""
+    return at.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 def newest_heads(checkpoints: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
