@@ -1,6 +1,8 @@
 """The compliance queries over the audit log (docs/adr/0007), read-only: records by person, operator,
 type and time, paged or streamed; a person's records in order (their statement); the counts of
 regulatory reporting. Every query is bounded by a ``Scope``: one operator's records, or all.
+The forwarder's lag (its ``forwarding.status`` events) is the deployment's own: it is in the
+statistics of the scope ``all`` only (register staff, regulators), never in an operator's.
 
 A person is named by the keyed hashes of their identifiers (every form the hash chain knows). Their
 records are those that carry one of those hashes, and, one step on, those that carry what the first
@@ -18,11 +20,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.audit.repository import LOG
-from services.audit.summaries import LIFECYCLE_TYPES, instant, moment
+from services.audit.summaries import FORWARDING_STATUS, FORWARDING_STATUS_FIGURES, LIFECYCLE_TYPES, instant, moment
 
 MAX_IDENTIFIERS = 64
 EXCLUDING = frozenset({"active", "lift_requested"})
@@ -216,7 +218,26 @@ class AuditQueries:
                 stats.enforcement_ms.append(max(0.0, (at - activated[exclusion]) / 1000))
         async for document in self._log.find({**scoped, "type": "message.dead_lettered", **span}, {"facts": 1}):
             stats.dead_letters[str((document.get("facts") or {}).get("topic"))] += 1
+        if scope.operator_id is None:  # the deployment's own, not an operator's
+            stats.forwarding = await self._forwarding(start, end)
         return stats
+
+    async def _forwarding(self, start: int, end: int) -> "Forwarding":
+        """Deliveries and failures in [start, end); the newest status of each register that reported in
+        it, and of the last to report before ``end`` even if that was before ``start`` (its time says so)."""
+        forwarding = Forwarding()
+        span = {"at": {"$gte": start, "$lt": end}}
+        for outcome in ("delivered", "failed"):
+            forwarding.deliveries[outcome] = await self._log.count_documents({"type": f"forwarding.{outcome}", **span})
+        statuses = {"facts": 1, "at": 1}
+        async for document in self._log.find({"type": FORWARDING_STATUS, **span}, statuses):
+            forwarding.reported(document)
+        last = await self._log.find_one(
+            {"type": FORWARDING_STATUS, "at": {"$lt": end}}, statuses, sort=[("at", DESCENDING), ("_id", DESCENDING)]
+        )
+        if last is not None:
+            forwarding.reported(last)
+        return forwarding
 
 
 @dataclass
@@ -247,6 +268,41 @@ def percentile(values: list[float], p: float) -> float:
 
 
 @dataclass
+class Forwarding:
+    """The forwarder's deliveries and failures in the period, and the newest status each register reported."""
+
+    deliveries: Counter[str] = field(default_factory=Counter)
+    newest: dict[str, tuple[int, str, dict[str, Any]]] = field(default_factory=dict)
+
+    def reported(self, document: dict[str, Any]) -> None:
+        facts = document.get("facts") or {}
+        register = str(facts.get("to_register") or "none")  # none: a deployment that only imports
+        ordering = (int(document.get("at") or 0), str(document["_id"]))
+        held = self.newest.get(register)
+        if held is None or ordering > held[:2]:
+            self.newest[register] = (*ordering, facts)
+
+    def as_json(self) -> dict[str, Any]:
+        figures = [name for name in FORWARDING_STATUS_FIGURES if name != "to_register"]
+        return {
+            "deliveries": {"delivered": self.deliveries["delivered"], "failed": self.deliveries["failed"]},
+            "status_by_register": {
+                register: {"reported_at": instant(at).isoformat(), **{name: facts.get(name) for name in figures}}
+                for register, (at, _, facts) in sorted(self.newest.items())
+            },
+        }
+
+
+def _cell(value: Any) -> float | int | str:
+    """A figure as a CSV cell: nothing is empty, a flag is true or false."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+@dataclass
 class Statistics:
     since: datetime | None
     until: datetime
@@ -255,13 +311,14 @@ class Statistics:
     decisions: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     enforcement_ms: list[float] = field(default_factory=list)
     dead_letters: Counter[str] = field(default_factory=Counter)
+    forwarding: Forwarding | None = None  # None: not the deployment's own scope
 
     def as_json(self) -> dict[str, Any]:
         timing: dict[str, Any] = {"count": len(self.enforcement_ms)}
         if self.enforcement_ms:
             timing |= {f"p{p}": round(percentile(self.enforcement_ms, p), 1) for p in PERCENTILES}
             timing["max"] = round(max(self.enforcement_ms), 1)
-        return {
+        figures = {
             "from": self.since.isoformat() if self.since else None,
             "to": self.until.isoformat(),
             "exclusions_started": self.started.as_json(),
@@ -270,11 +327,14 @@ class Statistics:
             "time_to_enforcement_ms": timing,
             "dead_letters_by_topic": dict(sorted(self.dead_letters.items())),
         }
+        if self.forwarding is not None:
+            figures["forwarding"] = self.forwarding.as_json()
+        return figures
 
-    def rows(self) -> list[tuple[str, str, str, float | int]]:
+    def rows(self) -> list[tuple[str, str, str, float | int | str]]:
         """The same figures as rows: (section, dimension, key, value), for CSV."""
         figures = self.as_json()
-        rows: list[tuple[str, str, str, float | int]] = []
+        rows: list[tuple[str, str, str, float | int | str]] = []
         for section in ("exclusions_started", "exclusions_active"):
             rows.append((section, "total", "", figures[section]["total"]))
             for dimension in ("jurisdiction", "duration_kind", "birth_band", "gender"):
@@ -283,4 +343,8 @@ class Statistics:
             rows += [("decisions_by_day", day["day"], outcome, n) for outcome, n in day.items() if outcome != "day"]
         rows += [("time_to_enforcement_ms", "", key, value) for key, value in figures["time_to_enforcement_ms"].items()]
         rows += [("dead_letters_by_topic", "topic", topic, n) for topic, n in figures["dead_letters_by_topic"].items()]
+        if "forwarding" in figures:
+            rows += [("forwarding.deliveries", "", outcome, n) for outcome, n in figures["forwarding"]["deliveries"].items()]
+            for register, status in figures["forwarding"]["status_by_register"].items():
+                rows += [("forwarding.status_by_register", register, name, _cell(value)) for name, value in status.items()]
         return rows

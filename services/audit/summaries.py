@@ -5,8 +5,11 @@ functions of the event, so the walk can recompute them and tell when they were c
   identifier hashes it carries, its subject, the exclusion, the lift, the account event a decision
   answers, the cause a delivery reports on. A person's records are found through them.
 - ``facts``: the few fields the statistics count by (jurisdiction, duration kind, year-of-birth
-  band, gender, outcome, action, a dead letter's topic). Nothing here is personal in clear: identity
-  is only ever its keyed hashes, and a year of birth only its decade.
+  band, gender, outcome, action, a dead letter's topic, the forwarder's reported lag). Nothing here
+  is personal in clear: identity is only ever its keyed hashes, and a year of birth only its decade.
+
+A type gains facts only when it is new: verify recomputes them, so a record of an older type written
+without them would be named modified (``forwarding.delivered`` and ``.failed`` are counted by type).
 """
 
 from datetime import UTC, datetime, timedelta
@@ -28,6 +31,21 @@ LIFECYCLE_TYPES = frozenset(
     }
 )
 _REFERENCE_FIELDS = ("exclusion_id", "lift_id", "account_event_id", "cause_id")
+FORWARDING_STATUS = "forwarding.status"
+# What the statistics show of the forwarder's newest status (ForwardingStatusPayload): counts and moments.
+FORWARDING_STATUS_FIGURES = (
+    "to_register",
+    "adapter",
+    "pending",
+    "failed",
+    "oldest_pending_at",
+    "oldest_pending_age_seconds",
+    "last_delivered_at",
+    "last_sync_at",
+    "last_sync_age_seconds",
+    "breaker",
+    "stopping",
+)
 
 
 def references(event: dict[str, Any]) -> list[str]:
@@ -79,6 +97,8 @@ def facts(event: dict[str, Any]) -> dict[str, Any] | None:
         return {"action": payload.get("action"), "exclusion_id": payload.get("exclusion_id")}
     if kind == "message.dead_lettered":
         return {"topic": payload.get("topic"), "consumer": payload.get("consumer")}
+    if kind == FORWARDING_STATUS:
+        return {name: payload.get(name) for name in FORWARDING_STATUS_FIGURES}
     return None
 
 
