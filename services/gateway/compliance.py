@@ -1,12 +1,13 @@
 """The compliance queries of the audit log under ``/v1/compliance`` (docs/adr/0007): search, export,
-a person's statement, statistics for regulatory reporting.
+a person's statement, statistics for regulatory reporting, and the audit chain's verification status.
 
 The audit service answers them from its own store (its query API, ``selfex run audit-query``); the
 gateway keeps the public contract: it authenticates the key, decides the scope from its role (an
 ``operator-compliance`` key: its own operator's records, whatever the query says; ``register-staff``
 and ``regulator``: every operator's), hashes an entered identity here (every form of the hash
 chain, as lookups do: the audit API never sees raw identity) and forwards; exports and statements
-stream through unchanged. A malformed request is a ``400`` naming the field.
+stream through unchanged. A malformed request is a ``400`` naming the field. The verification
+status is of the whole log, every operator's: register staff and the regulator only.
 """
 
 from typing import Annotated, Any, Literal
@@ -141,6 +142,59 @@ async def statistics(
     return await _streamed(request, "/v1/statistics", query, {"format": format}, f"statistics.{format}")
 
 
+@router.get(
+    "/verification",
+    tags=["compliance"],
+    summary="The audit chain's verification status: the newest periodic walk of every chain (SELFEX_AUDIT_VERIFY_SECONDS), "
+    "intact with its counts, or the first broken link of each chain (register staff and the regulator)",
+    responses={
+        **RESPONSES,
+        403: {"description": "the key's roles do not allow compliance queries, or it is an operator's: the chain is every operator's"},
+        200: {
+            "description": "status intact | tampered | never_verified; stale: the newest result ended more than twice its interval "
+            "ago; verification: when it started and ended, records and chains walked, seconds, and the first findings "
+            "(chain, seq, record_id, kind: modified | deleted | inserted | reordered, detail) and problems, with their totals",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "status": "tampered",
+                        "stale": False,
+                        "age_seconds": 412.0,
+                        "every_seconds": 3600,
+                        "verification": {
+                            "id": "3600s:493810",
+                            "started_at": "2026-05-04T10:00:01.120+00:00",
+                            "ended_at": "2026-05-04T10:00:03.480+00:00",
+                            "records": 12840,
+                            "chains": 36,
+                            "seconds": 2.36,
+                            "intact": False,
+                            "findings": [
+                                {
+                                    "chain": "selfex.decisions/2",
+                                    "seq": 118,
+                                    "record_id": "5f0c1e9a-8d1b-4c55-9a57-2d3f1c8b7e10",
+                                    "kind": "modified",
+                                    "detail": "its content no longer gives its hash, or its summary differs from its content",
+                                }
+                            ],
+                            "findings_total": 1,
+                            "problems": [],
+                            "problems_total": 0,
+                        },
+                    }
+                }
+            },
+        },
+    },
+)
+async def verification_status(caller: Auditor, request: Request) -> Response:
+    if not caller.sees_every_operator:
+        raise Problem(403, "the audit chain is every operator's: its verification status is for register staff and the regulator")
+    answer = await _ask(request, "/v1/verification", None)
+    return JSONResponse(answer.json())
+
+
 # --- the pieces ---------------------------------------------------------------------------------
 
 
@@ -216,10 +270,11 @@ async def _refusal(request: Request, answer: httpx.Response) -> Problem:
     return Problem(503, reason, headers={"Retry-After": RETRY_AFTER})
 
 
-async def _ask(request: Request, path: str, query: dict[str, Any]) -> httpx.Response:
+async def _ask(request: Request, path: str, query: dict[str, Any] | None) -> httpx.Response:
+    """The audit API's answer to a query (POSTed), or to a GET when there is none."""
     async with _client(request) as client:
         try:
-            answer = await client.post(path, json=query)
+            answer = await client.post(path, json=query) if query is not None else await client.get(path)
         except httpx.HTTPError as exc:
             note(request).outcome = f"audit query unreachable: {type(exc).__name__}"
             raise Problem(503, "the audit query API cannot be reached now; retry", headers={"Retry-After": RETRY_AFTER}) from None

@@ -191,3 +191,55 @@ async def test_the_query_api_answers_only_the_gateways_token_and_refuses_a_weak_
     finally:
         cw.app.state.gateway.settings = cw.settings
     assert away.status_code == 503 and away.headers["Retry-After"]
+
+
+async def verification(w, key: str) -> httpx.Response:
+    return await w.client.get("/v1/compliance/verification", headers=headers(w, key))
+
+
+async def test_the_audit_chains_verification_status_is_for_staff_and_the_regulator(cw):
+    async def verified():
+        answer = await verification(cw, "regulator")
+        return answer if answer.status_code == 200 and answer.json()["status"] != "never_verified" else None
+
+    answer = await eventually(verified, timeout=60, what="the audit service's first verification (soon after it starts)")
+    status = answer.json()
+    by_staff = await verification(cw, "staff")
+
+    assert (status["status"], status["stale"], status["every_seconds"]) == ("intact", False, cw.settings.audit_verify_seconds)
+    found = status["verification"]
+    assert found["intact"] and found["findings"] == [] and found["problems"] == [] and found["started_at"] <= found["ended_at"]
+    assert by_staff.status_code == 200 and by_staff.json()["verification"]["id"] == found["id"]
+    for key in ("compliance", "excluder", "checker"):  # an operator's keys: the chain is every operator's
+        refused = await verification(cw, key)
+        assert refused.status_code == 403, (key, refused.text)
+    assert "every operator's" in (await verification(cw, "compliance")).json()["error"]
+
+
+async def test_a_log_never_verified_says_so(cw):
+    """A query API over a store the audit service has not verified yet (its first run not come)."""
+    port = free_port()
+    empty = cw.database.client[f"{cw.settings.mongo_db}_never"]
+    cw.app.state.gateway.settings = cw.settings.model_copy(update={"audit_query_port": port})
+    try:
+        async with serving(query_app(cw.settings, database=empty), port):
+            answer = await verification(cw, "regulator")
+    finally:
+        cw.app.state.gateway.settings = cw.settings
+        await cw.database.client.drop_database(empty.name)
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {
+        "status": "never_verified",
+        "stale": False,
+        "every_seconds": cw.settings.audit_verify_seconds,
+        "verification": None,
+    }
+
+
+async def test_the_query_apis_verification_answers_only_the_gateways_token(cw):
+    async with httpx.AsyncClient(base_url=cw.settings.audit_query_base_url) as client:
+        no_token = await client.get("/v1/verification")
+        with_token = await client.get("/v1/verification", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert no_token.status_code == 401 and no_token.json()["field"] == "Authorization"
+    assert with_token.status_code == 200 and with_token.json()["status"] in ("intact", "never_verified")

@@ -149,6 +149,8 @@ TABLE: dict[tuple[str, str], tuple[Request, dict[str, str | int]]] = {
             ("GET", "/statistics", None),
         ]
     },
+    # the audit chain's verification status is every operator's: staff and the regulator only
+    ("GET", "/v1/compliance/verification"): (keyed(), expect(DENIED, DENIED, DENIED, 503, 503)),
     # the person's portal: no key
     **{
         (method, "/v1/portal" + path): (anonymous(json={}), EVERYONE)
@@ -179,7 +181,7 @@ TABLE: dict[tuple[str, str], tuple[Request, dict[str, str | int]]] = {
             ),
             *(
                 ("GET", "/console" + p)
-                for p in ["", "/login", "/audit", "/statement", "/statistics", "/statistics.csv", "/dead-letters", "/reviews"]
+                for p in ["", "/login", "/audit", "/statement", "/statistics", "/statistics.csv", "/dead-letters", "/reviews", "/chain"]
             ),
             *(("GET", "/console" + p) for p in ["/reviews/{document_id}", "/documents/{document_id}"]),
             *(("POST", "/console" + p) for p in ["/login", "/logout", "/audit", "/audit/export", "/statement", "/reviews/{document_id}"]),
