@@ -8,6 +8,7 @@ one ordered ``insert_many``: if it is cut short (the process killed, the store g
 the store is a prefix of each chain, and the retry goes on from the chain's tail as the store has it.
 """
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,9 @@ ANCHORS = "audit_anchors"  # where retention cut a chain: signed, written by `se
 VERIFICATIONS = "audit_verifications"  # each periodic verification's result, newest last
 # Which instance verifies which period: the first to insert the period's claim (replicas verify once).
 VERIFICATION_CLAIMS = "audit_verification_claims"
-KEPT_FINDINGS = 20  # a result keeps the first findings and problems (and how many there were)
+KEPT_FINDINGS = 20
+# Records per batch of verify's whole-log read: large batches cost the embedded store least per record.
+SCAN_BATCH = 20_000  # a result keeps the first findings and problems (and how many there were)
 INDEXES = {
     LOG: [
         IndexModel([("topic", ASCENDING), ("partition", ASCENDING), ("seq", ASCENDING)], unique=True),  # the chain
@@ -139,6 +142,20 @@ class MongoAuditLog:
         if after:
             where["seq"] = {"$gt": after}
         return aiter(self._log.find(where, sort=[("seq", ASCENDING)], batch_size=batch_size))
+
+    async def every_record(self, *, batch_size: int = SCAN_BATCH) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every record in the store's own order, a batch at a time, the next batch asked for while the
+        caller works on this one (the store reads, the caller checks: both cores busy)."""
+        cursor = self._log.find({}, batch_size=batch_size)
+        ahead = asyncio.ensure_future(cursor.to_list(batch_size))
+        try:
+            while batch := await ahead:
+                ahead = asyncio.ensure_future(cursor.to_list(batch_size))
+                await asyncio.sleep(0)  # let it send its getMore before the caller takes the loop
+                yield batch
+        finally:
+            ahead.cancel()
+            await cursor.close()
 
     async def record_at(self, chain: str, seq: int) -> dict[str, Any] | None:
         topic, partition = position_of(chain)

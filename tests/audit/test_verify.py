@@ -12,6 +12,7 @@ import pytest
 
 from services.audit.chain import record, tail_of
 from services.audit.repository import LOG
+from services.audit import verifier
 from services.audit.verifier import verify
 from tests.audit.harness import at, entry, filled
 
@@ -28,6 +29,27 @@ async def test_an_untouched_log_is_intact_with_its_count(database):
 
     assert report.intact and (report.records, report.chains) == (20, 2)
     assert report.describe().startswith("intact: 20 records in 2 chains verified in ")
+
+
+async def test_records_stored_out_of_their_order_are_walked_in_seq_order(database, monkeypatch):
+    # verify reads the whole log in the store's own order; records that come before the one they
+    # follow wait for it, and past the bound on waiting their chain is walked again by query.
+    log = await filled(database, chains=2, per_chain=30)
+    stored = [d async for d in database[LOG].find({"topic": "t.decisions", "partition": 1})]
+    await database[LOG].delete_many({"topic": "t.decisions", "partition": 1})
+    await database[LOG].insert_many(sorted(stored, key=lambda d: -d["seq"]))  # newest first
+
+    report = await verify(log)
+    assert report.intact and (report.records, report.chains) == (60, 2)
+
+    monkeypatch.setattr(verifier, "MAX_EARLY", 5)
+    report = await verify(log)
+    assert report.intact and (report.records, report.chains) == (60, 2)
+
+    victim = await at(database, CHAIN, 17)
+    await database[LOG].update_one({"_id": victim["_id"]}, {"$set": {"subject": "someone-else"}})
+    report = await verify(log)
+    assert [(f.chain, f.seq, f.what, f.record_id) for f in report.findings] == [(CHAIN, 17, "modified", victim["_id"])]
 
 
 async def test_a_modified_record_is_found(database):
