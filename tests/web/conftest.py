@@ -6,13 +6,17 @@ test's own output folder."""
 import os
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from pymongo import MongoClient
+from pymongo.database import Database
 
 from shared.infra import free_port
+from shared.settings import Settings
 from tests.e2e.conftest import selfex_command, stop, wait_for_health
 from tests.web.browsing import CHROMIUM, CHROMIUM_ARGS
 
@@ -44,6 +48,15 @@ class WebStack:
         )
         return result.stdout.strip().splitlines()[-1]
 
+    @contextmanager
+    def store(self, service: str) -> Iterator[Database]:
+        """A service's database in the stack's store, as the stack names it (no SELFEX_MONGO_DB: the default)."""
+        client: MongoClient = MongoClient(self.env["SELFEX_MONGO_URI"], serverSelectionTimeoutMS=10_000)
+        try:
+            yield client[Settings.model_construct().database_for(service)]
+        finally:
+            client.close()
+
 
 @pytest.fixture(scope="module")
 def web_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebStack]:
@@ -55,6 +68,7 @@ def web_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebStack]:
         "SELFEX_EMBEDDED_MONGO_PORT": str(mongo_port),
         "SELFEX_GATEWAY_PORT": str(gateway_port),
         "SELFEX_SMTP_PORT": str(smtp_port),
+        "SELFEX_AUDIT_VERIFY_SECONDS": "2",  # the console's "Audit chain" page sees a tampering within seconds
     }
     log = folder / "selfex-up.log"
     with open(log, "wb") as out:

@@ -217,3 +217,39 @@ def test_a_document_uploaded_on_the_portal_is_viewed_and_approved_in_the_console
     assert state["state"] in ("active", "cooling_off"), state
     page.reload()
     expect(page.locator("#queue")).not_to_contain_text(exclusion_id)
+
+
+def chain_shows(page: Page, status: str, deadline_seconds: float = 30.0) -> None:
+    """Reload the "Audit chain" page until it shows ``status`` (the stack verifies every 2 s here)."""
+    shown = page.locator("#chain-status")
+    deadline = time.monotonic() + deadline_seconds
+    while shown.get_attribute("data-status") != status and time.monotonic() < deadline:
+        time.sleep(0.2)
+        page.reload()
+    expect(shown).to_have_attribute("data-status", status)
+
+
+def test_the_audit_chain_is_shown_intact_then_the_record_tampered_with_in_the_store(
+    page: Page, web_stack: WebStack, staff_key: str, person: dict, tmp_path: Path
+):
+    signed_in(page, staff_key)
+    in_the_audit_log(page, person)
+    page.get_by_role("link", name="Audit chain").click()
+    expect(page.get_by_role("heading", name="Audit chain", level=1)).to_be_visible()
+    chain_shows(page, "intact")
+    expect(page.locator("#chain-status")).to_contain_text(re.compile(r"\d+ records in \d+ chains verified at .* no broken link"))
+    accessible(page)
+
+    with web_stack.store("audit") as audit:  # as tests/audit tamper: the store changed directly, past the service
+        victim = audit["audit_log"].find_one({"type": "exclusion.activated", "refs": {"$in": [person["exclusion_id"]]}})
+        assert victim is not None, "the person's activation is in the log"
+        body = json.loads(victim["body"])
+        body["recorded_at"] = "2001-01-01T00:00:00.000+00:00"
+        audit["audit_log"].update_one({"_id": victim["_id"]}, {"$set": {"body": json.dumps(body)}})
+
+    chain_shows(page, "tampered")
+    expect(page.locator("#chain-status h2")).to_have_text("TAMPERED: the audit log was changed in the store")
+    expect(page.locator("#chain-first-broken")).to_contain_text(f"record {victim['_id']}: modified")
+    expect(page.locator("#chain-findings tbody tr").filter(has_text=victim["_id"])).to_have_count(1)
+    accessible(page)
+    page.screenshot(path=str(tmp_path / "audit-chain.png"), full_page=True)

@@ -164,6 +164,32 @@ EN: dict[str, str] = {
     "console_logout": "Sign out",
     "console_wrong_key": "That key is not a register-staff or regulator key.",
     "console_signed_in": "Signed in as {name} ({roles})",
+    # console: the audit chain's verification status
+    "chain_title": "Audit chain",
+    "chain_card": "The audit chain's verification status",
+    "chain_lead": "The audit service walks every hash chain of the audit log every {every} (SELFEX_AUDIT_VERIFY_SECONDS) and keeps "
+    "the result: a record modified, deleted, inserted or reordered in the store breaks its chain's links.",
+    "chain_lead_off": "The audit service does not verify the chain periodically (SELFEX_AUDIT_VERIFY_SECONDS is 0): "
+    "run selfex audit verify.",
+    "chain_intact": "Intact",
+    "chain_intact_detail": "{records} records in {chains} chains verified at {at}, in {seconds} s: no broken link.",
+    "chain_tampered": "TAMPERED: the audit log was changed in the store",
+    "chain_first_broken": "First broken link: chain {chain}, seq {seq}, record {record}: {kind}.",
+    "chain_tampered_detail": "Found by the verification at {at}, over {records} records in {chains} chains.",
+    "chain_findings": "Broken links, one per chain",
+    "chain_findings_shown": "The first {shown} of {total} are listed.",
+    "chain_chain": "Chain",
+    "chain_seq": "Seq",
+    "chain_record": "Record",
+    "chain_kind": "What was done",
+    "chain_detail": "Detail",
+    "chain_problems": "Checkpoints and anchors that do not hold",
+    "chain_never": "Not verified yet",
+    "chain_never_detail": "No verification result is kept yet: the audit service verifies the chain soon after it starts.",
+    "chain_stale": "Not verified recently",
+    "chain_stale_detail": "The newest result is from {at}, more than twice the interval ({every}) ago: the periodic verification "
+    "has stopped or fails, and that result says nothing of the chain now.",
+    "chain_stale_result": "Then, {records} records in {chains} chains had no broken link.",
 }
 
 SV: dict[str, str] = {
