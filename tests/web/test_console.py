@@ -16,7 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
+from starlette.requests import Request
 
+from services.gateway.web.console_pages import span, when
+from services.gateway.web.rendering import page as render
 from tests.web.browsing import accessible
 from tests.web.conftest import WebStack
 
@@ -253,3 +256,32 @@ def test_the_audit_chain_is_shown_intact_then_the_record_tampered_with_in_the_st
     expect(page.locator("#chain-findings tbody tr").filter(has_text=victim["_id"])).to_have_count(1)
     accessible(page)
     page.screenshot(path=str(tmp_path / "audit-chain.png"), full_page=True)
+
+
+def chain_page(status: dict) -> str:
+    """The "Audit chain" page for a verification status, rendered without a browser."""
+    request = Request(
+        {"type": "http", "method": "GET", "path": "/console/chain", "headers": [(b"host", b"selfex.test")], "query_string": b""}
+    )
+    rendered = render(request, "console/chain.html", csrf="c", who=None, status=status, error=None, when=when, span=span)
+    return bytes(rendered.body).decode()
+
+
+def test_never_verified_and_stale_are_warnings_never_intact():
+    result = {"ended_at": "2026-05-04T07:00:00.000+00:00", "interval_seconds": 3600, "records": 12, "chains": 3, "seconds": 0.1}
+    broken = {"chain": "selfex.decisions/2", "seq": 7, "record_id": "r-7", "kind": "deleted", "detail": "seq 5 to 6 are gone"}
+
+    never = chain_page({"status": "never_verified", "stale": False, "every_seconds": 3600, "verification": None})
+    off = chain_page({"status": "never_verified", "stale": False, "every_seconds": 0, "verification": None})
+    stale = chain_page({"status": "intact", "stale": True, "every_seconds": 3600, "verification": {**result, "findings": []}})
+    stale_tampered = chain_page(
+        {"status": "tampered", "stale": True, "every_seconds": 3600, "verification": {**result, "findings": [broken], "findings_total": 1}}
+    )
+
+    assert 'data-status="never_verified"' in never and "Not verified yet" in never and "every 1 h" in never
+    assert "SELFEX_AUDIT_VERIFY_SECONDS is 0" in off
+    assert 'data-status="stale"' in stale and "Not verified recently" in stale and "2026-05-04 07:00:00 UTC" in stale
+    for shown in (never, off, stale):
+        assert "Intact" not in shown and 'data-status="intact"' not in shown
+    assert 'data-status="tampered"' in stale_tampered and "Not verified recently" in stale_tampered
+    assert "chain selfex.decisions/2, seq 7, record r-7: deleted" in stale_tampered

@@ -451,15 +451,15 @@ async def audit_chain(request: Request) -> Response:
         status = json.loads(await body_of(await compliance.verification_status(who, request)))
     except Problem as problem:
         error = problem.error
-    return shown(request, "console/chain.html", session, who, status=status, error=error, when=_when, span=_span)
+    return shown(request, "console/chain.html", session, who, status=status, error=error, when=when, span=span)
 
 
-def _when(text: str) -> str:
+def when(text: str) -> str:
     """A stored moment (ISO 8601) as staff read it: ``2026-05-04 10:00:03 UTC``."""
     return datetime.fromisoformat(text).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _span(seconds: float) -> str:
+def span(seconds: float) -> str:
     """An interval in its largest whole unit: ``1 h``, ``30 min``, ``2 s``."""
     for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
         if seconds >= size and seconds % size == 0:
