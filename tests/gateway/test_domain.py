@@ -280,3 +280,16 @@ def test_the_rate_window_starts_no_thread_keeps_only_its_limit_and_moves_on(monk
     assert len(limits._limiter.storage.events["LIMITER/op/4/2/second"]) <= 4
     now[0] += 2.5
     assert limits.take("op") == 0, "the window moved on"
+
+
+def test_a_rate_window_keeps_only_what_it_still_counts_however_large_its_limit(monkeypatch):
+    from types import SimpleNamespace
+
+    now = [1_000.0]
+    monkeypatch.setattr("limits.storage.memory.time", SimpleNamespace(time=lambda: now[0]))
+    limits = RateLimits(rate=1e9, burst=10**9)  # what the benchmarks set: never limited
+    for _ in range(20_000):
+        assert limits.take("op") == 0
+        now[0] += 0.0001
+    events = limits._limiter.storage.events["LIMITER/op/1000000000/1/second"]
+    assert len(events) <= 10_001, "entries older than the 1 s window were dropped"
