@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 from starlette.requests import Request
 
-from services.gateway.web.console_pages import span, when
+from services.gateway.web.console_pages import charts_of, span, statistics_view, when
 from services.gateway.web.rendering import page as render
 from tests.web.browsing import accessible
 from tests.web.conftest import WebStack
@@ -143,12 +143,17 @@ def test_statistics_are_drawn_as_charts(page: Page, staff_key: str, person: dict
     )
     assert drawn is not None, "Chart.js drew the chart"
     assert "UK" in drawn["labels"] and sum(drawn["data"]) >= 1
-    assert canvas.bounding_box()["height"] > 100
+    box = canvas.bounding_box()
+    assert box is not None and box["height"] > 100
     over_time = page.evaluate(
         "() => { const chart = Chart.getChart('chart-active-per-month');"
         " return chart ? Object.fromEntries(chart.data.datasets.map(d => [d.label, d.data])) : null }"
     )
     assert over_time is not None and over_time["UK"][-1] >= 1, f"this month's active UK exclusions, drawn: {over_time}"
+    # A register-staff key sees the forwarder's lag: its table, or "no forwarder reported" (the stack forwards to no register).
+    expect(page.get_by_role("heading", name="Forwarding to the register")).to_be_visible()
+    expect(page.locator("#forwarding-deliveries")).to_contain_text(re.compile(r"In this period: \d+ delivered, \d+ failed\."))
+    expect(page.locator("#forwarding-status, #forwarding-none").first).to_be_visible()
     accessible(page)
     page.screenshot(path=str(tmp_path / "statistics.png"), full_page=True)
     page.get_by_role("link", name="Dead letters").click()
@@ -285,3 +290,92 @@ def test_never_verified_and_stale_are_warnings_never_intact():
         assert "Intact" not in shown and 'data-status="intact"' not in shown
     assert 'data-status="tampered"' in stale_tampered and "Not verified recently" in stale_tampered
     assert "chain selfex.decisions/2, seq 7, record r-7: deleted" in stale_tampered
+
+
+def statistics_page(figures: dict) -> str:
+    """The "Statistics" page for the statistics JSON, rendered without a browser."""
+    request = Request(
+        {"type": "http", "method": "GET", "path": "/console/statistics", "headers": [(b"host", b"selfex.test")], "query_string": b""}
+    )
+    rendered = render(request, "console/statistics.html", csrf="c", who=None, **statistics_view(figures, charts_of(figures), None, "", ""))
+    return bytes(rendered.body).decode()
+
+
+def forwarding_row(html: str, register: str) -> str:
+    found = re.search(rf'<tr data-register="{re.escape(register)}".*?</tr>', html, re.S)
+    assert found, f"a row for {register}"
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", found.group(0)))
+
+
+def test_the_forwarders_lag_is_shown_per_register_with_its_warnings_and_not_at_all_for_an_operators_scope():
+    figures = {
+        "from": "2026-01-01T00:00:00+00:00",
+        "to": "2026-02-01T00:00:00+00:00",
+        "exclusions_started": {"total": 0},
+        "exclusions_active": {"total": 0},
+        "decisions_by_day": [],
+        "time_to_enforcement_ms": {"count": 0},
+        "dead_letters_by_topic": {},
+    }
+    lagging = {  # as the audit statistics carry it (tests/audit/test_forwarding_statistics.py)
+        "reported_at": "2026-01-12T12:00:00+00:00",
+        "adapter": "native",
+        "pending": 2,
+        "failed": 1,
+        "oldest_pending_at": "2026-01-12T10:30:00Z",
+        "oldest_pending_age_seconds": 5400.0,
+        "last_delivered_at": "2026-01-12T09:00:00Z",
+        "last_sync_at": "2026-01-11T11:00:00Z",
+        "last_sync_age_seconds": 90000.0,
+        "breaker": "opened",
+        "stopping": False,
+    }
+    keeping_up = {
+        **lagging,
+        "pending": 3,
+        "failed": 0,
+        "oldest_pending_age_seconds": 180.0,
+        "oldest_pending_at": "2026-01-12T11:57:00Z",
+        "last_sync_at": "2026-01-12T10:00:00Z",
+        "last_sync_age_seconds": 7200.0,
+        "breaker": "closed",
+        "stopping": True,
+    }
+    importing = {
+        **keeping_up,
+        "adapter": None,
+        "pending": 0,
+        "oldest_pending_at": None,
+        "oldest_pending_age_seconds": None,
+        "breaker": None,
+    }
+    reported = {
+        "deliveries": {"delivered": 17, "failed": 4},
+        "status_by_register": {"spelpaus": lagging, "gamstop": keeping_up, "none": importing},
+    }
+
+    html = statistics_page({**figures, "forwarding": reported})
+    assert '<h2 id="forwarding-title">Forwarding to the register</h2>' in html
+    assert "<caption>Each register&#39;s forwarding status</caption>" in html and '<th scope="row">spelpaus</th>' in html
+    assert "In this period: 17 delivered, 4 failed." in html
+    spelpaus = forwarding_row(html, "spelpaus")
+    assert "2026-01-12 12:00:00 UTC" in spelpaus and " 2 since 2026-01-12 10:30:00 UTC (90 min) 1 2026-01-12 09:00:00 UTC " in spelpaus
+    assert "2026-01-11 11:00:00 UTC (25 h before the report)" in spelpaus and " open " in spelpaus
+    assert "Warning: the oldest pending delivery has waited 90 min, more than 1 h." in spelpaus
+    assert "Warning: the last successful sync was 25 h before the report, more than 24 h." in spelpaus
+    assert "Warning: the register's circuit breaker is open" in spelpaus.replace("&#39;", "'")
+    gamstop = forwarding_row(html, "gamstop")
+    assert "since 2026-01-12 11:57:00 UTC (3 min)" in gamstop and "(2 h before the report)" in gamstop and " closed " in gamstop
+    assert "the forwarder's last report before it stopped" in gamstop.replace("&#39;", "'")
+    assert "Warning" not in gamstop and "No warning" in gamstop
+    only_imports = forwarding_row(html, "none")
+    assert "none (imports only)" in only_imports and "nothing pending" in only_imports and "not forwarding" in only_imports
+    assert "Warning" not in only_imports
+
+    silent = statistics_page({**figures, "forwarding": {"deliveries": {"delivered": 0, "failed": 0}, "status_by_register": {}}})
+    assert "No forwarder reported its status by the end of this period." in silent and "In this period: 0 delivered, 0 failed." in silent
+    assert 'id="forwarding-status"' not in silent
+
+    operators = statistics_page(figures)  # an operator's scope: no forwarding section
+    assert "Forwarding to the register" not in operators and 'id="forwarding' not in operators
+    assert 'id="dead-letters"' in operators, "the rest of the page is there"

@@ -353,12 +353,22 @@ async def statistics(request: Request) -> Response:
         session,
         who,
         status_code=400 if error else 200,
-        figures=figures,
-        charts=charts,
-        error=error,
-        since=since,
-        until=until,
+        **statistics_view(figures, charts, error, since, until),
     )
+
+
+def statistics_view(
+    figures: dict[str, Any] | None, charts: list[dict[str, Any]], error: str | None, since: str, until: str
+) -> dict[str, Any]:
+    """What the statistics page is rendered from."""
+    return {
+        "figures": figures,
+        "charts": charts,
+        "error": error,
+        "since": since,
+        "until": until,
+        "forwarding": forwarding_of(figures),
+    }
 
 
 @router.get("/statistics.csv")
@@ -421,6 +431,79 @@ def charts_of(figures: dict[str, Any]) -> list[dict[str, Any]]:
         }
     )
     return charts
+
+
+# --- the forwarder's lag, as the statistics carry it (the scope all only) -------------------------
+
+PENDING_WARNING_SECONDS = 3600  # a delivery waiting longer than this: the register is not taking them
+SYNC_WARNING_SECONDS = 24 * 3600  # no successful sync for longer than this: the register's list here is old
+BREAKER_WORDS = {"closed": "closed", "opened": "open", "open": "open", "half-opened": "half_open", "half-open": "half_open"}
+
+
+def forwarding_of(figures: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The ``forwarding`` section in plain words: the period's deliveries and each register's newest
+    status with its warnings. None when the statistics carry no such section (an operator's scope)."""
+    section = (figures or {}).get("forwarding")
+    if not isinstance(section, dict):
+        return None
+    deliveries = section.get("deliveries") or {}
+    statuses = section.get("status_by_register") or {}
+    return {
+        "delivered": deliveries.get("delivered", 0),
+        "failed": deliveries.get("failed", 0),
+        "registers": [register_lag(str(register), status) for register, status in statuses.items() if isinstance(status, dict)],
+    }
+
+
+def register_lag(register: str, status: dict[str, Any]) -> dict[str, Any]:
+    """One register's newest status: times as staff read them, ages in their largest unit (as of the
+    report), and the warnings as (text key, values): pending too long, no recent sync, breaker not closed."""
+    pending_age, sync_age = _seconds(status.get("oldest_pending_age_seconds")), _seconds(status.get("last_sync_age_seconds"))
+    breaker = BREAKER_WORDS.get(str(status.get("breaker")), "unknown") if status.get("breaker") is not None else None
+    warnings: list[tuple[str, dict[str, str]]] = []
+    if pending_age is not None and pending_age > PENDING_WARNING_SECONDS:
+        warnings.append(("forwarding_warn_pending", {"age": age(pending_age), "limit": f"{PENDING_WARNING_SECONDS // 3600} h"}))
+    if sync_age is not None and sync_age > SYNC_WARNING_SECONDS:
+        warnings.append(("forwarding_warn_sync", {"age": age(sync_age), "limit": f"{SYNC_WARNING_SECONDS // 3600} h"}))
+    if breaker in ("open", "half_open"):
+        warnings.append((f"forwarding_warn_breaker_{breaker}", {}))
+    return {
+        "register": None if register == "none" else register,  # none: a deployment that only imports
+        "reported_at": _when(status.get("reported_at")),
+        "stopping": bool(status.get("stopping")),
+        "pending": status.get("pending"),
+        "failed": status.get("failed"),
+        "oldest_pending_at": _when(status.get("oldest_pending_at")),
+        "oldest_pending_age": age(pending_age) if pending_age is not None else None,
+        "last_delivered_at": _when(status.get("last_delivered_at")),
+        "last_sync_at": _when(status.get("last_sync_at")),
+        "last_sync_age": age(sync_age) if sync_age is not None else None,
+        "breaker": breaker,
+        "breaker_reported": status.get("breaker"),
+        "warnings": warnings,
+    }
+
+
+def _seconds(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _when(value: Any) -> str | None:
+    """``when`` of a reported moment; None for none, and the text as it came if it is no moment."""
+    if not value:
+        return None
+    try:
+        return when(str(value))
+    except ValueError:
+        return str(value)
+
+
+def age(seconds: float) -> str:
+    """How long, rounded down: ``45 s``, ``3 min``, ``90 min``, ``2 h``, ``25 h``, ``3 d`` (hours from 2 h, days from 2 d)."""
+    for size, unit, least in ((86400, "d", 2), (3600, "h", 2), (60, "min", 1)):
+        if seconds >= size * least:
+            return f"{int(seconds // size)} {unit}"
+    return f"{int(seconds)} s"
 
 
 @router.get("/dead-letters", response_class=HTMLResponse)
