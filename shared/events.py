@@ -362,7 +362,28 @@ class ImportExclusion(Event):
         return sorted(self.payload.identifiers)[0].encode()
 
 
-ExclusionCommand = Annotated[RequestExclusion | RequestLift | CancelExclusion | ImportExclusion, Field(discriminator="type")]
+class OriginEndPayload(Contract):
+    exclusion_id: uuid.UUID = Field(description="this deployment's copy of the exclusion the origin forwarded")
+    origin: str = Field(min_length=1, max_length=100, description="the deployment that forwarded it, and where it ended")
+    ended_as: Literal["lifted", "cancelled"]
+    ended_at: AwareDatetime = Field(description="when it ended at the origin (the origin's clock)")
+
+
+class EndAtOrigin(Event):
+    """The deployment that forwarded an exclusion here says it ended there (lifted or cancelled): this
+    deployment's copy ends too, only if that deployment's operator alone made it (never one made here,
+    joined by another source, or from another origin). Pseudonymous: the exclusion's id only."""
+
+    topic: ClassVar[str] = topics.EXCLUSION_COMMANDS
+    type: Literal["exclusion.end_at_origin"] = "exclusion.end_at_origin"
+    payload: OriginEndPayload
+
+    def key(self) -> bytes:
+        """By the person when known (their commands stay in order), else by the exclusion."""
+        return (self.subject or str(self.payload.exclusion_id)).encode()
+
+
+ExclusionCommand = Annotated[RequestExclusion | RequestLift | CancelExclusion | ImportExclusion | EndAtOrigin, Field(discriminator="type")]
 
 
 # --- exclusion lifecycle (pseudonymous from here on) ------------------------------------------
@@ -1090,6 +1111,7 @@ _EVENT_MODELS: tuple[type[Event], ...] = (
     RequestLift,
     CancelExclusion,
     ImportExclusion,
+    EndAtOrigin,
     *LIFECYCLE_EVENTS,
     SubmitCode,
     ResendCode,

@@ -83,6 +83,17 @@ class Refusal(BaseModel):
     at: AwareDatetime
 
 
+class Source(BaseModel):
+    """Where one exclusion request (or import) applied to an exclusion came from, and when it arrived:
+    the deployment that forwarded it (None: made here) and the operator (or ``register:<name>``) that sent it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    origin: str | None
+    operator_id: str | None
+    at: AwareDatetime
+
+
 class ThirdPartyRecord(BaseModel):
     """Who applied for the exclusion and why; the applicant's name only sealed."""
 
@@ -130,6 +141,9 @@ class Exclusion(BaseModel):
     origin: str | None = None  # the deployment or register it came from; None: made here (only those are forwarded)
     forwarding: str | None = None  # ForwardingIdentity, sealed to forwarding:<exclusion id>, for the forwarder alone
     imports: list[str] = []  # the import commands applied (the register's exclusion, each version)
+    # Every exclusion request and import applied, in order; None: made before they were kept (an
+    # origin's end never ends it: nobody can tell what else joined it).
+    sources: list[Source] | None = None
 
     @property
     def running(self) -> bool:
@@ -159,6 +173,10 @@ class Exclusion(BaseModel):
             origin=self.origin,
             sealed_identity=self.forwarding,
         )
+
+    def with_source(self, source: Source) -> list[Source] | None:
+        """The sources once ``source`` is applied too (None stays None: what joined before is unknown)."""
+        return None if self.sources is None else [*self.sources, source]
 
     @property
     def only_imported(self) -> bool:
@@ -280,6 +298,7 @@ def exclude(
         causes=[str(request.id)],
         origin=payload.origin,
         forwarding=sealed.forwarding,
+        sources=[Source(origin=payload.origin, operator_id=request.operator_id, at=now)],
     )
     return exclusion.model_copy(update={"next_transition_at": next_transition_at(exclusion, policy)})
 
@@ -306,8 +325,28 @@ def imported(command: ImportExclusion, *, person_id: str, identifiers: list[str]
         causes=[str(command.id)],
         origin=payload.origin,
         imports=[str(command.id)],
+        sources=[imported_source(command, now)],
     )
     return exclusion.model_copy(update={"next_transition_at": next_transition_at(exclusion, policy)})
+
+
+def imported_source(command: ImportExclusion, now: datetime) -> Source:
+    return Source(origin=command.payload.origin, operator_id=f"register:{command.payload.from_register}", at=now)
+
+
+def origin_end_refusal(exclusion: Exclusion, origin: str, operator_id: str | None, ended_at: datetime) -> str | None:
+    """Why the end of an exclusion at ``origin`` does not end this copy of it; None if it does.
+
+    Only a copy that ``origin``'s operator alone made (every request applied came from there, through
+    that operator) ends, and only if none of those arrived after the end there: a later one may be a
+    new exclusion at the origin, forwarded before the old one's end reached us. When in doubt it is kept."""
+    if exclusion.origin != origin or not exclusion.sources:
+        return f"kept: it was not made here by {origin}'s forwarding"
+    if any(s.origin != origin or s.operator_id != operator_id for s in exclusion.sources):
+        return f"kept: a request made here or from elsewhere joined what {origin} forwarded"
+    if any(s.at > ended_at for s in exclusion.sources):
+        return f"kept: {origin} forwarded a request for it after the end there (it may belong to a later exclusion)"
+    return None
 
 
 def taking_effect(policy: Policy, panic: bool, now: datetime) -> tuple[ExclusionState, datetime]:

@@ -5,6 +5,7 @@ from services.registration.registrar import Registrar
 from shared import topics
 from shared.events import (
     CancelExclusion,
+    EndAtOrigin,
     ExclusionCommand,
     ExclusionVerified,
     ImportExclusion,
@@ -25,13 +26,16 @@ def register(service: Service, registrar: Registrar) -> None:
     @service.subscriber(topics.EXCLUSION_COMMANDS, title="registration.exclusion_commands", fetch_max_wait_ms=COMMANDS_FETCH_MAX_WAIT_MS)
     async def on_exclusion_command(command: ExclusionCommand) -> None:
         """Register an exclusion request (new, or extending a running one), an exclusion imported from the
-        register, or register staff's cancellation of one made in error. A lift request here is refused (dead-lettered): only a verified lift ends anything."""
+        register, register staff's cancellation of one made in error, or the end at its origin of one
+        forwarded here. A lift request here is refused (dead-lettered): only a verified lift ends anything."""
         if isinstance(command, RequestExclusion):
             await registrar.request(command)
         elif isinstance(command, CancelExclusion):
             await registrar.cancel(command)
         elif isinstance(command, ImportExclusion):
             await registrar.import_exclusion(command)
+        elif isinstance(command, EndAtOrigin):
+            await registrar.end_at_origin(command)
         else:
             raise UnverifiedLiftError(
                 "a lift request must be verified with the person's code (verification.lift_verified); this one ends nothing"

@@ -28,6 +28,7 @@ from shared.events import (
     CancelExclusion,
     ContactsRecorded,
     ContactsRecordedPayload,
+    EndAtOrigin,
     ExclusionVerified,
     ForwardingIdentity,
     ImportExclusion,
@@ -163,6 +164,26 @@ class Registrar:
             transition = transitions.cancel(stored.exclusion, command, self._policy(stored.exclusion.jurisdiction), self.clock())
             if transition is None:
                 raise NothingToCancelError(f"exclusion {stored.id} has ended already ({stored.exclusion.state.value})")
+            if await self._write(stored, transition):
+                return
+        raise ConflictError(f"exclusion {command.payload.exclusion_id} kept changing")
+
+    async def end_at_origin(self, command: EndAtOrigin) -> None:
+        """The deployment that forwarded an exclusion here says it ended there: this copy ends only if
+        that deployment's operator alone made it (``transitions.ended_at_origin``); else it runs on,
+        and the refusal says why. One that has ended already, or is unknown, changes nothing."""
+        if await self._already_applied(command.id):
+            return
+        for _ in range(MAX_ATTEMPTS):
+            stored = await self.exclusions.load(command.payload.exclusion_id)
+            if stored is None:
+                self.log.info("origin_end_of_unknown_exclusion", exclusion_id=str(command.payload.exclusion_id))
+                return
+            policy = self._policy(stored.exclusion.jurisdiction)
+            transition = transitions.ended_at_origin(stored.exclusion, command, policy, self.clock())
+            if transition is None:
+                self.log.info("origin_end_ignored", exclusion_id=str(stored.id), state=stored.exclusion.state.value)
+                return
             if await self._write(stored, transition):
                 return
         raise ConflictError(f"exclusion {command.payload.exclusion_id} kept changing")

@@ -16,8 +16,11 @@ from services.registration.domain import (
     Exclusion,
     Refusal,
     Sealed,
+    Source,
+    imported_source,
     needs_verification,
     next_transition_at,
+    origin_end_refusal,
     reminder_at,
     taking_effect,
     third_party_record,
@@ -25,6 +28,7 @@ from services.registration.domain import (
 )
 from shared.events import (
     CancelExclusion,
+    EndAtOrigin,
     Event,
     ExclusionActivated,
     ExclusionCancelled,
@@ -121,6 +125,7 @@ def extend(
         third_party=running.third_party or third_party_record(request, sealed),
         request_ids=[*running.request_ids, str(request.id)],
         causes=[*running.causes, str(request.id)],
+        sources=running.with_source(Source(origin=request.payload.origin, operator_id=request.operator_id, at=now)),
     )
     if before.state in (ExclusionState.PENDING_VERIFICATION, ExclusionState.COOLING_OFF) and extended.state is not before.state:
         event_type = ExclusionActivated if extended.state is ExclusionState.ACTIVE else ExclusionCoolingOffStarted
@@ -160,6 +165,7 @@ def imported_extended(running: Exclusion, command: ImportExclusion, policy: Poli
         causes=[*running.causes, str(command.id)],
         imports=[*running.imports, str(command.id)],
         origin=running.origin or payload.origin,
+        sources=running.with_source(imported_source(command, now)),
     )
     return Transition(
         extended, _caused(ExclusionExtended, extended, command, now, reason=None if lengthened else NOT_SHORTENED, operator_id=None)
@@ -185,6 +191,27 @@ def imported_ended(exclusion: Exclusion, command: ImportExclusion, policy: Polic
         exclusion, policy, state=state, ended_at=now, lift_effective_at=None, reason=f"ended at {command.payload.from_register}", **recorded
     )
     return Transition(ended, _caused(event_type, ended, command, now, operator_id=None))
+
+
+def ended_at_origin(exclusion: Exclusion, command: EndAtOrigin, policy: Policy, now: datetime) -> Transition | None:
+    """The deployment that forwarded the exclusion here says it ended there: this copy ends the same way
+    (lifted or cancelled) if that deployment's operator alone made it; else it runs on, and the refusal
+    says why. Nobody is told: the origin told the person. None if it has ended already."""
+    if not exclusion.running:
+        return None
+    payload = command.payload
+    recorded = {"request_ids": [*exclusion.request_ids, str(command.id)], "causes": [*exclusion.causes, str(command.id)]}
+    reason = origin_end_refusal(exclusion, payload.origin, command.operator_id, payload.ended_at)
+    if reason is not None:
+        refused = _advance(exclusion, policy, refusal=Refusal(request_id=str(command.id), reason=reason, at=now), **recorded)
+        return Transition(refused, _caused(ExclusionLiftRefused, refused, command, now, reason=reason))
+    state, event_type = (
+        (ExclusionState.LIFTED, ExclusionLifted) if payload.ended_as == "lifted" else (ExclusionState.CANCELLED, ExclusionCancelled)
+    )
+    ended = _advance(
+        exclusion, policy, state=state, ended_at=now, lift_effective_at=None, reason=f"{payload.ended_as} at {payload.origin}", **recorded
+    )
+    return Transition(ended, _caused(event_type, ended, command, now, reason=f"{payload.ended_as} at {payload.origin}"))
 
 
 def request_lift(exclusion: Exclusion, request: Event, policy: Policy, now: datetime) -> Transition:

@@ -76,6 +76,12 @@ PAYLOADS: dict[str, dict] = {
         "lift_id": uuid.UUID("00000000-0000-4000-8000-000000000002"),
     },
     "exclusion.cancel": {"exclusion_id": EXCLUSION_ID, "reason": "registered for the wrong person", "cancelled_by": "staff-7"},
+    "exclusion.end_at_origin": {
+        "exclusion_id": EXCLUSION_ID,
+        "origin": "platform-a",
+        "ended_as": "lifted",
+        "ended_at": "2026-11-01T00:00:00+00:00",
+    },
     "exclusion.import": {
         "from_register": "spelpaus",
         "register_exclusion_id": str(EXCLUSION_ID),
