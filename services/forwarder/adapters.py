@@ -11,16 +11,19 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import httpx
+import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from services.forwarder.domain import PermanentDeliveryError, TransientDeliveryError, chipout_duration
+from services.forwarder.domain import PermanentDeliveryError, TransientDeliveryError, chipout_duration, ended_as
 from shared.crypto import Sealer
-from shared.events import ExclusionSnapshot, ForwardingIdentity, RegisterChange
+from shared.events import ExclusionCancelled, ExclusionLifted, ExclusionSnapshot, ForwardingIdentity, RegisterChange
 from shared.identity import uid_from_personnummer
 from shared.settings import Settings
 
 RETRIED_STATUSES = {408, 409, 425, 429}
+ENDS = {ExclusionLifted.model_fields["type"].default, ExclusionCancelled.model_fields["type"].default}
+log = structlog.get_logger("forwarder")
 
 
 class Adapter(Protocol):
@@ -35,6 +38,14 @@ class Adapter(Protocol):
 
 def snapshot_of(delivery: dict[str, Any]) -> ExclusionSnapshot:
     return ExclusionSnapshot.model_validate(delivery["snapshot"])
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        answer = response.json()
+    except ValueError:
+        return {}
+    return answer if isinstance(answer, dict) else {}
 
 
 def _outcome(response: httpx.Response, what: str) -> None:
@@ -92,11 +103,22 @@ class _Http:
 class NativeAdapter(_Http):
     """A register that is Selfex: ``POST /v1/exclusions`` with the operator's key, an Idempotency-Key (the
     delivery's id: a retry after a lost answer is recognised, never registered twice) and this
-    deployment's name as the origin (the register never forwards it back)."""
+    deployment's name as the origin (the register never forwards it back). A lift or cancellation here
+    goes as ``POST /v1/register/ended`` the same way: the register's copy ends, if nothing else made it."""
 
     name = "native"
 
+    def headers(self, delivery: dict[str, Any]) -> dict[str, str]:
+        return {
+            "X-API-Key": self.settings.forwarder_register_key.get_secret_value(),
+            "Idempotency-Key": delivery["_id"],
+            "X-Selfex-Origin": self.settings.deployment_name,
+        }
+
     async def deliver(self, delivery: dict[str, Any], now: datetime) -> None:
+        if delivery["change"] in ENDS:
+            await self.deliver_end(delivery)
+            return
         snapshot = snapshot_of(delivery)
         forwarding = self.identity(delivery)
         identity = forwarding.identity.model_dump(mode="json", exclude_none=True)
@@ -110,12 +132,27 @@ class NativeAdapter(_Http):
             body["year_of_birth"] = forwarding.year_of_birth
         if forwarding.gender is not None:
             body["gender"] = forwarding.gender
-        headers = {
-            "X-API-Key": self.settings.forwarder_register_key.get_secret_value(),
-            "Idempotency-Key": delivery["_id"],
-            "X-Selfex-Origin": self.settings.deployment_name,
+        _outcome(await self.post("/v1/exclusions", json=body, headers=self.headers(delivery)), "POST /v1/exclusions")
+
+    async def deliver_end(self, delivery: dict[str, Any]) -> None:
+        """The person as they were forwarded, how the exclusion ended here and when. A register with
+        nothing of ours for them (a 404: it was never forwarded, say) has nothing to end: done."""
+        snapshot = snapshot_of(delivery)
+        forwarding = self.identity(delivery)
+        ended_at = snapshot.ended_at or delivery["created_at"]
+        body = {
+            "identity": forwarding.identity.model_dump(mode="json", exclude_none=True),
+            "ended_as": ended_as(delivery["change"]),
+            "ended_at": ended_at.isoformat(),
         }
-        _outcome(await self.post("/v1/exclusions", json=body, headers=headers), "POST /v1/exclusions")
+        response = await self.post("/v1/register/ended", json=body, headers=self.headers(delivery))
+        if response.status_code == 404:
+            log.info("origin_end_found_nothing", delivery_id=delivery["_id"], exclusion_id=delivery["exclusion_id"])
+            return
+        _outcome(response, "POST /v1/register/ended")
+        answer = _json(response)
+        if answer.get("status") == "kept":  # the register's copy runs on: another source made it too
+            log.info("origin_end_kept", delivery_id=delivery["_id"], exclusion_id=delivery["exclusion_id"], reason=answer.get("reason"))
 
 
 class ChipOutAdapter(_Http):

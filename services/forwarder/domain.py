@@ -23,11 +23,12 @@ from shared.events import (
 )
 from shared.identity import IdentifierKind, kind_of
 
-# What each adapter forwards. A lift is the person's act, proven to the register itself (a code to
-# the person; ChipOut has no call for it), and a cancellation register staff's: the HTTP adapters
-# leave both there. A register's topic takes them.
+# What each adapter forwards. A lift is the person's act, proven here (a code to the person), and a
+# cancellation register staff's: a register that is Selfex is told of both (POST /v1/register/ended),
+# so that its copy does not block the person for ever; ChipOut has no call for either, so a ChipOut
+# register keeps its copy until it ends there. A register's topic takes them.
 FORWARDED = {
-    "native": (ExclusionActivated, ExclusionExtended),
+    "native": (ExclusionActivated, ExclusionExtended, ExclusionLifted, ExclusionCancelled),
     "chipout": (ExclusionActivated, ExclusionExtended),
     "kafka": (ExclusionActivated, ExclusionExtended, ExclusionLifted, ExclusionCancelled),
 }
@@ -53,7 +54,21 @@ def forwarded(event: Event, adapter: str) -> bool:
         return False
     if isinstance(event, ExclusionExtended) and snapshot.reason:
         return False  # lengthened nothing
-    return isinstance(event, (ExclusionLifted, ExclusionCancelled)) or snapshot.state in EXCLUDING_STATES
+    if isinstance(event, (ExclusionLifted, ExclusionCancelled)):
+        return adapter == "kafka" or not never_in_force(snapshot)
+    return snapshot.state in EXCLUDING_STATES
+
+
+def never_in_force(snapshot: ExclusionSnapshot) -> bool:
+    """Cancelled before its cooling-off ended: it was never forwarded, so its end is not either. (One
+    cancelled while it waited for verification cannot be told apart: the register answers that it has
+    nothing of ours, which is the end's aim too.)"""
+    return snapshot.ended_at is not None and snapshot.ended_at < snapshot.starts_at
+
+
+def ended_as(change: str) -> str:
+    """How a forwarded end is named to a register that is Selfex: lifted or cancelled."""
+    return "lifted" if change == ExclusionLifted.model_fields["type"].default else "cancelled"
 
 
 def delivery_id(event: Event, register: str) -> str:

@@ -14,7 +14,7 @@ def register(service: Service, deliveries: Deliveries, dispatcher: Dispatcher) -
 
     @service.subscriber(topics.EXCLUSION_LIFECYCLE, title="forwarder.exclusion_lifecycle")
     async def on_exclusion_change(event: LifecycleEvent) -> None:
-        """Record a delivery to the register for a new, lengthened (or, to a topic, lifted) exclusion made here;
+        """Record a delivery to the register for a new, lengthened, lifted or cancelled (not to ChipOut) exclusion made here;
         one that came from elsewhere is never forwarded."""
         if not settings.forwarder_register or not domain.forwarded(event, settings.forwarder_adapter):
             return

@@ -38,6 +38,7 @@ def view_of(snapshot: ExclusionSnapshot, person_id: str | None, *, refusal: Mapp
         "lift_effective_at": _iso(snapshot.lift_effective_at),
         "ended_at": _iso(snapshot.ended_at),
         "version": snapshot.version,
+        "origin": snapshot.origin,  # the deployment that forwarded it (its end there may end it here: register.py)
         "refusal": dict(refusal) if refusal else None,
     }
 

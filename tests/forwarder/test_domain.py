@@ -3,7 +3,7 @@
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from services.forwarder.domain import Backoff, chipout_duration, delivery_id, forwarded, person_key
+from services.forwarder.domain import Backoff, chipout_duration, delivery_id, ended_as, forwarded, person_key
 from shared.events import (
     SCOPE_ALL,
     ExclusionActivated,
@@ -44,11 +44,19 @@ def test_one_that_came_from_elsewhere_or_lengthened_nothing_is_never_forwarded()
     assert not forwarded(ExclusionExtended(payload=snapshot(reason="never shortened")), "native")
 
 
-def test_a_lift_or_cancellation_reaches_a_registers_topic_but_not_its_http_apis_where_it_is_the_persons_or_staffs_act():
-    lifted = ExclusionLifted(payload=snapshot(state=ExclusionState.LIFTED))
-    cancelled = ExclusionCancelled(payload=snapshot(state=ExclusionState.CANCELLED, reason="made in error"))
-    assert forwarded(lifted, "kafka") and not forwarded(lifted, "native") and not forwarded(lifted, "chipout")
-    assert forwarded(cancelled, "kafka") and not forwarded(cancelled, "native")
+def test_a_lift_or_cancellation_reaches_a_registers_topic_and_a_selfex_register_but_not_chipout_which_has_no_call_for_it():
+    lifted = ExclusionLifted(payload=snapshot(state=ExclusionState.LIFTED, ended_at=NOW + timedelta(days=9)))
+    cancelled = ExclusionCancelled(payload=snapshot(state=ExclusionState.CANCELLED, reason="made in error", ended_at=NOW))
+    assert forwarded(lifted, "kafka") and forwarded(lifted, "native") and not forwarded(lifted, "chipout")
+    assert forwarded(cancelled, "kafka") and forwarded(cancelled, "native") and not forwarded(cancelled, "chipout")
+    assert ended_as(lifted.type) == "lifted" and ended_as(cancelled.type) == "cancelled"
+
+
+def test_the_end_of_one_made_elsewhere_or_cancelled_before_its_cooling_off_ended_is_not_sent_to_a_selfex_register():
+    assert not forwarded(ExclusionLifted(payload=snapshot(state=ExclusionState.LIFTED, origin="B")), "native")
+    never = snapshot(state=ExclusionState.CANCELLED, starts_at=NOW + timedelta(days=7), ended_at=NOW)  # still cooling off
+    assert not forwarded(ExclusionCancelled(payload=never), "native")
+    assert forwarded(ExclusionCancelled(payload=never), "kafka")  # the topic carries every change, as before
 
 
 def test_chipout_gets_a_duration_it_knows():

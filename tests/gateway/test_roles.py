@@ -75,7 +75,8 @@ def keyed(**fields) -> Request:
     def build(case: Case, key: str | None) -> dict[str, Any]:
         built: dict[str, Any] = {"headers": {"X-API-Key": key} if key else {}}
         for name, value in fields.items():
-            built[name] = value(case) if callable(value) else value
+            value = value(case) if callable(value) else value
+            built[name] = {**built["headers"], **value} if name == "headers" else value
         return built
 
     return build
@@ -135,6 +136,15 @@ TABLE: dict[tuple[str, str], tuple[Request, dict[str, str | int]]] = {
     ("GET", "/v1/decisions"): (keyed(params=lambda c: {"operator_id": c.exclusion["_operator"]}), expect(OK, OK, DENIED, OK, OK)),
     # the register's change feed: operator platforms sync it (keyed hashes of everyone), nobody else
     ("GET", "/v1/register/changes"): (keyed(params={"limit": 1}), expect(OK, DENIED, OK, DENIED, DENIED)),
+    # an exclusion a deployment forwarded here ended there: operator keys (the forwarding one); a person
+    # nobody forwarded is not found
+    ("POST", "/v1/register/ended"): (
+        keyed(
+            headers=lambda c: {"X-Selfex-Origin": "platform-x"},
+            json=lambda c: {"identity": someone(), "ended_as": "lifted", "ended_at": "2030-01-01T00:00:00+00:00"},
+        ),
+        expect(HIDDEN, DENIED, HIDDEN, DENIED, DENIED),
+    ),
     ("POST", "/v1/verifications/{exclusion_id}/documents/{document_id}/review"): (
         keyed(path=lambda c: c.exclusion["exclusion_id"], json={"approved": False, "note": "route table"}),
         STAFF_ONLY,
