@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 
 from cachetools import TTLCache
 from limits import RateLimitItemPerSecond
@@ -134,7 +135,7 @@ class Operator:
     roles: frozenset[Role]
     staff: bool = False
 
-    @property
+    @cached_property
     def permissions(self) -> frozenset[Permission]:
         return permissions_of(self.roles)
 
