@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from services.audit import verifier
 from services.audit.chain import record, tail_of
 from services.audit.repository import LOG
-from services.audit import verifier
 from services.audit.verifier import verify
 from tests.audit.harness import at, entry, filled
 
