@@ -44,7 +44,7 @@ INDEXES = {
     ],
     CHECKPOINTS: [IndexModel([("at", ASCENDING)])],
     ANCHORS: [IndexModel([("chain", ASCENDING), ("seq", ASCENDING)])],
-    VERIFICATIONS: [IndexModel([("ended_at", DESCENDING)])],
+    VERIFICATIONS: [IndexModel([("ended_at", ASCENDING)])],  # read newest first: an index serves either direction
 }
 
 

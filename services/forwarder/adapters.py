@@ -77,6 +77,9 @@ class _Http:
             base_url=self.settings.forwarder_register_url.rstrip("/"),
             timeout=self.settings.forwarder_timeout_seconds,
             transport=self._transport,
+            # An idle connection is let go before a register's server would close it (uvicorn: 5 s),
+            # so a delivery is not sent on one being closed (a ReadError, and a retry for nothing).
+            limits=httpx.Limits(keepalive_expiry=2.0),
         )
 
     async def stop(self) -> None:

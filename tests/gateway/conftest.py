@@ -88,7 +88,10 @@ class World:
 @asynccontextmanager
 async def serving(app, port: int) -> AsyncIterator[None]:
     """uvicorn serving ``app`` on 127.0.0.1:``port`` until the block ends."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"))
+    # An idle keep-alive connection is kept for a minute, not uvicorn's 5 s: httpx keeps one as long,
+    # and a request sent on one the server is closing at that moment fails with a ReadError.
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on", timeout_keep_alive=60)
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
 
     async def started():
