@@ -9,6 +9,7 @@ the store is a prefix of each chain, and the retry goes on from the chain's tail
 """
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -29,8 +30,8 @@ VERIFICATIONS = "audit_verifications"  # each periodic verification's result, ne
 # Which instance verifies which period: the first to insert the period's claim (replicas verify once).
 VERIFICATION_CLAIMS = "audit_verification_claims"
 KEPT_FINDINGS = 20
-# Records per batch of verify's whole-log read: large batches cost the embedded store least per record.
-SCAN_BATCH = 20_000  # a result keeps the first findings and problems (and how many there were)
+# Records per piece of verify's read of the whole log.
+SCAN_PIECE = 20_000  # a result keeps the first findings and problems (and how many there were)
 INDEXES = {
     LOG: [
         IndexModel([("topic", ASCENDING), ("partition", ASCENDING), ("seq", ASCENDING)], unique=True),  # the chain
@@ -143,19 +144,33 @@ class MongoAuditLog:
             where["seq"] = {"$gt": after}
         return aiter(self._log.find(where, sort=[("seq", ASCENDING)], batch_size=batch_size))
 
-    async def every_record(self, *, batch_size: int = SCAN_BATCH) -> AsyncIterator[list[dict[str, Any]]]:
-        """Every record in the store's own order, a batch at a time, the next batch asked for while the
-        caller works on this one (the store reads, the caller checks: both cores busy)."""
-        cursor = self._log.find({}, batch_size=batch_size)
-        ahead = asyncio.ensure_future(cursor.to_list(batch_size))
+    async def every_record(self, *, piece: int = SCAN_PIECE) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every record in the store's own order, ``piece`` at a time, the next piece asked for while
+        the caller works on this one. Pieces, not one cursor: the embedded store reads a whole result
+        before it answers, so one cursor over the log would leave the caller idle until the store had
+        read it all, and the store idle after. The log only grows at its end, so the pieces are stable."""
+
+        def read(skip: int) -> "asyncio.Future[list[dict[str, Any]]]":
+            return asyncio.ensure_future(self._log.find({}, skip=skip, limit=piece, batch_size=piece).to_list(None))
+
+        ahead = deque([read(0), read(piece)])  # two pieces asked for ahead: the store never waits on the caller
+        asked = 2 * piece
         try:
-            while batch := await ahead:
-                ahead = asyncio.ensure_future(cursor.to_list(batch_size))
-                await asyncio.sleep(0)  # let it send its getMore before the caller takes the loop
-                yield batch
+            while ahead:
+                batch = await ahead.popleft()
+                if len(batch) < piece:  # the end: what was asked for after it is empty
+                    for later in ahead:
+                        later.cancel()
+                    ahead.clear()
+                else:
+                    ahead.append(read(asked))
+                    asked += piece
+                    await asyncio.sleep(0)  # let it send its query before the caller takes the loop
+                if batch:
+                    yield batch
         finally:
-            ahead.cancel()
-            await cursor.close()
+            for later in ahead:
+                later.cancel()
 
     async def record_at(self, chain: str, seq: int) -> dict[str, Any] | None:
         topic, partition = position_of(chain)

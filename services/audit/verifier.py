@@ -90,7 +90,8 @@ class _InOrder:
 async def _walk_all(log: MongoAuditLog, anchors: dict[str, Tail], parallel: int, report: Report) -> dict[str, tuple[int, Finding | None]]:
     """Every chain walked in one read of the whole log (one pass costs the store least per record).
     A chain whose records come out of order beyond ``MAX_EARLY`` waiting, or with a ``seq`` that is
-    no position, is walked again on its own, by query, in ``seq`` order."""
+    no position, or with a gap or a finding, is walked again on its own, by query, in ``seq`` order.
+    """
     walks: dict[str, _InOrder] = {}
     by_query: set[str] = set()
     waiting = 0
@@ -117,7 +118,14 @@ async def _walk_all(log: MongoAuditLog, anchors: dict[str, Tail], parallel: int,
                 most = max(walks, key=lambda c: len(walks[c].early))
                 by_query.add(most)
                 waiting -= len(walks.pop(most).early)
-    results = {chain: walk.end() for chain, walk in walks.items()}
+    results = {}
+    for chain, walk in walks.items():
+        # The read in the store's order is the fast way to "intact"; a gap or a finding in it is
+        # checked again on the chain read in seq order, which alone decides what is reported.
+        if walk.early or (walked := walk.end())[1] is not None:
+            by_query.add(chain)
+        else:
+            results[chain] = walked
     gate = asyncio.Semaphore(parallel)
 
     async def one(chain: str) -> tuple[int, Finding | None]:
