@@ -29,7 +29,8 @@ run: $(STAMP)
 # pytest exits 5 when it collects no tests; that fails `make test` too, and says why.
 # Two workers, each with its own embedded broker and store, a test file each at a time: most of a
 # test's time is spent waiting on the broker, so two share two cores well (15 min alone, 8 min so).
-PYTEST_ARGS ?= -n 2 --dist loadfile
+# --durations: the slowest tests, in every run's output, to keep the whole under 15 minutes.
+PYTEST_ARGS ?= -n 2 --dist loadfile --durations=15
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
