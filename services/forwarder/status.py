@@ -17,17 +17,14 @@ from shared.settings import Settings
 log = structlog.get_logger("forwarder.status")
 
 
-def age(moment: datetime | None, now: datetime) -> float | None:
-    """Seconds from ``moment`` to ``now`` (never below 0: another instance's clock may be ahead); None for never."""
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, round((now - moment).total_seconds(), 1))
-
-
 def _aware(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+def age(moment: datetime | None, now: datetime) -> float | None:
+    """Seconds from ``moment`` to ``now`` (never below 0: another instance's clock may be ahead); None for never."""
+    moment = _aware(moment)
+    return None if moment is None else max(0.0, round((now - moment).total_seconds(), 1))
 
 
 def status_event(status: Status, settings: Settings, now: datetime, *, stopping: bool = False) -> ForwardingStatusReported:

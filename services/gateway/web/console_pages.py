@@ -10,6 +10,7 @@ answered by the audit service: docs/adr/0007), called as the key's holder would 
 
 import asyncio
 import json
+from collections.abc import Awaitable
 from datetime import UTC, date, datetime, time
 from typing import Any, Literal
 
@@ -183,6 +184,14 @@ def _moment(text: str) -> str:
         return datetime.combine(date.fromisoformat(text), time(), UTC).isoformat()
     except ValueError:
         return text
+
+
+async def answered(answer: Awaitable[Response]) -> tuple[Any, str | None]:
+    """What a compliance route answered, as JSON; or None and its refusal's words."""
+    try:
+        return json.loads(await body_of(await answer)), None
+    except Problem as problem:
+        return None, problem.error
 
 
 async def body_of(response: Response) -> bytes:
@@ -512,11 +521,8 @@ async def dead_letters(request: Request) -> Response:
     if isinstance(entry, Response):
         return entry
     session, who = entry
-    topics, error = None, None
-    try:
-        topics = json.loads(await body_of(await _statistics(request, who, "", ""))).get("dead_letters_by_topic", {})
-    except Problem as problem:
-        error = problem.error
+    figures, error = await answered(_statistics(request, who, "", ""))
+    topics = figures.get("dead_letters_by_topic", {}) if figures is not None else None
     return shown(request, "console/dead_letters.html", session, who, topics=topics, error=error)
 
 
@@ -529,11 +535,7 @@ async def audit_chain(request: Request) -> Response:
     if isinstance(entry, Response):
         return entry
     session, who = entry
-    status, error = None, None
-    try:
-        status = json.loads(await body_of(await compliance.verification_status(who, request)))
-    except Problem as problem:
-        error = problem.error
+    status, error = await answered(compliance.verification_status(who, request))
     return shown(request, "console/chain.html", session, who, status=status, error=error, when=when, span=span)
 
 
