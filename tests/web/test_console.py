@@ -20,6 +20,7 @@ from starlette.requests import Request
 
 from services.gateway.web.console_pages import charts_of, span, statistics_view, when
 from services.gateway.web.rendering import page as render
+from tests.audit.test_forwarding_statistics import SPELPAUS_ON_THE_12TH
 from tests.web.browsing import accessible
 from tests.web.conftest import WebStack
 
@@ -317,19 +318,7 @@ def test_the_forwarders_lag_is_shown_per_register_with_its_warnings_and_not_at_a
         "time_to_enforcement_ms": {"count": 0},
         "dead_letters_by_topic": {},
     }
-    lagging = {  # as the audit statistics carry it (tests/audit/test_forwarding_statistics.py)
-        "reported_at": "2026-01-12T12:00:00+00:00",
-        "adapter": "native",
-        "pending": 2,
-        "failed": 1,
-        "oldest_pending_at": "2026-01-12T10:30:00Z",
-        "oldest_pending_age_seconds": 5400.0,
-        "last_delivered_at": "2026-01-12T09:00:00Z",
-        "last_sync_at": "2026-01-11T11:00:00Z",
-        "last_sync_age_seconds": 90000.0,
-        "breaker": "opened",
-        "stopping": False,
-    }
+    lagging = dict(SPELPAUS_ON_THE_12TH)  # as the audit statistics carry it
     keeping_up = {
         **lagging,
         "pending": 3,
