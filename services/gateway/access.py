@@ -187,6 +187,12 @@ class WindowStorage(MemoryStorage):
     its window still counts.
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        # The parent starts one expiry timer as it is made; its expiry slices each key's entries,
+        # which a deque cannot be (a hit in its first 10 ms raised in that thread). Nothing else starts one.
+        self.timer.cancel()
+
     def _MemoryStorage__schedule_expiry(self) -> None:  # the parent's private hook, by its mangled name
         pass
 

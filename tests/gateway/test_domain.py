@@ -282,6 +282,16 @@ def test_the_rate_window_starts_no_thread_keeps_only_its_limit_and_moves_on(monk
     assert limits.take("op") == 0, "the window moved on"
 
 
+def test_a_new_rate_window_cancels_the_expiry_timer_its_parent_starts():
+    limits = RateLimits(rate=2.0, burst=4)
+    assert [limits.take("op") for _ in range(5)][:4] == [0, 0, 0, 0]  # hits within the timer's first 10 ms
+
+    timer = limits._limiter.storage.timer
+    assert timer.finished.is_set(), "cancelled: its expiry would slice the deques and raise in its thread"
+    timer.join(timeout=5)
+    assert not timer.is_alive()
+
+
 def test_a_rate_window_keeps_only_what_it_still_counts_however_large_its_limit(monkeypatch):
     from types import SimpleNamespace
 
