@@ -16,6 +16,7 @@ its share of the burst (``gateway_replicas``), so a key whose requests the load 
 the replicas gets the configured limit in all.
 """
 
+import asyncio
 import hashlib
 import math
 import secrets
@@ -32,7 +33,7 @@ from limits.storage import MemoryStorage
 from limits.storage.memory import Entry
 from limits.strategies import MovingWindowRateLimiter
 
-from services.gateway.repository import LEGACY_SCOPE_ROLES, MongoOperators
+from services.gateway.repository import LEGACY_SCOPE_ROLES, MongoOperators, OperatorRecord
 from shared.settings import Settings
 
 KEY_PREFIX = "sx_"
@@ -241,6 +242,7 @@ class Gatekeeper:
         ttl = settings.gateway_key_cache_seconds
         # Accepted keys only; a bounded number of them (a key is one per operator).
         self._known: TTLCache[str, Operator] | None = TTLCache(maxsize=KEYS_REMEMBERED, ttl=ttl, timer=clock) if ttl > 0 else None
+        self._reading: dict[str, asyncio.Future[OperatorRecord | None]] = {}  # key digest → the store read under way
         self.limits = RateLimits(settings.gateway_rate_per_second, settings.gateway_rate_burst, settings.gateway_replicas)
 
     async def operator(self, key: str | None) -> Operator:
@@ -254,13 +256,28 @@ class Gatekeeper:
             cached = known.get(digest)
             if cached is not None:
                 return cached
-        record = await self._operators.by_key_hash(digest)
+        record = await self._read(digest)
         if record is None:
             raise WrongKeyError(key)
         operator = Operator(record.operator_id, record.name, _known_roles(record.roles), staff=record.staff)
         if known is not None:
             known[digest] = operator
         return operator
+
+    async def _read(self, digest: str) -> OperatorRecord | None:
+        """The key's record from the store: one read however many requests ask for it at once (when a
+        remembered key expires, every request then in flight with it would otherwise read it too)."""
+        reading = self._reading.get(digest)
+        if reading is None:
+            reading = self._reading[digest] = asyncio.ensure_future(self._operators.by_key_hash(digest))
+            reading.add_done_callback(lambda done: self._read_done(digest, done))
+        return await asyncio.shield(reading)  # one caller's cancellation leaves the read to the others
+
+    def _read_done(self, digest: str, done: asyncio.Future) -> None:
+        if self._reading.get(digest) is done:
+            del self._reading[digest]
+        if not done.cancelled():
+            done.exception()  # retrieved here too: every caller may have gone
 
     async def admit(self, key: str | None, permission: Permission) -> Operator:
         """The operator behind the key, if it may do this now; otherwise the reason it may not."""

@@ -1,5 +1,6 @@
 """The gateway's rules on literal data: what exclusions mean to an operator asking, keys, rate limits."""
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -27,6 +28,7 @@ from services.gateway.repository import OperatorRecord
 from shared.events import SCOPE_ALL, ExclusionState, ExclusionType, Game, Scope
 from shared.policies import load_policies
 from shared.settings import Settings
+from tests.support import eventually
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 SLOTS = Scope(types=frozenset({ExclusionType.GAMES}), games=frozenset({Game.SLOTS}))
@@ -159,9 +161,12 @@ class Operators:
 
     def __init__(self, key: str) -> None:
         self.digest, self.lookups = key_hash(key), 0
+        self.opened = asyncio.Event()  # the store answers once this is set
+        self.opened.set()
 
     async def by_key_hash(self, digest: str):
         self.lookups += 1
+        await self.opened.wait()
         record = {"id": "op-1", "operator_id": "op-1", "name": "Op", "roles": frozenset({"operator"}), "staff": False}
         return type("Record", (), record) if digest == self.digest else None
 
@@ -181,6 +186,30 @@ async def test_an_accepted_key_is_remembered_for_its_ttl_and_a_rejected_one_neve
         with pytest.raises(WrongKeyError):
             await gatekeeper.operator("sx_not-a-key")
     assert operators.lookups == 4
+
+
+async def test_requests_that_find_a_key_not_remembered_share_one_store_read():
+    key = new_key()
+    operators = Operators(key)
+    operators.opened.clear()
+    gatekeeper = Gatekeeper(operators, Settings(gateway_key_cache_seconds=5.0))  # type: ignore[arg-type]
+
+    waiting = [asyncio.ensure_future(gatekeeper.operator(key)) for _ in range(32)]
+    wrong = [asyncio.ensure_future(gatekeeper.operator("sx_not-a-key")) for _ in range(3)]
+
+    async def both_reading() -> bool:
+        return operators.lookups >= 2
+
+    await eventually(both_reading, what="the store reads to start")
+    waiting[0].cancel()  # a caller that goes away leaves the read to the others
+    operators.opened.set()
+
+    assert {operator.id for operator in await asyncio.gather(*waiting[1:])} == {"op-1"}
+    assert [isinstance(error, WrongKeyError) for error in await asyncio.gather(*wrong, return_exceptions=True)] == [True] * 3
+    assert operators.lookups == 2, "one read for the key, one for the wrong key, however many asked"
+    with pytest.raises(WrongKeyError):
+        await gatekeeper.operator("sx_not-a-key")
+    assert operators.lookups == 3, "a rejected key is read again: never remembered"
 
 
 def test_keys_are_random_and_only_their_hash_identifies_them():
