@@ -5,30 +5,32 @@ its exclusions to its own topic; platform D imports them from there and honours 
 import pytest
 
 from shared.broker import ensure_topics
-from tests.forwarder.conftest import FaultProxy, delivered, deployment, person
+from tests.forwarder.conftest import FaultProxy, delivered, deployments, person, together
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration
 
 
 async def test_chipout_to_the_register_then_the_registers_topic_to_a_platform(servers):
-    async with deployment(servers, "B") as b, deployment(servers, "A") as a, deployment(servers, "D") as d:
+    async with deployments(servers, "B", "A", "D") as (b, a, d):
         register_topic = b.world.settings.topic("register.exclusions")
         await ensure_topics(b.world.settings, ("register.exclusions",))
         async with FaultProxy(b.url).running() as seen:
-            await a.start_forwarder(
-                forwarder_register="B",
-                forwarder_adapter="chipout",
-                forwarder_register_url=seen.url,
-                forwarder_register_key=await b.key_for("a"),
+            await together(
+                a.start_forwarder(
+                    forwarder_register="B",
+                    forwarder_adapter="chipout",
+                    forwarder_register_url=seen.url,
+                    forwarder_register_key=await b.key_for("a"),
+                ),
+                b.start_forwarder(
+                    forwarder_register="national",
+                    forwarder_adapter="kafka",
+                    forwarder_kafka_bootstrap=servers.kafka_bootstrap,
+                    forwarder_kafka_topic=register_topic,
+                ),
+                d.start_forwarder(forwarder_sync_kafka_bootstrap=servers.kafka_bootstrap, forwarder_sync_kafka_topic=register_topic),
             )
-            await b.start_forwarder(
-                forwarder_register="national",
-                forwarder_adapter="kafka",
-                forwarder_kafka_bootstrap=servers.kafka_bootstrap,
-                forwarder_kafka_topic=register_topic,
-            )
-            await d.start_forwarder(forwarder_sync_kafka_bootstrap=servers.kafka_bootstrap, forwarder_sync_kafka_topic=register_topic)
             someone, nameless = person(), person()
             del nameless["uid"]
             await a.exclude(a.world.keys["excluder"], someone, duration="+4m")

@@ -13,7 +13,7 @@ import pytest
 
 from selfex.forwarder import replay, status
 from shared import topics
-from tests.forwarder.conftest import FaultProxy, delivered, deployment, person
+from tests.forwarder.conftest import FaultProxy, delivered, deployments, person
 from tests.support import TcpProxy, TopicReader, eventually
 
 pytestmark = pytest.mark.integration
@@ -24,7 +24,7 @@ async def excluded_at(register, email_person) -> bool:
 
 
 async def test_register_away_deliveries_pend_the_breaker_opens_and_all_arrive_once_when_it_returns(servers):
-    async with deployment(servers, "B") as b, deployment(servers, "A") as a:
+    async with deployments(servers, "B", "A") as (b, a):
         port = b.url.rsplit(":", 1)[1]
         async with TcpProxy(f"127.0.0.1:{port}") as proxy:
             await a.start_forwarder(
@@ -61,7 +61,7 @@ async def test_register_away_deliveries_pend_the_breaker_opens_and_all_arrive_on
 
 
 async def test_a_record_the_register_fails_ends_failed_with_an_alert_and_replay_delivers_it_once_fixed(servers):
-    async with deployment(servers, "B") as b, deployment(servers, "A") as a:
+    async with deployments(servers, "B", "A") as (b, a):
         async with FaultProxy(b.url).running() as faults:
             await a.start_forwarder(
                 forwarder_register="B", forwarder_register_url=faults.url, forwarder_register_key=await b.key_for("platform-a")
@@ -92,7 +92,7 @@ async def test_a_record_the_register_fails_ends_failed_with_an_alert_and_replay_
 
 
 async def test_a_response_lost_after_the_register_stored_the_record_is_recognised_by_its_idempotency_key(servers):
-    async with deployment(servers, "B") as b, deployment(servers, "A") as a:
+    async with deployments(servers, "B", "A") as (b, a):
         async with FaultProxy(b.url).running() as faults:
             await a.start_forwarder(
                 forwarder_register="B",
@@ -113,7 +113,7 @@ async def test_a_response_lost_after_the_register_stored_the_record_is_recognise
 
 
 async def test_a_forwarder_killed_mid_delivery_loses_nothing_and_duplicates_nothing(servers, tmp_path: Path):
-    async with deployment(servers, "B") as b, deployment(servers, "A") as a:
+    async with deployments(servers, "B", "A") as (b, a):
         async with FaultProxy(b.url).running() as faults:
             key = await b.key_for("platform-a")
             options = dict(

@@ -13,38 +13,40 @@ from shared import topics
 from shared.broker import ensure_operator_topics
 from shared.events import AccountEventKind, AccountEventOccurred, AccountEventPayload
 from shared.identity import Identity
-from tests.forwarder.conftest import delivered, deployment, person
+from tests.forwarder.conftest import delivered, deployments, person, together
 from tests.support import Publisher, TopicReader, eventually
 
 pytestmark = pytest.mark.e2e
 
 
 async def test_an_exclusion_made_at_a_reaches_register_b_and_platform_d_and_nothing_loops(servers):
-    async with (
-        deployment(servers, "B") as b,
-        deployment(servers, "A", forwarder_sync_seconds=0.5) as a,
-        deployment(servers, "D") as d,
-    ):
+    async with deployments(servers, "B", "A", "D", A={"forwarder_sync_seconds": 0.5}) as (b, a, d):
         # A and B are each other's register (native API, each with a key of the other); D syncs from B.
-        await a.start_forwarder(
-            forwarder_register="B",
-            forwarder_register_url=b.url,
-            forwarder_register_key=await b.key_for("platform-a"),
-            forwarder_sync_url=b.url,
-            forwarder_sync_key=await b.key_for("platform-a-sync"),
-            forwarder_sync_seconds=0.5,
+        # The three forwarders and D's blocking start at the same time.
+        async def blocking_at_d() -> None:
+            await ensure_operator_topics(d.world.settings, "op-d")
+            await d.stack.enter_async_context(blocking_app(d.world.settings, database=d.world.database))
+
+        await together(
+            a.start_forwarder(
+                forwarder_register="B",
+                forwarder_register_url=b.url,
+                forwarder_register_key=await b.key_for("platform-a"),
+                forwarder_sync_url=b.url,
+                forwarder_sync_key=await b.key_for("platform-a-sync"),
+                forwarder_sync_seconds=0.5,
+            ),
+            b.start_forwarder(forwarder_register="A", forwarder_register_url=a.url, forwarder_register_key=await a.key_for("register-b")),
+            d.start_forwarder(
+                forwarder_register="B",
+                forwarder_register_url=b.url,
+                forwarder_register_key=await b.key_for("platform-d"),
+                forwarder_sync_url=b.url,
+                forwarder_sync_key=await b.key_for("platform-d-sync"),
+                forwarder_sync_seconds=0.5,
+            ),
+            blocking_at_d(),
         )
-        await b.start_forwarder(forwarder_register="A", forwarder_register_url=a.url, forwarder_register_key=await a.key_for("register-b"))
-        await d.start_forwarder(
-            forwarder_register="B",
-            forwarder_register_url=b.url,
-            forwarder_register_key=await b.key_for("platform-d"),
-            forwarder_sync_url=b.url,
-            forwarder_sync_key=await b.key_for("platform-d-sync"),
-            forwarder_sync_seconds=0.5,
-        )
-        await ensure_operator_topics(d.world.settings, "op-d")
-        await d.stack.enter_async_context(blocking_app(d.world.settings, database=d.world.database))
 
         harriet = person()
         made = await a.exclude(a.world.keys["excluder"], harriet)

@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 from shared.events import LiftVerified, VerificationOutcomePayload
-from tests.forwarder.conftest import Deployment, FaultProxy, deployment, person
+from tests.forwarder.conftest import Deployment, FaultProxy, deployments, person
 from tests.gateway.conftest import Clock
 from tests.support import Publisher, eventually
 
@@ -56,7 +56,7 @@ class Pair:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def pair(servers) -> AsyncIterator[Pair]:
     clock = Clock()
-    async with deployment(servers, "B") as b, deployment(servers, "A", clock=clock) as a, FaultProxy(b.url).running() as proxy:
+    async with deployments(servers, "B", "A", A={"clock": clock}) as (b, a), FaultProxy(b.url).running() as proxy:
         key = await b.key_for("platform-a")
         await a.start_forwarder(
             forwarder_register="B", forwarder_register_url=proxy.url, forwarder_register_key=key, forwarder_timeout_seconds=3.0

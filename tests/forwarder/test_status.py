@@ -10,7 +10,7 @@ from services.forwarder.repository import Status
 from services.forwarder.status import status_event
 from shared import topics
 from shared.settings import Settings
-from tests.forwarder.conftest import deployment, person
+from tests.forwarder.conftest import deployment, deployments, person
 from tests.support import TcpProxy, TopicReader, eventually
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -22,7 +22,7 @@ def statuses(reader: TopicReader) -> list[dict]:
 
 @pytest.mark.integration
 async def test_a_delivery_pending_on_a_register_that_is_away_is_reported_with_its_age_and_once_more_on_stop(servers):
-    async with deployment(servers, "B") as b, deployment(servers, "A") as a:
+    async with deployments(servers, "B", "A") as (b, a):
         port = b.url.rsplit(":", 1)[1]
         async with TcpProxy(f"127.0.0.1:{port}") as proxy, TopicReader(a.world.settings, topics.FORWARDING_EVENTS) as reader:
             await proxy.cut()  # B is away from the start
