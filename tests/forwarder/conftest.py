@@ -22,7 +22,7 @@ from services.gateway.access import Role
 from shared.infra import free_port
 from shared.settings import Settings
 from tests.gateway.conftest import World, serving, world
-from tests.support import eventually
+from tests.support import entered_together, eventually
 
 # Small budgets: a test sees a retry, a breaker and a failure within seconds.
 FAST = dict(
@@ -123,15 +123,7 @@ async def deployments(servers, *names: str, **overrides: dict[str, Any]) -> Asyn
     16 s, together about 6. If one fails to start, the others are cancelled. They end as nested
     blocks would, the last named first."""
     async with AsyncExitStack() as stack:
-        own = [AsyncExitStack() for _ in names]
-        for each in own:
-            stack.push_async_callback(each.aclose)
-        async with asyncio.TaskGroup() as group:
-            built = [
-                group.create_task(each.enter_async_context(deployment(servers, name, **overrides.get(name, {}))))
-                for each, name in zip(own, names, strict=True)
-            ]
-        yield tuple(task.result() for task in built)
+        yield tuple(await entered_together(stack, [deployment(servers, name, **overrides.get(name, {})) for name in names]))
 
 
 async def together(*starts: Awaitable[T]) -> list[T]:

@@ -24,7 +24,7 @@ from services.gateway.repository import INDEXES, MongoOperators
 from shared.infra import free_port
 from shared.settings import Settings
 from shared.store import create_client, ensure_indexes
-from tests.support import TEST_ENCRYPTION_KEYS, TEST_HASH_SECRET, eventually
+from tests.support import TEST_ENCRYPTION_KEYS, TEST_HASH_SECRET, entered_together, eventually
 
 
 def settings_for(servers, **overrides) -> Settings:
@@ -148,16 +148,17 @@ async def world(
     try:
         async with AsyncExitStack() as stack:
             await ensure_indexes(database, INDEXES)
-            if registration:
-                from services.registration.app import create_app as registration_app
-
-                await stack.enter_async_context(registration_app(settings, database=database, clock=clock))
+            app = create_app(settings, database=gateway_database, clock=clock)
+            services = [serving(app, port)]
             if audit:
                 from services.audit.app import create_app as audit_app
 
-                await stack.enter_async_context(audit_app(settings, database=database))
-            app = create_app(settings, database=gateway_database, clock=clock)
-            await stack.enter_async_context(serving(app, port))
+                services.insert(0, audit_app(settings, database=database))
+            if registration:
+                from services.registration.app import create_app as registration_app
+
+                services.insert(0, registration_app(settings, database=database, clock=clock))
+            await entered_together(stack, services)
             http = await stack.enter_async_context(httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60))
             the_world = World(settings, database, f"http://127.0.0.1:{port}", http, app=app)
             await the_world.operator("checker", {Role.OPERATOR})
