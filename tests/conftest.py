@@ -7,7 +7,11 @@
 Every test gets its own topic prefix and database, so tests never read each other's messages.
 """
 
+import asyncio
+import gc
 import os
+import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,6 +71,49 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         yield Servers("embedded", infra.kafka_bootstrap, infra.mongo_uri, False, EMBEDDED_SESSION_TIMEOUT_MS)
     finally:
         infra.stop()
+
+
+TASKS_SHOWN_BEFORE_TIMEOUT_SECONDS = 15
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """A test about to hit pytest-timeout first prints every running event loop's tasks and where
+    each waits: pytest-timeout shows only the threads' stacks, which for a hang in asyncio (a
+    fixture's teardown awaiting a consumer's stop, say) all end in the loop's select."""
+    marker = item.get_closest_marker("timeout")
+    seconds = float(marker.args[0]) if marker and marker.args else float(item.config.getini("timeout") or 0)
+    timer = None
+    if seconds > TASKS_SHOWN_BEFORE_TIMEOUT_SECONDS:
+        timer = threading.Timer(seconds - TASKS_SHOWN_BEFORE_TIMEOUT_SECONDS, _show_tasks_of_running_loops)
+        timer.daemon = True
+        timer.start()
+    try:
+        yield
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def _show_tasks_of_running_loops() -> None:
+    for loop in [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop) and o.is_running()]:
+        loop.call_soon_threadsafe(_show_tasks, loop)
+
+
+def _show_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = asyncio.all_tasks(loop)
+    lines = [f"--- about to time out: {len(tasks)} asyncio tasks, each where it waits ---"]
+    for task in tasks:
+        lines.append(f"{task.get_name()}:")
+        awaited: object = task.get_coro()
+        while awaited is not None:  # down the chain of awaits (a suspended task's own stack is one frame)
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None) or getattr(awaited, "ag_frame", None)
+            if frame is None:
+                lines.append(f"    awaiting {awaited!r}"[:300])
+                break
+            lines.append(f"    {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_qualname}")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None) or getattr(awaited, "ag_await", None)
+    print("\n" + "\n".join(lines), file=sys.stderr, flush=True)
 
 
 def pytest_report_header(config) -> str:
