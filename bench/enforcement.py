@@ -271,7 +271,7 @@ async def enforcement(args, settings: Settings, stack: Stack, workload: Workload
     accepted = [one for one in people if one.status == 201]
     registration_logs = [running.log_path for label, running in stack.running.items() if label.startswith("registration")]
     return {
-        "answer_breakdown": await where_the_time_went(people, stores, registration_logs),
+        "answer_breakdown": await where_the_time_went(people, stores, registration_logs, args.give_up),
         "flow": flow_figures,
         "requests": {
             "answers": {
@@ -303,13 +303,20 @@ STEPS = (
 )
 
 
-async def where_the_time_went(people: list[Person], stores: gateway_bench.Stores, registration_logs: list[Path]) -> dict:
+async def where_the_time_went(people: list[Person], stores: gateway_bench.Stores, registration_logs: list[Path], give_up: float) -> dict:
     """Each request's way to its answer, step by step, from the services' own records (one machine,
     one clock): the exclusion's ``created_at`` (registration handling the command), registration's
     ``event_published`` log line, the gateway's ``command_effects.recorded_at`` (written once its
-    lookup and view hold the exclusion), and the answer's arrival."""
-    effects = await stores.gateway["command_effects"].find({}).to_list(None)
-    by_command = {effect["_id"]: effect for effect in effects}
+    lookup and view hold the exclusion), and the answer's arrival. A request answered 202 (its effect
+    not written yet) is waited for, up to ``give_up`` seconds, so that its way is measured too."""
+    waited_for = {str(one.answer["request_id"]) for one in people if "exclusion_id" not in one.answer and one.answer.get("request_id")}
+    deadline = time.monotonic() + give_up
+    while True:
+        effects = await stores.gateway["command_effects"].find({}).to_list(None)
+        by_command = {effect["_id"]: effect for effect in effects}
+        if waited_for <= by_command.keys() or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
     first_effect: dict[str, datetime] = {}
     for effect in effects:
         at = effect["recorded_at"]
