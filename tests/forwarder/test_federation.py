@@ -27,24 +27,21 @@ async def test_an_exclusion_made_at_a_reaches_register_b_and_platform_d_and_noth
             await ensure_operator_topics(d.world.settings, "op-d")
             await d.stack.enter_async_context(blocking_app(d.world.settings, database=d.world.database))
 
+        async def registered_at_b(platform: str) -> dict:
+            """A platform's forwarder settings for register B: deliveries to it, and its change feed."""
+            return {
+                "forwarder_register": "B",
+                "forwarder_register_url": b.url,
+                "forwarder_register_key": await b.key_for(platform),
+                "forwarder_sync_url": b.url,
+                "forwarder_sync_key": await b.key_for(f"{platform}-sync"),
+                "forwarder_sync_seconds": 0.5,
+            }
+
         await together(
-            a.start_forwarder(
-                forwarder_register="B",
-                forwarder_register_url=b.url,
-                forwarder_register_key=await b.key_for("platform-a"),
-                forwarder_sync_url=b.url,
-                forwarder_sync_key=await b.key_for("platform-a-sync"),
-                forwarder_sync_seconds=0.5,
-            ),
+            a.start_forwarder(**await registered_at_b("platform-a")),
             b.start_forwarder(forwarder_register="A", forwarder_register_url=a.url, forwarder_register_key=await a.key_for("register-b")),
-            d.start_forwarder(
-                forwarder_register="B",
-                forwarder_register_url=b.url,
-                forwarder_register_key=await b.key_for("platform-d"),
-                forwarder_sync_url=b.url,
-                forwarder_sync_key=await b.key_for("platform-d-sync"),
-                forwarder_sync_seconds=0.5,
-            ),
+            d.start_forwarder(**await registered_at_b("platform-d")),
             blocking_at_d(),
         )
 

@@ -148,17 +148,17 @@ async def world(
     try:
         async with AsyncExitStack() as stack:
             await ensure_indexes(database, INDEXES)
-            app = create_app(settings, database=gateway_database, clock=clock)
-            services = [serving(app, port)]
-            if audit:
-                from services.audit.app import create_app as audit_app
-
-                services.insert(0, audit_app(settings, database=database))
+            services = []
             if registration:
                 from services.registration.app import create_app as registration_app
 
-                services.insert(0, registration_app(settings, database=database, clock=clock))
-            await entered_together(stack, services)
+                services.append(registration_app(settings, database=database, clock=clock))
+            if audit:
+                from services.audit.app import create_app as audit_app
+
+                services.append(audit_app(settings, database=database))
+            app = create_app(settings, database=gateway_database, clock=clock)
+            await entered_together(stack, [*services, serving(app, port)])
             http = await stack.enter_async_context(httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60))
             the_world = World(settings, database, f"http://127.0.0.1:{port}", http, app=app)
             await the_world.operator("checker", {Role.OPERATOR})
