@@ -24,18 +24,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-# uuid5's first step (SHA-1 of the namespace's bytes), taken once: each id copies it and goes on.
-_NAMESPACE_SHA1 = hashlib.sha1(EVENT_NAMESPACE.bytes, usedforsecurity=False)
-
-
 def derived_id(cause: uuid.UUID | str, name: str) -> uuid.UUID:
-    """The id of what ``cause`` leads to: the same cause always derives the same id.
-
-    It is ``uuid.uuid5(EVENT_NAMESPACE, f"{cause}/{name}")`` (tests/blocking/test_decisions.py holds it so),
-    computed as uuid5 computes it, from the namespace's digest taken once."""
-    digest = _NAMESPACE_SHA1.copy()
-    digest.update(f"{cause}/{name}".encode())
-    return uuid.UUID(bytes=digest.digest()[:16], version=5)
+    """The id of what ``cause`` leads to: the same cause always derives the same id."""
+    return uuid.uuid5(EVENT_NAMESPACE, f"{cause}/{name}")
 
 
 class Contract(BaseModel):

@@ -186,7 +186,7 @@ def allowed(event: Event, now: datetime) -> Decision:
 
 def names_a_person(identifiers: dict[IdentifierKind, str]) -> bool:
     """Whether an account's identifiers include one that identifies a person (not only a device or card)."""
-    return any(kind in PERSONAL_KINDS for kind in identifiers)
+    return not PERSONAL_KINDS.isdisjoint(identifiers)
 
 
 def block_message(ends_on: date | None) -> str:
@@ -202,7 +202,7 @@ def decision(event: Event, now: datetime, outcome: Outcome, **outcome_fields: An
 def decision_fields(event: Event, now: datetime, outcome: Outcome, **outcome_fields: Any) -> Decision:
     """The decision on this event as its fields, in ``DecisionMade``'s layout with every default in place:
     its references to the event (already validated) then the outcome's own fields. One is made for
-    every account event, so the model is not built: ``pydantic_core.to_json`` of these is the bytes
+    every account event, so the model is not built: ``publisher.decision_json`` of these is the bytes
     of ``DecisionMade.model_validate(fields).model_dump_json()`` (tests/blocking/test_decisions.py)."""
     payload = event.payload
     return {

@@ -2,7 +2,9 @@
 FastStream broker's producer.
 
 An event is serialised by pydantic from its contract's model (one ``TypeAdapter`` per model); a
-decision, made as its fields in the model's layout, by ``pydantic_core.to_json`` (the same bytes).
+decision, made as its fields in the model's layout, by orjson: the same bytes (tested), at a
+fraction of pydantic-core's cost on an untyped dict (README, Performance), and one is written per
+account event.
 Each goes in one record batch per topic and partition (a decision or an enforcement command on the
 topic of the operator it is for, made the first time this process sends that operator anything), the
 partition chosen from the key as the producer would choose it; all batches are sent before any is
@@ -15,12 +17,12 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from cachetools import TTLCache
 from faststream.kafka import KafkaBroker
-from pydantic import TypeAdapter
-from pydantic_core import to_json
+from pydantic import BaseModel, TypeAdapter
 
 from services.blocking.domain import Decision
 from shared import topics
@@ -30,6 +32,18 @@ from shared.settings import Settings
 
 CONTENT_TYPE = ("content-type", b"application/json")
 DECISION_TYPE = DecisionMade.model_fields["type"].default
+
+
+def decision_json(decision: Decision) -> bytes:
+    """The bytes ``DecisionMade``'s model writes for a decision made as its fields (tests/blocking/test_decisions.py)."""
+    return orjson.dumps(decision, default=_model_json, option=orjson.OPT_UTC_Z)
+
+
+def _model_json(value: Any) -> Any:
+    """A model inside a decision (a BLOCK's scope) as pydantic writes it."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def decision_key(decision: Decision) -> bytes:
@@ -61,10 +75,10 @@ class BatchPublisher:
 
     async def publish_decisions(self, decisions: Sequence[Decision]) -> None:
         """Publish decisions made as their fields (``domain.decision_fields``), each on its operator's
-        decisions topic: pydantic-core writes the bytes ``DecisionMade``'s model would (tested)."""
+        decisions topic, in the bytes ``DecisionMade``'s model would write (tested)."""
         await self._send(
             [
-                (DecisionMade.topic, decision["operator_id"], DECISION_TYPE, decision_key(decision), to_json(decision))
+                (DecisionMade.topic, decision["operator_id"], DECISION_TYPE, decision_key(decision), decision_json(decision))
                 for decision in decisions
             ]
         )
