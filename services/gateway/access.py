@@ -181,7 +181,7 @@ class WindowStorage(MemoryStorage):
 
     The stock storage starts a ``threading.Timer`` every 10 ms while requests arrive, to drop old
     entries (each start holds the event loop), and keeps a key's entries in a list it inserts each
-    new one at the front of: a hit costs time in proportion to the limit (~25 us at 100,000). Here the
+    new one at the front of: a hit costs time in proportion to the limit (README, Performance). Here the
     newest entry goes to the left of a deque that keeps at most ``limit`` entries, the ``limit``-th
     (the one a moving window checks) is its right end, and entries past their expiry are dropped from
     the right as hits come: a hit costs the same whatever the limit, and a key keeps only the entries

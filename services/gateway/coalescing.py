@@ -1,8 +1,8 @@
 """Checks that arrive together share one store query.
 
 Every check is one ``_id`` lookup; under load most of its cost is the round trip, not the work
-(a PyMongo operation costs the gateway about a quarter of a millisecond of CPU whatever it
-fetches). So a lookup is sent at once when none is in flight; checks that arrive while one is in
+(a PyMongo operation costs the gateway about the same CPU whatever it fetches: README,
+Performance). So a lookup is sent at once when none is in flight; checks that arrive while one is in
 flight wait for it to finish and then go together in the next one.
 
 A check is never answered by a query that started before it arrived: it joins only the next
