@@ -8,8 +8,8 @@ for each size N: N active exclusions written to blocking's projection; blocking 
 deployed, ``--instances`` processes of ``selfex run blocking`` sharing the account events (each
 loads the whole view from the projection), reading the bench operator's own account-events topic
 and answering on its own decisions topic, and, beside them on topics of their own, the machine's
-limit: a bare aiokafka forwarder (``bench.forwarder``) that passes each record on with
-no logic. Account events are driven through the broker into each and the answers read back:
+limit: a bare aiokafka forwarder (``bench.forwarder``; ``--forwarders`` processes of it
+sharing one group) that passes each record on with no logic. Account events are driven through the broker into each and the answers read back:
 sustained throughput in rounds taking turns (the machine is shared, so the ratio is taken round by
 round), the events produced in record batches so that the bench outruns what it measures;
 p50/p95/p99 end-to-end latency at a fixed offered rate; the service's memory; the view's lookup
@@ -65,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         "--instances", type=int, default=2, help="blocking instances sharing the work, as deployed (deploy/blocking.yaml runs 2)"
     )
     parser.add_argument("--partitions", type=int, default=6, help="partitions per topic (a multiple of the instances spreads evenly)")
+    parser.add_argument(
+        "--forwarders",
+        type=int,
+        default=1,
+        help="bare forwarder processes sharing the limit's work (as many as --instances compares like with like; README, Performance)",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
     settings = Settings().model_copy(update={"topic_partitions": args.partitions})
@@ -86,7 +92,8 @@ async def run(args, sizes: list[int], settings: Settings, kind: str, workdir: Pa
     tag = uuid.uuid4().hex[:6]
     print(
         f"selfex bench decisions: {os.cpu_count()} CPUs, Python {platform.python_version()}, servers: {kind}, "
-        f"{settings.topic_partitions} partitions per topic, {args.instances} blocking instance(s)",
+        f"{settings.topic_partitions} partitions per topic, {args.instances} blocking instance(s), "
+        f"{args.forwarders} bare forwarder(s)",
         flush=True,
     )
     print(
@@ -162,12 +169,14 @@ async def bench_size(args, settings: Settings, size: int, workdir: Path) -> dict
                 running.enter_context(child([sys.executable, "-m", "selfex.cli", "run", "blocking"], service_environment(settings), path))
                 for path in log_paths
             ]
-            running.enter_context(child(forwarder, dict(os.environ), workdir / f"forwarder-{size}.log"))
+            for n in range(args.forwarders):
+                running.enter_context(child(forwarder, dict(os.environ), workdir / f"forwarder-{size}-{n}.log"))
             blocking, limit = Driven(settings, workload), Driven(forwarding, workload)
             async with blocking, limit:
                 await measure.until_group_stable(settings.kafka, account_events_group(settings), len(services), READY_TIMEOUT_SECONDS)
                 await blocking.ready()
                 ready_s = time.perf_counter() - started
+                await measure.until_group_stable(settings.kafka, forwarder[-1], args.forwarders, READY_TIMEOUT_SECONDS)
                 await limit.ready()
                 await blocking.warm_up()
                 await limit.warm_up()

@@ -25,14 +25,13 @@ def test_the_decisions_bench_runs_and_prints_every_figure(settings, monkeypatch,
     }.items():
         monkeypatch.setenv(name, value)
 
-    code = bench.main(
-        ["--sizes", "50,100", "--events", "200", "--rounds", "2", "--accounts", "50", "--rate", "200", "--latency-seconds", "1"]
-    )
+    tiny = "--sizes 50,100 --events 200 --rounds 2 --accounts 50 --rate 200 --latency-seconds 1 --forwarders 2"
+    code = bench.main(tiny.split())
 
     out = capsys.readouterr().out
     assert code == 0, out
     assert "servers: external" in out, "named servers are used as they are"
-    assert "6 partitions per topic, 2 blocking instance(s)" in out, "blocking runs as deployed, two instances"
+    assert "6 partitions per topic, 2 blocking instance(s), 2 bare forwarder(s)" in out, "blocking runs as deployed, two instances"
     for size in ("50", "100"):
         assert re.search(
             rf"\n{size} active exclusions: stored in {NUMBER} s; service ready in {NUMBER} s \(view loaded in {NUMBER} s\); "
