@@ -1,5 +1,6 @@
 """The native /v1 API over HTTP: exclusions and their lifecycle, people, checks, decisions, reviews."""
 
+import hashlib
 import uuid
 
 import pytest
@@ -8,7 +9,7 @@ from shared import topics
 from shared.broker import ensure_operator_topics
 from shared.events import AccountEventKind, DecisionMade, DecisionPayload, Outcome
 from tests.gateway.conftest import new_uid
-from tests.support import Publisher, TopicReader, eventually
+from tests.support import Publisher, TopicReader, committed_offset, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -187,11 +188,13 @@ async def test_decisions_stored_in_batches_keep_one_of_each_and_park_only_the_ba
     await ensure_operator_topics(gw.settings, mine)
     made = [decision(mine, f"batch-{n}") for n in range(50)]
     topic = topics.of_operator(mine, topics.DECISIONS)
+    bad = b"not a decision"
     async with Publisher(gw.settings) as publish, TopicReader(gw.settings, topics.DEAD_LETTER) as dead_letters:
         # One key: one partition, so the records arrive together and in this order.
-        for record in [*made[:25], made[3], b"not a decision", *made[25:], made[0]]:
+        sent = []
+        for record in [*made[:25], made[3], bad, *made[25:], made[0]]:
             value = record if isinstance(record, bytes) else record.model_dump_json().encode()
-            await publish.raw(topic, value, key=b"one-partition")
+            sent.append((value, await publish.raw(topic, value, key=b"one-partition")))
 
         async def all_of_them():
             answer = await gw.client.get("/v1/decisions", params={"limit": 1000}, headers=headers(gw, "checker"))
@@ -199,10 +202,28 @@ async def test_decisions_stored_in_batches_keep_one_of_each_and_park_only_the_ba
             return found if len(found) >= len(made) else None
 
         stored = await eventually(all_of_them, what="the batch's decisions")
-        parked = await dead_letters.wait_for(lambda m: m["payload"]["consumer"] == "gateway" and m["payload"]["topic"].endswith(topic))
+        # Every record of this batch handled (its bad ones parked first): the group committed past the last one.
+        partition, last = sent[-1][1].partition, sent[-1][1].offset
+        group = f"{gw.settings.topic_prefix}gateway.operator.{topics.DECISIONS}"
+
+        async def all_handled():
+            committed = await committed_offset(gw.settings, group, topic, partition)
+            return committed if committed is not None and committed > last else None
+
+        await eventually(all_handled, what="the gateway's commit past the batch")
+        ours = {(partition, meta.offset) for _, meta in sent}  # the module's other tests park records of this topic too
+        parked = [
+            m
+            for m in await dead_letters.read_to_end()  # parked before the commit: all of them are there
+            if m["payload"]["consumer"] == "gateway"
+            and m["payload"]["topic"].endswith(topic)
+            and (m["payload"]["partition"], m["payload"]["offset"]) in ours
+        ]
 
     assert sorted(d["account_id"] for d in stored) == sorted(f"batch-{n}" for n in range(50)), "each once, duplicates not again"
-    assert len(parked) == 1
+    assert [(m["payload"]["offset"], m["payload"]["original_sha256"]) for m in parked] == [
+        (next(meta.offset for value, meta in sent if value == bad), hashlib.sha256(bad).hexdigest())
+    ], "the bad record alone, once"
 
 
 def decision(operator_id: str, account: str) -> DecisionMade:
