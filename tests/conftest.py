@@ -74,6 +74,11 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
 
 
 TASKS_SHOWN_BEFORE_TIMEOUT_SECONDS = 15
+# pytest-timeout's signal raises in whatever code runs when it fires: in an asyncio program, often
+# another task (a server's request, a consumer's loop), which swallows it while the test waits on.
+# A test still running this long after its timeout ends its worker instead, so the run fails (xdist
+# reports the crash and goes on with a new worker) rather than hanging until CI's own limit.
+ENDED_AFTER_TIMEOUT_SECONDS = 30
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -83,16 +88,29 @@ def pytest_runtest_protocol(item, nextitem):
     fixture's teardown awaiting a consumer's stop, say) all end in the loop's select."""
     marker = item.get_closest_marker("timeout")
     seconds = float(marker.args[0]) if marker and marker.args else float(item.config.getini("timeout") or 0)
-    timer = None
+    timers = []
     if seconds > TASKS_SHOWN_BEFORE_TIMEOUT_SECONDS:
-        timer = threading.Timer(seconds - TASKS_SHOWN_BEFORE_TIMEOUT_SECONDS, _show_tasks_of_running_loops)
+        timers.append(threading.Timer(seconds - TASKS_SHOWN_BEFORE_TIMEOUT_SECONDS, _show_tasks_of_running_loops))
+    if seconds > 0:
+        timers.append(threading.Timer(seconds + ENDED_AFTER_TIMEOUT_SECONDS, _end_this_worker, args=(item.nodeid, seconds)))
+    for timer in timers:
         timer.daemon = True
         timer.start()
     try:
         yield
     finally:
-        if timer is not None:
+        for timer in timers:
             timer.cancel()
+
+
+def _end_this_worker(nodeid: str, seconds: float) -> None:
+    print(
+        f"\n--- {nodeid} still runs {ENDED_AFTER_TIMEOUT_SECONDS} s after its {seconds:g} s timeout (pytest-timeout's "
+        "signal landed in another asyncio task): ending this test process so the run fails instead of hanging ---",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(1)
 
 
 def _show_tasks_of_running_loops() -> None:
