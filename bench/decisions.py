@@ -9,7 +9,8 @@ deployed, ``--instances`` processes of ``selfex run blocking`` sharing the accou
 loads the whole view from the projection), reading the bench operator's own account-events topic
 and answering on its own decisions topic, and, beside them on topics of their own, the machine's
 limit: a bare aiokafka forwarder (``bench.forwarder``; ``--forwarders`` processes of it
-sharing one group) that passes each record on with no logic. Account events are driven through the broker into each and the answers read back:
+sharing one group) that passes each record on with no logic. Account events are driven through
+the broker into each and the answers read back:
 sustained throughput in rounds taking turns (the machine is shared, so the ratio is taken round by
 round), the events produced in record batches so that the bench outruns what it measures;
 p50/p95/p99 end-to-end latency at a fixed offered rate; the service's memory; the view's lookup
@@ -154,6 +155,7 @@ async def bench_size(args, settings: Settings, size: int, workdir: Path) -> dict
         decide_us, match_us = measure.lookup_cost(view, workload.probes(LOOKUP_PROBES), workload.now)
         del view
         log_paths = [workdir / f"blocking-{size}-{n}.log" for n in range(args.instances)]
+        forwarder_group = f"{forwarding.topic_prefix}forwarder"
         forwarder = [
             sys.executable,
             "-m",
@@ -161,7 +163,7 @@ async def bench_size(args, settings: Settings, size: int, workdir: Path) -> dict
             settings.kafka,
             forwarding.topic(OPERATOR_EVENTS),
             forwarding.topic(OPERATOR_DECISIONS),
-            f"{forwarding.topic_prefix}forwarder",
+            forwarder_group,
         ]
         with ExitStack() as running:
             started = time.perf_counter()
@@ -176,7 +178,7 @@ async def bench_size(args, settings: Settings, size: int, workdir: Path) -> dict
                 await measure.until_group_stable(settings.kafka, account_events_group(settings), len(services), READY_TIMEOUT_SECONDS)
                 await blocking.ready()
                 ready_s = time.perf_counter() - started
-                await measure.until_group_stable(settings.kafka, forwarder[-1], args.forwarders, READY_TIMEOUT_SECONDS)
+                await measure.until_group_stable(settings.kafka, forwarder_group, args.forwarders, READY_TIMEOUT_SECONDS)
                 await limit.ready()
                 await blocking.warm_up()
                 await limit.warm_up()
