@@ -43,7 +43,7 @@ from pymongo.errors import PyMongoError
 from bench import http as gateway_bench
 from bench import measure, restart
 from bench.decisions import READY_TIMEOUT_SECONDS, account_events_group, child, servers, service_environment, store_exclusions
-from bench.probes import Flow, Person, Watch, exclude, percentiles
+from bench.probes import Flow, Person, Watch, exclude, percentiles, warm_up
 from bench.workload import OPERATOR, Workload
 from services.blocking import repository as blocking_store
 from services.gateway import repository as gateway_store
@@ -60,6 +60,7 @@ HOP_TOPIC = "bench.hop"
 HOST = "127.0.0.1"
 TARGET_P99_MS = 1000.0
 TARGET_RESTART_SECONDS = 30.0
+WARM_UP_SECONDS = 60.0  # for the untimed first exclusion to take effect
 EFFECTS = (
     ("gamstop", "GAMSTOP check answers Y"),
     ("block", "first account event BLOCKed"),
@@ -239,7 +240,8 @@ async def enforcement(args, settings: Settings, stack: Stack, workload: Workload
     account_events, decisions, enforced = (settings.topic(topics.of_operator(issued.operator.id, kind)) for kind in topics.PER_OPERATOR)
     flow = Flow(settings.kafka, settings.topic(topics.of_operator(OPERATOR, topics.ACCOUNT_EVENTS)), workload, args.flow, tag)
     flow_decisions = settings.topic(topics.of_operator(OPERATOR, topics.DECISIONS))
-    watch = Watch(settings.kafka, decisions, enforced, issued.operator.id, people, counted=(flow_decisions,))
+    warm = Person(args.excluded, issued.operator.id)  # excluded first, untimed
+    watch = Watch(settings.kafka, decisions, enforced, issued.operator.id, [*people, warm], counted=(flow_decisions,))
     async with (
         watch,
         flow,
@@ -252,6 +254,8 @@ async def enforcement(args, settings: Settings, stack: Stack, workload: Workload
             await send.send(account_events, value, key=key)
         await asyncio.wait_for(asyncio.gather(*(one.noted.wait() for one in people)), 60)
         await asyncio.sleep(1.0)  # the seen accounts are stored while the decisions go out
+        progress("one person excluded the whole way first, untimed")
+        await warm_up(warm, http, issued.key, send, account_events, WARM_UP_SECONDS)
         progress(f"excluding {len(people)} people at {args.rate:g}/s")
         decided_before, flow_before, started = watch.decisions, flow.sent, time.perf_counter()
         tasks = []

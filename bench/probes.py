@@ -4,7 +4,8 @@
 - ``Watch``: the decisions and enforcement topics read from their end, noting for each measured
   person when the first ``BLOCK`` and the first ``end_sessions`` for their account arrived;
 - ``exclude``: one person excluded through the native API, then timed from the ``201`` until a
-  GAMSTOP check says ``Y``, an account event of theirs is blocked, and their session is ended.
+  GAMSTOP check says ``Y``, an account event of theirs is blocked, and their session is ended;
+- ``warm_up``: one person excluded the whole way before any is timed.
 """
 
 import asyncio
@@ -113,6 +114,23 @@ async def exclude(one: Person, http: httpx.AsyncClient, key: str, send: AIOKafka
         return
     deadline = one.accepted_at + give_up
     await asyncio.gather(_checked(one, http, key, deadline), _blocked(one, send, account_events, deadline), _enforced(one, deadline))
+
+
+async def warm_up(one: Person, http: httpx.AsyncClient, key: str, send: AIOKafkaProducer, account_events: str, timeout: float) -> None:
+    """Exclude ``one`` and wait until a GAMSTOP check says ``Y`` and an account event of theirs is
+    blocked, untimed: services that answer ready may still be settling their groups and connections,
+    and the first measured requests must not pay for that (a loaded machine once answered all 20 of
+    a test's requests 202). Raises if the exclusion takes no effect within ``timeout`` seconds."""
+    deadline = time.perf_counter() + timeout
+    answer = await http.post("/v1/exclusions", json=one.exclusion_request(), headers={"X-API-Key": key}, timeout=timeout)
+    if answer.status_code not in (201, 202):
+        raise RuntimeError(f"the warm-up exclusion was answered {answer.status_code}: {answer.text[:300]}")
+    await asyncio.gather(_checked(one, http, key, deadline), _blocked(one, send, account_events, deadline))
+    if one.gamstop_at is None or one.blocked_at is None:
+        raise RuntimeError(
+            f"the warm-up exclusion took no effect within {timeout:g} s (GAMSTOP Y: {one.gamstop_at is not None}, "
+            f"blocked: {one.blocked_at is not None})"
+        )
 
 
 async def _checked(one: Person, http: httpx.AsyncClient, key: str, deadline: float) -> None:

@@ -40,7 +40,7 @@ async def test_the_enforcement_bench_runs_on_the_whole_stack_and_measures_every_
         str(out),
     ]
     process = await asyncio.create_subprocess_exec(*command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    output, _ = await asyncio.wait_for(process.communicate(), 120)
+    output, _ = await asyncio.wait_for(process.communicate(), 240)
 
     text = output.decode()
     assert process.returncode == 0, text[-3000:]
@@ -49,7 +49,7 @@ async def test_the_enforcement_bench_runs_on_the_whole_stack_and_measures_every_
     # Every request accepted: 201, or 202 past the 5 s bound (how many is the bench's figure, not the
     # test's: under the rest of the suite some wait longer); each effect is timed from every 201.
     answers = report["requests"]["answers"]
-    assert set(answers) <= {"201", "202"} and sum(answers.values()) == 20 and answers.get("201", 0) >= 1, answers
+    assert set(answers) <= {"201", "202"} and sum(answers.values()) == 20 and answers.get("201", 0) >= 1, (answers, text[-3000:])
     for effect in ("gamstop", "block", "end_sessions"):
         figures = report[effect]
         assert figures["count"] == answers["201"] and figures["missing"] == 0, effect
